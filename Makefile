@@ -1,0 +1,36 @@
+# make run    the whole system on this machine (API+admin :8000, worker, beat, Flower :5555)
+# make test   the whole test suite against real PostgreSQL, Redis and Celery workers
+# make bench  the benchmarks (never part of make test)
+# With DATABASE_URL / REDIS_URL unset, private servers are started (and stopped) under .devdata/.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install run test bench lint clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(INSTALLED)
+
+run: $(INSTALLED)
+	$(PY) -m devtools.run
+
+test: $(INSTALLED)
+	$(PY) -m devtools.private_servers --data .devdata/test -- $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(INSTALLED)
+	$(PY) -m devtools.private_servers --data .devdata/bench -- $(PY) -m bench
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .devdata staticfiles

@@ -1,0 +1,238 @@
+"""Settings shared by every environment, read from the environment (12-factor).
+
+Every variable is listed, with a comment, in `.env.example`.
+"""
+
+from pathlib import Path
+
+import environ
+from kombu import Exchange, Queue
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+# A .env file in the project root is read when present; real environment variables win.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# --- Django core -----------------------------------------------------------------------
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="django-insecure-development-only-key")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_celery_results",
+    "django_celery_beat",
+    "tasks_app",
+    "conversations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "claw_ai.urls"
+WSGI_APPLICATION = "claw_ai.wsgi.application"
+ASGI_APPLICATION = "claw_ai.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# DATABASE_URL is required: a missing database is an error, not a silent SQLite fallback.
+DATABASES = {"default": env.db_url("DATABASE_URL")}
+# Workers hold connections for hours: check them before use so a dropped one is replaced.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env("REDIS_URL")
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = env("DJANGO_TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# Bound what one request can make the server hold in memory.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=2 * 1024 * 1024)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+}
+
+# --- REST framework --------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "CLAW.AI task system",
+    "DESCRIPTION": "Submit, watch, cancel and retry the asynchronous work of the CLAW.AI chat backend.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Celery ------------------------------------------------------------------------------
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+# Every CELERY_* name below is the lower-case Celery setting without the prefix.
+
+# The broker is Redis unless CELERY_BROKER_URL names another (RabbitMQ works too).
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
+# Seed priority 9 is the highest; Redis lists run 0 first, so this transport flips the order.
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT = "claw_ai.broker:PriorityRedisTransport"
+
+# Results go to PostgreSQL through django-celery-results; the task records keep in step.
+CELERY_RESULT_BACKEND = "tasks_app.result_backend:TaskRecordBackend"
+# Store task name, args, worker and traceback with each result.
+CELERY_RESULT_EXTENDED = True
+# Record STARTED, so "running" is visible and runtime can be measured.
+CELERY_TASK_TRACK_STARTED = True
+# Results are kept as long as task records; the cleanup job removes both.
+CELERY_RESULT_EXPIRES = None
+
+# JSON only: no pickle, so a message can never carry code.
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_ENABLE_UTC = True
+
+# The four queues of the seed. Tasks are routed by the module they live in.
+QUEUE_AI = "ai_high_priority"
+QUEUE_KNOWLEDGE = "knowledge_default"
+QUEUE_NOTIFICATION = "notification_default"
+QUEUE_DEFAULT = "default"
+TASK_QUEUES = (QUEUE_AI, QUEUE_KNOWLEDGE, QUEUE_NOTIFICATION, QUEUE_DEFAULT)
+CELERY_TASK_QUEUES = [Queue(name, Exchange(name), routing_key=name) for name in TASK_QUEUES]
+CELERY_TASK_DEFAULT_QUEUE = QUEUE_DEFAULT
+CELERY_TASK_DEFAULT_EXCHANGE = QUEUE_DEFAULT
+CELERY_TASK_DEFAULT_ROUTING_KEY = QUEUE_DEFAULT
+CELERY_TASK_ROUTES = {
+    "tasks_app.tasks.ai_tasks.*": {"queue": QUEUE_AI},
+    "tasks_app.tasks.knowledge_tasks.*": {"queue": QUEUE_KNOWLEDGE},
+    "tasks_app.tasks.notification_tasks.*": {"queue": QUEUE_NOTIFICATION},
+    "tasks_app.tasks.maintenance_tasks.*": {"queue": QUEUE_DEFAULT},
+}
+
+# Priorities 0-9, 9 the highest (the seed's meaning). A task sent without one sits in the middle.
+TASK_PRIORITY_MIN, TASK_PRIORITY_MAX = 0, 9
+CELERY_TASK_DEFAULT_PRIORITY = 5
+# RabbitMQ orders natively (higher first) once queues declare a maximum.
+CELERY_TASK_QUEUE_MAX_PRIORITY = TASK_PRIORITY_MAX
+
+# Time limits: the soft limit raises inside the task so it can stop cleanly; the hard one kills it.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=600)
+# The longest delay a client may ask for (countdown / eta), in seconds.
+TASK_MAX_COUNTDOWN = env.int("TASK_MAX_COUNTDOWN", default=7 * 24 * 3600)
+
+# Redis redelivers any message unacknowledged for longer than the visibility timeout. A worker
+# holds a delayed task unacknowledged until its eta, then runs it, so the timeout must exceed the
+# longest countdown plus the longest run, or delayed tasks run twice.
+REDIS_VISIBILITY_TIMEOUT = TASK_MAX_COUNTDOWN + CELERY_TASK_TIME_LIMIT + 3600
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": REDIS_VISIBILITY_TIMEOUT,
+    # One list per priority level (not the default four buckets), read in priority order.
+    "priority_steps": list(range(TASK_PRIORITY_MIN, TASK_PRIORITY_MAX + 1)),
+    "sep": ":",
+    "queue_order_strategy": "priority",
+}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT}
+CELERY_VISIBILITY_TIMEOUT = REDIS_VISIBILITY_TIMEOUT
+# Keep retrying to reach the broker when a worker starts before Redis does.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Acknowledge after the task ran, and hand a task back when its process dies (SIGKILL, OOM):
+# a task accepted is finished or failed visibly, never dropped. Tasks must be safe to run twice.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Long AI tasks: a worker takes one message per free slot, so others are not stuck behind it.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Retry result writes when PostgreSQL blips, instead of losing the outcome.
+CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
+CELERY_RESULT_BACKEND_MAX_RETRIES = 10
+# Events feed Flower; task-sent events make queued tasks visible there too.
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+# pool_restart over remote control is refused unless this is on (and works on prefork only).
+CELERY_WORKER_POOL_RESTARTS = True
+# With late acks, a task still running when the broker connection drops is redelivered; cancel
+# the local run so it does not run twice at once.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+
+# Retry policy of BaseTaskWithRetry (tasks_app.tasks.base).
+TASK_RETRY_MAX_RETRIES = env.int("TASK_RETRY_MAX_RETRIES", default=3)
+TASK_RETRY_BACKOFF_MAX = 600
+
+# Rate limits by task name (per worker instance, as Celery counts them), e.g. "10/m".
+TASK_RATE_LIMITS = {
+    "tasks_app.tasks.ai_tasks.generate_ai_response": env("AI_TASK_RATE_LIMIT", default="10/m"),
+}
+CELERY_TASK_ANNOTATIONS = {name: {"rate_limit": limit} for name, limit in TASK_RATE_LIMITS.items() if limit}
+
+# Schedules live in the database and are edited in the admin.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# --- Flower ----------------------------------------------------------------------------
+FLOWER_USER = env("FLOWER_USER", default="admin")
+FLOWER_PASSWORD = env("FLOWER_PASSWORD", default="")

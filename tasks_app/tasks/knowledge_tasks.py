@@ -1,0 +1,1 @@
+"""Knowledge-base indexing (queue `knowledge_default`)."""

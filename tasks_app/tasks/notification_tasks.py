@@ -1,0 +1,1 @@
+"""Notifications: webhooks and email (queue `notification_default`)."""

@@ -1,0 +1,35 @@
+"""Tasks that exist only in test workers (loaded with `celery worker -I tests.support.tasks`)."""
+
+import time
+
+import redis
+from celery import shared_task
+from django.conf import settings
+
+
+def test_redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+@shared_task(name="tests.record_run")
+def record_run(label: str, list_key: str) -> str:
+    """Append `label` to a Redis list, so a test can read the order tasks ran in."""
+    test_redis().rpush(list_key, label)
+    return label
+
+
+@shared_task(name="tests.wait_for_key")
+def wait_for_key(key: str, timeout: float = 30) -> bool:
+    """Run until a test sets `key` (or the timeout passes): a task that stays STARTED on demand."""
+    client = test_redis()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.exists(key):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@shared_task(name="tests.fail")
+def fail(message: str) -> None:
+    raise ValueError(message)

@@ -1,0 +1,84 @@
+"""Real Celery workers for end-to-end tests, run as subprocesses against the test database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+from claw_ai.celery import celery_app
+from tests.support.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+LOG_DIR = ROOT / ".devdata" / "test-logs"
+
+
+def test_database_url() -> str:
+    """The URL of the database pytest-django created, for processes outside the test run."""
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    host = db.get("HOST") or "127.0.0.1"
+    return f"postgres://{auth}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+def process_env(**overrides: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "claw_ai.settings.test",
+        "DATABASE_URL": test_database_url(),
+        "PYTHONUNBUFFERED": "1",
+        **overrides,
+    }
+
+
+class Worker:
+    """One `celery worker` process; stop() (or the fixture) always ends it."""
+
+    def __init__(self, *, queues=None, concurrency: int = 4, pool: str = "prefork", name: str | None = None,
+                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+        self.name = name or f"test-{uuid.uuid4().hex[:8]}@localhost"
+        self.queues = list(queues or settings.TASK_QUEUES)
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"{self.name.split('@')[0]}.log"
+        command = [
+            sys.executable, "-m", "celery", "-A", "claw_ai", "worker",
+            "-n", self.name, "-Q", ",".join(self.queues), "-c", str(concurrency), "-P", pool,
+            "-I", "tests.support.tasks", "-l", "info", "--without-gossip", *extra_args,
+        ]
+        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(command, cwd=ROOT, env=process_env(**(env or {})),
+                                        stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 60) -> Worker:
+        def answers():
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited ({self.process.returncode}); log:\n{self.log_text()}")
+            return celery_app.control.ping(destination=[self.name], timeout=0.5)
+
+        wait_for(answers, timeout=timeout, what=f"worker {self.name} to answer ping")
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # warm shutdown
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        else:
+            # The pool children of a killed main process may outlive it.
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.log.close()
