@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+import conversations.api.routes  # noqa: F401  (registers viewsets on the router)
+import tasks_app.api.routes  # noqa: F401  (registers viewsets on the router)
 from claw_ai.api import router
 
 urlpatterns = [

@@ -1,0 +1,1 @@
+"""Registers the conversation and knowledge endpoints on the project's router."""
