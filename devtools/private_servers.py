@@ -82,28 +82,40 @@ class PrivatePostgres:
         if not (self.pgdata / "PG_VERSION").exists():
             subprocess.run(
                 [self.bin / "initdb", "-D", self.pgdata, "-U", "postgres", "--auth=trust", "--encoding=UTF8"],
-                check=True, stdout=subprocess.DEVNULL, **self._as_server_user(),
+                check=True,
+                stdout=subprocess.DEVNULL,
+                **self._as_server_user(),
             )
         # A server left behind by a killed run would hold the data folder: stop it first.
-        subprocess.run([self.bin / "pg_ctl", "-D", self.pgdata, "-m", "fast", "stop"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **self._as_server_user())
+        subprocess.run(
+            [self.bin / "pg_ctl", "-D", self.pgdata, "-m", "fast", "stop"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            **self._as_server_user(),
+        )
         options = f"-h 127.0.0.1 -p {self.port} -k {self.pgdata} -c max_connections=300"
         subprocess.run(
             [self.bin / "pg_ctl", "-D", self.pgdata, "-l", self.pgdata / "server.log", "-o", options, "-w", "start"],
-            check=True, stdout=subprocess.DEVNULL, **self._as_server_user(),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            **self._as_server_user(),
         )
         url = f"postgres://postgres@127.0.0.1:{self.port}"
         created = subprocess.run(
             [self.bin / "psql", f"{url}/postgres", "-qc", f"CREATE DATABASE {DATABASE_NAME}"],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if created.returncode and "already exists" not in created.stderr:
             raise RuntimeError(created.stderr)
         return f"{url}/{DATABASE_NAME}"
 
     def stop(self) -> None:
-        subprocess.run([self.bin / "pg_ctl", "-D", self.pgdata, "-m", "fast", "-w", "stop"],
-                       stdout=subprocess.DEVNULL, **self._as_server_user())
+        subprocess.run(
+            [self.bin / "pg_ctl", "-D", self.pgdata, "-m", "fast", "-w", "stop"],
+            stdout=subprocess.DEVNULL,
+            **self._as_server_user(),
+        )
 
 
 class PrivateRedis:
@@ -124,8 +136,21 @@ class PrivateRedis:
     def start(self) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [self.binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
-             "--save", "", "--appendonly", "no", "--logfile", str(self.dir / "server.log")],
+            [
+                self.binary(),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--logfile",
+                str(self.dir / "server.log"),
+            ],
             # Its own session: a Ctrl-C meant for the app must not kill Redis before the app stops.
             start_new_session=True,
         )

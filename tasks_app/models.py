@@ -49,25 +49,43 @@ class TaskRecord(models.Model):
     priority = models.PositiveSmallIntegerField(_("priority"), null=True, blank=True, help_text=_("0-9, 9 highest."))
     eta = models.DateTimeField(_("eta"), null=True, blank=True, help_text=_("Earliest time the task may run."))
     submitted_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("submitted by"), null=True, blank=True,
-        on_delete=models.SET_NULL, related_name="task_records",
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("submitted by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="task_records",
         help_text=_("API user who submitted the task; empty for tasks sent from code or by beat."),
     )
     user_id = models.CharField(
-        _("chat user id"), max_length=255, blank=True, default="",
+        _("chat user id"),
+        max_length=255,
+        blank=True,
+        default="",
         help_text=_("The chat product's user the task works for, when it has one."),
     )
     conversation_id = models.CharField(
-        _("conversation id"), max_length=255, blank=True, default="",
+        _("conversation id"),
+        max_length=255,
+        blank=True,
+        default="",
         help_text=_("Public id of the conversation the task belongs to, when it has one."),
     )
     periodic_task_name = models.CharField(
-        _("periodic task"), max_length=255, blank=True, default="",
+        _("periodic task"),
+        max_length=255,
+        blank=True,
+        default="",
         help_text=_("Name of the beat schedule that sent the task."),
     )
     retry_of = models.ForeignKey(
-        "self", verbose_name=_("retry of"), null=True, blank=True, on_delete=models.SET_NULL,
-        related_name="retried_by", help_text=_("The task this one re-runs."),
+        "self",
+        verbose_name=_("retry of"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="retried_by",
+        help_text=_("The task this one re-runs."),
     )
     state = models.CharField(_("state"), max_length=20, choices=TaskState.choices, default=TaskState.PENDING)
     worker = models.CharField(_("worker"), max_length=255, blank=True, default="", help_text=_("Worker node name."))
@@ -78,7 +96,9 @@ class TaskRecord(models.Model):
     started_at = models.DateTimeField(_("started"), null=True, blank=True)
     done_at = models.DateTimeField(_("done"), null=True, blank=True, help_text=_("When the task finished."))
     resent_count = models.PositiveIntegerField(
-        _("re-sent"), default=0, help_text=_("Times the message was re-sent after the broker lost it."),
+        _("re-sent"),
+        default=0,
+        help_text=_("Times the message was re-sent after the broker lost it."),
     )
     resent_at = models.DateTimeField(_("last re-sent"), null=True, blank=True)
 

@@ -33,8 +33,9 @@ def _queue_of(routing_key: str | None, declare) -> str:
 
 
 @before_task_publish.connect(dispatch_uid="tasks_app.record_published_task")
-def record_published_task(sender=None, body=None, headers=None, routing_key=None, properties=None,
-                          declare=None, **_kwargs) -> None:
+def record_published_task(
+    sender=None, body=None, headers=None, routing_key=None, properties=None, declare=None, **_kwargs
+) -> None:
     headers = headers or {}
     task_id = headers.get("id")
     if not task_id:  # protocol 1 messages are not sent by this system

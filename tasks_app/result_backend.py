@@ -7,8 +7,8 @@ system stays REVOKED: later writes from a worker that had not yet heard are drop
 """
 
 from celery import states
-from django.db import OperationalError, connection, transaction
 from django.db import InterfaceError as DjangoInterfaceError
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 from psycopg import OperationalError as PsycopgOperationalError
@@ -41,8 +41,7 @@ class TaskRecordBackend(DatabaseBackend):
             record = TaskRecord.objects.select_for_update().filter(task_id=task_id).first()
             if record is not None and record.state == TaskState.REVOKED and status != states.REVOKED:
                 return result
-            stored = super()._store_result(task_id, result, status, traceback=traceback, request=request,
-                                           using=using)
+            stored = super()._store_result(task_id, result, status, traceback=traceback, request=request, using=using)
             if record is not None:
                 self._update_record(record, result, status, traceback, request)
         return stored

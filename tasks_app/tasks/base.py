@@ -24,9 +24,7 @@ class ClawTask(Task):
             from celery.utils import uuid
 
             task_id = task_id or uuid()
-            transaction.on_commit(
-                lambda: super(ClawTask, self).apply_async(args, kwargs, task_id, *rest, **options)
-            )
+            transaction.on_commit(lambda: super(ClawTask, self).apply_async(args, kwargs, task_id, *rest, **options))
             return self.AsyncResult(task_id)
         return super().apply_async(args, kwargs, task_id, *rest, **options)
 

@@ -20,8 +20,11 @@ def test_a_task_on_each_queue_runs_and_its_result_is_stored(celery_worker, queue
     sent = health_check.apply_async(queue=queue)
 
     # then the worker ran it from that queue and django-celery-results stored the result
-    row = wait_for(lambda: TaskResult.objects.filter(task_id=sent.id, status="SUCCESS").first(),
-                   timeout=30, what=f"result of {sent.id}")
+    row = wait_for(
+        lambda: TaskResult.objects.filter(task_id=sent.id, status="SUCCESS").first(),
+        timeout=30,
+        what=f"result of {sent.id}",
+    )
     result = json.loads(row.result)
     assert result["queue"] == queue
     assert result["worker"] == celery_worker.name

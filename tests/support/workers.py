@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -40,20 +41,51 @@ def process_env(**overrides: str) -> dict[str, str]:
 class Worker:
     """One `celery worker` process; stop() (or the fixture) always ends it."""
 
-    def __init__(self, *, queues=None, concurrency: int = 4, pool: str = "prefork", name: str | None = None,
-                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        queues=None,
+        concurrency: int = 4,
+        pool: str = "prefork",
+        name: str | None = None,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name or f"test-{uuid.uuid4().hex[:8]}@localhost"
         self.queues = list(queues or settings.TASK_QUEUES)
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{self.name.split('@')[0]}.log"
         command = [
-            sys.executable, "-m", "celery", "-A", "claw_ai", "worker",
-            "-n", self.name, "-Q", ",".join(self.queues), "-c", str(concurrency), "-P", pool,
-            "-I", "tests.support.tasks", "-l", "info", "--without-gossip", *extra_args,
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "claw_ai",
+            "worker",
+            "-n",
+            self.name,
+            "-Q",
+            ",".join(self.queues),
+            "-c",
+            str(concurrency),
+            "-P",
+            pool,
+            "-I",
+            "tests.support.tasks",
+            "-l",
+            "info",
+            "--without-gossip",
+            *extra_args,
         ]
         self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen(command, cwd=ROOT, env=process_env(**(env or {})),
-                                        stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=process_env(**(env or {})),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_ready(self, timeout: float = 60) -> Worker:
         def answers():
@@ -77,8 +109,6 @@ class Worker:
                 self.process.wait(10)
         else:
             # The pool children of a killed main process may outlive it.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.log.close()

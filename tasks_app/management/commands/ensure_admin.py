@@ -38,7 +38,9 @@ class Command(BaseCommand):
         self._announce("admin", password)
 
     def _announce(self, username: str, password: str) -> None:
-        self.stdout.write(self.style.WARNING(
-            f"\n  Admin account created: {username} / {password}\n"
-            "  (shown once; set DJANGO_SUPERUSER_USERNAME / DJANGO_SUPERUSER_PASSWORD to choose your own)\n"
-        ))
+        self.stdout.write(
+            self.style.WARNING(
+                f"\n  Admin account created: {username} / {password}\n"
+                "  (shown once; set DJANGO_SUPERUSER_USERNAME / DJANGO_SUPERUSER_PASSWORD to choose your own)\n"
+            )
+        )
