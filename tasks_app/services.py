@@ -1,0 +1,190 @@
+"""Writes of the task system: submit, cancel and retry tasks.
+
+Publishing happens outside any transaction: tasks_app.recording writes the record
+(autocommit) just before the message leaves, so a worker never sees a task whose
+record is not committed. When the broker cannot be reached, the record written
+for the message is deleted again: no record claims a task is queued when it is not.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection, transaction
+from django.utils import timezone
+from django_celery_results.models import TaskResult
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from claw_ai.celery import celery_app
+from tasks_app.models import TaskRecord, TaskState
+from tasks_app.recording import HEADER_RETRY_OF, HEADER_SUBMITTED_BY
+
+logger = logging.getLogger(__name__)
+
+AI_GENERATION_TASK = "tasks_app.tasks.ai_tasks.generate_ai_response"
+
+# States a task may be cancelled in, and states a task may be retried from.
+CANCELLABLE_STATES = frozenset({TaskState.PENDING, TaskState.STARTED, TaskState.RETRY})
+RETRYABLE_STATES = frozenset({TaskState.FAILURE, TaskState.REVOKED})
+
+# A client waits for the answer: try the broker briefly, then report it unreachable.
+SUBMIT_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+BROKER_ERRORS = (KombuOperationalError, RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+class TaskStateConflict(Exception):
+    """The task's state forbids the action (cancel a finished task, retry a running one)."""
+
+    def __init__(self, record: TaskRecord, action: str) -> None:
+        self.record = record
+        self.action = action
+        super().__init__(f"cannot {action} task {record.task_id} in state {record.state}")
+
+
+class BrokerUnavailable(Exception):
+    """The message could not be published; nothing was queued."""
+
+
+def submit_task(
+    *,
+    task_name: str,
+    args: list | tuple = (),
+    kwargs: dict[str, Any] | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    countdown: float | None = None,
+    eta: datetime | None = None,
+    submitted_by: AbstractBaseUser | None = None,
+    retry_of: TaskRecord | None = None,
+) -> TaskRecord:
+    """Publish a task and return its committed record. Raises BrokerUnavailable."""
+    if connection.in_atomic_block:
+        # The record must be committed before the message leaves (see module docstring).
+        raise RuntimeError("submit_task publishes at once: call it outside a transaction")
+    task_id = str(uuid.uuid4())
+    headers: dict[str, Any] = {}
+    if submitted_by is not None:
+        headers[HEADER_SUBMITTED_BY] = submitted_by.pk
+    if retry_of is not None:
+        headers[HEADER_RETRY_OF] = retry_of.pk
+    options: dict[str, Any] = {"headers": headers}
+    if queue:
+        options["queue"] = queue
+    if priority is not None:
+        options["priority"] = priority
+    if eta is not None:
+        options["eta"] = eta
+    elif countdown:
+        options["countdown"] = countdown
+    try:
+        celery_app.send_task(
+            task_name,
+            args=list(args),
+            kwargs=kwargs or {},
+            task_id=task_id,
+            retry=True,
+            retry_policy=SUBMIT_RETRY_POLICY,
+            **options,
+        )
+    except BROKER_ERRORS as exc:
+        # recording.py wrote the record before the publish failed: it must not claim a queued task.
+        TaskRecord.objects.filter(task_id=task_id).delete()
+        logger.warning("could not publish %s (%s): %s", task_name, task_id, exc)
+        raise BrokerUnavailable(str(exc)) from exc
+    return TaskRecord.objects.get(task_id=task_id)
+
+
+def submit_ai_generation(
+    *,
+    conversation_id: str,
+    user_message: str,
+    temperature: float,
+    user_id: str,
+    callback_url: str | None = None,
+    priority: int | None = None,
+    countdown: float | None = None,
+    eta: datetime | None = None,
+    submitted_by: AbstractBaseUser,
+) -> TaskRecord:
+    """Send the AI reply generation for one conversation turn."""
+    # (Conversation ownership checks belong here, before anything is published.)
+    return submit_task(
+        task_name=AI_GENERATION_TASK,
+        kwargs={
+            "conversation_id": conversation_id,
+            "user_message": user_message,
+            "temperature": temperature,
+            "user_id": user_id,
+            "callback_url": callback_url,
+        },
+        priority=priority,
+        countdown=countdown,
+        eta=eta,
+        submitted_by=submitted_by,
+    )
+
+
+def cancel_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> TaskRecord:
+    """Cancel a queued, delayed or running task: its record reads REVOKED at once.
+
+    The record and django-celery-results' TaskResult turn REVOKED in one transaction;
+    after the commit Celery's revoke is broadcast (terminating a running task where
+    the pool allows). A worker that never heard the revoke still refuses to run it
+    (ClawTask checks the record), and the result backend keeps a REVOKED record REVOKED.
+    Raises TaskStateConflict for a finished task.
+    """
+    with transaction.atomic():
+        locked = TaskRecord.objects.select_for_update().get(pk=record.pk)
+        if locked.state not in CANCELLABLE_STATES:
+            raise TaskStateConflict(locked, "cancel")
+        running = locked.state == TaskState.STARTED
+        now = timezone.now()
+        locked.state = TaskState.REVOKED
+        locked.done_at = now
+        who = by.get_username() if by is not None else "the system"
+        locked.error = f"Cancelled by {who}"
+        locked.save(update_fields=["state", "done_at", "error"])
+        TaskResult.objects.update_or_create(
+            task_id=locked.task_id,
+            defaults={"status": TaskState.REVOKED, "task_name": locked.task_name, "date_done": now},
+        )
+        task_id = locked.task_id
+        transaction.on_commit(lambda: _broadcast_revoke(task_id, terminate=running), robust=True)
+    return locked
+
+
+def _broadcast_revoke(task_id: str, *, terminate: bool) -> None:
+    try:
+        celery_app.control.revoke(task_id, terminate=terminate, signal="SIGTERM")
+    except BROKER_ERRORS as exc:
+        # The record is REVOKED: ClawTask will still refuse to run it.
+        logger.warning("revoke of %s not broadcast: %s", task_id, exc)
+
+
+def retry_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> TaskRecord:
+    """Send a failed or cancelled task again: same task, args, kwargs, queue and priority, new id.
+
+    The new record points back with retry_of and belongs to the original task's
+    submitter (or to `by` when the original had none). Raises TaskStateConflict
+    unless the task is FAILURE or REVOKED, and BrokerUnavailable.
+    """
+    with transaction.atomic():
+        original = TaskRecord.objects.select_for_update().get(pk=record.pk)
+        if original.state not in RETRYABLE_STATES:
+            raise TaskStateConflict(original, "retry")
+    owner = original.submitted_by if original.submitted_by_id else by
+    return submit_task(
+        task_name=original.task_name,
+        args=original.args,
+        kwargs=original.kwargs,
+        queue=original.queue or None,
+        priority=original.priority,
+        submitted_by=owner,
+        retry_of=original,
+    )

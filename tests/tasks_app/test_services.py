@@ -1,0 +1,85 @@
+"""submit_task / cancel_task / retry_task against a real broker and worker."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django_celery_results.models import TaskResult
+
+from claw_ai.celery import celery_app
+from tasks_app.models import TaskRecord, TaskState
+from tasks_app.services import TaskStateConflict, cancel_task, retry_task, submit_task
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
+
+
+@pytest.fixture
+def user():
+    return get_user_model().objects.create_user("alice", password="pw")
+
+
+def wait_state(task_id: str, state: str) -> TaskRecord:
+    return wait_for(
+        lambda: TaskRecord.objects.filter(task_id=task_id, state=state).first(),
+        timeout=30,
+        what=f"{task_id} to reach {state}",
+    )
+
+
+def test_submit_records_owner_queue_and_priority(celery_worker, user):
+    # when a task is submitted for a user
+    record = submit_task(task_name="tests.record_run", args=["a", "services:submit"], priority=7, submitted_by=user)
+
+    # then its record is there at once, owned by the user, and the worker runs it
+    assert record.submitted_by == user
+    assert record.queue == "default"
+    assert record.priority == 7
+    assert record.args == ["a", "services:submit"]
+    wait_state(record.task_id, TaskState.SUCCESS)
+
+
+def test_cancel_a_finished_task_conflicts(celery_worker, user):
+    # given a finished task
+    record = submit_task(task_name="tests.record_run", args=["a", "services:finished"], submitted_by=user)
+    done = wait_state(record.task_id, TaskState.SUCCESS)
+
+    # when it is cancelled, then the state forbids it
+    with pytest.raises(TaskStateConflict):
+        cancel_task(record=done, by=user)
+
+
+def test_cancel_a_delayed_task_reads_revoked_at_once(celery_worker, user):
+    # given a task delayed by a minute
+    record = submit_task(task_name="tests.record_run", args=["a", "services:delayed"], countdown=60, submitted_by=user)
+
+    # when it is cancelled
+    cancelled = cancel_task(record=record, by=user)
+
+    # then the record and TaskResult read REVOKED, and so does Celery
+    assert cancelled.state == TaskState.REVOKED
+    assert TaskResult.objects.get(task_id=record.task_id).status == TaskState.REVOKED
+    assert celery_app.AsyncResult(record.task_id).status == "REVOKED"
+
+
+def test_retry_of_a_failure_keeps_args_and_links_back(celery_worker, user):
+    # given a failed task
+    record = submit_task(
+        task_name="tests.fail", args=["boom"], queue="knowledge_default", priority=3, submitted_by=user
+    )
+    failed = wait_state(record.task_id, TaskState.FAILURE)
+    assert "ValueError: boom" in failed.error
+
+    # when it is retried
+    again = retry_task(record=failed, by=user)
+
+    # then a new task with the same call runs, pointing back at the failure
+    assert again.task_id != failed.task_id
+    assert again.retry_of == failed
+    assert (again.task_name, again.args) == ("tests.fail", ["boom"])
+    assert (again.queue, again.priority) == ("knowledge_default", 3)
+    wait_state(again.task_id, TaskState.FAILURE)
+
+
+def test_retry_of_a_pending_task_conflicts(user):
+    record = TaskRecord.objects.create(task_id="pending-1", task_name="x", queue="default", submitted_by=user)
+    with pytest.raises(TaskStateConflict):
+        retry_task(record=record, by=user)
