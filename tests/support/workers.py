@@ -96,6 +96,12 @@ class Worker:
         wait_for(answers, timeout=timeout, what=f"worker {self.name} to answer ping")
         return self
 
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool: a node crash, with no chance to hand tasks back."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
