@@ -1,0 +1,321 @@
+"""The task admin: find tasks fast, read what happened, retry or cancel in bulk.
+
+Records are read-only here; only the actions change them, through the same
+services as the API (tasks_app.services), and every action is written to
+Django's admin log. django-celery-results' TaskResult admin stays as the
+library ships it (read-only).
+"""
+
+import json
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin import ShowFacets
+from django.db.models import Q
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+from django_celery_results.models import TaskResult
+
+from tasks_app.models import TaskRecord, TaskState
+from tasks_app.paginators import EstimatedCountPaginator
+
+STATE_COLOURS = {
+    TaskState.PENDING: "#777777",
+    TaskState.STARTED: "#1f6fb2",
+    TaskState.RETRY: "#b26b00",
+    TaskState.SUCCESS: "#2e7d32",
+    TaskState.FAILURE: "#c62828",
+    TaskState.REVOKED: "#6a1b9a",
+}
+# A bulk action touches at most this many tasks; narrow the filter for more.
+ACTION_LIMIT = 500
+PRE_STYLE = "white-space: pre-wrap; font-family: monospace; max-height: 40em; overflow: auto; margin: 0"
+
+
+class QueueFilter(admin.SimpleListFilter):
+    """The system's queues, without a DISTINCT over millions of rows."""
+
+    title = _("queue")
+    parameter_name = "queue"
+
+    def lookups(self, request, model_admin):
+        return [(name, name) for name in settings.TASK_QUEUES]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(queue=self.value()) if self.value() else queryset
+
+
+class TaskNameFilter(admin.SimpleListFilter):
+    """The tasks the Celery app registers, without a DISTINCT over millions of rows."""
+
+    title = _("task name")
+    parameter_name = "task_name"
+
+    def lookups(self, request, model_admin):
+        from claw_ai.celery import celery_app
+
+        names = sorted(name for name in celery_app.tasks if not name.startswith("celery."))
+        return [(name, name.rsplit(".", 1)[-1]) for name in names]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(task_name=self.value()) if self.value() else queryset
+
+
+def _pre(text: str):
+    return format_html('<pre style="{}">{}</pre>', PRE_STYLE, text) if text else "-"
+
+
+def _pretty_json(value) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _admin_link(obj, label=None):
+    url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, label or str(obj))
+
+
+@admin.register(TaskRecord)
+class TaskRecordAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "task_name",
+        "coloured_state",
+        "queue",
+        "priority",
+        "submitted_by",
+        "conversation",
+        "created_at",
+        "runtime_seconds",
+        "retries",
+    )
+    list_display_links = ("id", "task_name")
+    list_filter = ("state", QueueFilter, TaskNameFilter, ("created_at", admin.DateFieldListFilter))
+    search_fields = ("=task_id", "=conversation_id", "=user_id")
+    search_help_text = _("Exact task id, conversation id, chat user id, or the number of a record or owner.")
+    list_select_related = ("submitted_by",)
+    # Only indexed orderings: the default (-created_at, -id) and the primary key.
+    sortable_by = ("id", "created_at")
+    list_per_page = 50
+    # No COUNT(*) of the whole table or of facets on each page view.
+    show_full_result_count = False
+    show_facets = ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+    actions = ["retry_selected", "cancel_selected"]
+
+    fieldsets = (
+        (None, {"fields": ("task_id", "task_name", "coloured_state", "queue", "priority", "eta", "worker")}),
+        (_("Who and what"), {"fields": ("submitted_by", "user_id", "conversation", "periodic_task_name")}),
+        (_("Arguments"), {"fields": ("args_json", "kwargs_json")}),
+        (_("Outcome"), {"fields": ("result_json", "error", "traceback_text", "task_result_link")}),
+        (
+            _("Timing"),
+            {
+                "fields": (
+                    "created_at",
+                    "started_at",
+                    "done_at",
+                    "runtime_seconds",
+                    "retries",
+                    "resent_count",
+                    "resent_at",
+                )
+            },
+        ),
+        (_("Lineage"), {"fields": ("retry_of_link", "retried_by_links")}),
+    )
+    readonly_fields = [field for group in fieldsets for field in group[1]["fields"]]  # every field shown is read-only
+
+    # --- permissions: view only; the actions need the change permission ---------------
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_operate_permission(self, request):
+        return request.user.has_perm("tasks_app.change_taskrecord")
+
+    # --- changelist -------------------------------------------------------------------------
+    def get_search_results(self, request, queryset, search_term):
+        """Exact matches only, each served by an index (no LIKE scans on millions of rows)."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        match = Q(task_id=term) | Q(conversation_id=term) | Q(user_id=term)
+        if term.isdigit():
+            match |= Q(pk=int(term)) | Q(submitted_by_id=int(term))
+        return queryset.filter(match), False
+
+    @admin.display(description=_("state"), ordering="state")
+    def coloured_state(self, record):
+        return format_html(
+            '<span style="color: #fff; background: {}; padding: 1px 6px; border-radius: 3px">{}</span>',
+            STATE_COLOURS.get(record.state, "#777777"),
+            record.state,
+        )
+
+    @admin.display(description=_("conversation"))
+    def conversation(self, record):
+        if not record.conversation_id:
+            return "-"
+        try:
+            url = reverse("admin:conversations_conversation_changelist")
+        except NoReverseMatch:
+            return record.conversation_id
+        return format_html(
+            '<a href="{}?{}">{}</a>', url, urlencode({"q": record.conversation_id}), record.conversation_id
+        )
+
+    @admin.display(description=_("runtime (s)"))
+    def runtime_seconds(self, record):
+        return record.runtime if record.runtime is not None else "-"
+
+    # --- detail --------------------------------------------------------------------------------
+    @admin.display(description=_("args"))
+    def args_json(self, record):
+        return _pre(_pretty_json(record.args))
+
+    @admin.display(description=_("kwargs"))
+    def kwargs_json(self, record):
+        return _pre(_pretty_json(record.kwargs))
+
+    def _task_result(self, record):
+        if not hasattr(record, "_task_result"):
+            record._task_result = TaskResult.objects.filter(task_id=record.task_id).first()
+        return record._task_result
+
+    @admin.display(description=_("result"))
+    def result_json(self, record):
+        result = self._task_result(record)
+        if result is None or result.result is None:
+            return "-"
+        try:
+            return _pre(_pretty_json(json.loads(result.result)))
+        except (TypeError, ValueError):
+            return _pre(result.result)
+
+    @admin.display(description=_("traceback"))
+    def traceback_text(self, record):
+        return _pre(record.traceback)
+
+    @admin.display(description=_("stored result"))
+    def task_result_link(self, record):
+        result = self._task_result(record)
+        if result is None:
+            return _("none yet (a result is stored once a worker starts the task)")
+        return _admin_link(result, f"TaskResult {result.task_id} [{result.status}]")
+
+    @admin.display(description=_("retry of"))
+    def retry_of_link(self, record):
+        return _admin_link(record.retry_of) if record.retry_of_id else "-"
+
+    @admin.display(description=_("retried by"))
+    def retried_by_links(self, record):
+        retries = list(record.retried_by.order_by("created_at", "id")[:50])
+        if not retries:
+            return "-"
+        return format_html_join(
+            mark_safe("<br>"),
+            "{}",
+            ((_admin_link(retry),) for retry in retries),
+        )
+
+    # --- actions -------------------------------------------------------------------------------
+    @admin.action(description=_("Retry selected tasks"), permissions=["operate"])
+    def retry_selected(self, request, queryset):
+        return self._confirm_then_run(request, queryset, action="retry_selected")
+
+    @admin.action(description=_("Cancel selected tasks"), permissions=["operate"])
+    def cancel_selected(self, request, queryset):
+        return self._confirm_then_run(request, queryset, action="cancel_selected")
+
+    def _confirm_then_run(self, request, queryset, *, action: str):
+        from tasks_app import services
+
+        verb, allowed = {
+            "retry_selected": (_("retry"), services.RETRYABLE_STATES),
+            "cancel_selected": (_("cancel"), services.CANCELLABLE_STATES),
+        }[action]
+        records = list(queryset.select_related("submitted_by")[: ACTION_LIMIT + 1])
+        if len(records) > ACTION_LIMIT:
+            self.message_user(
+                request,
+                _("At most %(limit)d tasks per action: narrow the selection.") % {"limit": ACTION_LIMIT},
+                messages.ERROR,
+            )
+            return None
+        if request.POST.get("post") != "yes":
+            return TemplateResponse(
+                request,
+                "admin/tasks_app/taskrecord/action_confirmation.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": _("Are you sure you want to %(verb)s these tasks?") % {"verb": verb},
+                    "opts": self.model._meta,
+                    "action": action,
+                    "verb": verb,
+                    "records": records,
+                    "allowed_states": sorted(allowed),
+                    "refused": [record for record in records if record.state not in allowed],
+                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                },
+            )
+        if action == "retry_selected":
+            done, refused = self._run(request, records, self._retry_one)
+        else:
+            done, refused = self._run(request, records, self._cancel_one)
+        if done:
+            self.message_user(
+                request,
+                ngettext("Did %(verb)s %(count)d task: %(list)s", "Did %(verb)s %(count)d tasks: %(list)s", len(done))
+                % {"verb": verb, "count": len(done), "list": "; ".join(done)},
+                messages.SUCCESS,
+            )
+        if refused:
+            self.message_user(
+                request,
+                ngettext(
+                    "Refused to %(verb)s %(count)d task: %(list)s",
+                    "Refused to %(verb)s %(count)d tasks: %(list)s",
+                    len(refused),
+                )
+                % {"verb": verb, "count": len(refused), "list": "; ".join(refused)},
+                messages.WARNING,
+            )
+        return None
+
+    def _run(self, request, records, run_one):
+        from tasks_app import services
+
+        done, refused = [], []
+        for record in records:
+            try:
+                done.append(run_one(request, record))
+            except services.TaskStateConflict as conflict:
+                refused.append(f"{record.task_id} ({_('state is')} {conflict.record.state})")
+            except services.BrokerUnavailable as exc:
+                refused.append(f"{record.task_id} ({_('broker unavailable')}: {exc})")
+        return done, refused
+
+    def _retry_one(self, request, record) -> str:
+        from tasks_app import services
+
+        new = services.retry_task(record=record, by=request.user)
+        self.log_change(request, record, f"Retried as task {new.task_id}")
+        self.log_addition(request, new, f"Retry of task {record.task_id}")
+        return f"{record.task_id} → {new.task_id}"
+
+    def _cancel_one(self, request, record) -> str:
+        from tasks_app import services
+
+        services.cancel_task(record=record, by=request.user)
+        self.log_change(request, record, "Cancelled")
+        return record.task_id
