@@ -3,11 +3,16 @@
 from celery import Task
 from celery.exceptions import Ignore
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 
 
 class TransientError(Exception):
     """A failure worth retrying: the same call may well succeed later."""
+
+
+# A dropped or restarted database connection is transient too: the retry runs with a fresh
+# connection (Celery's Django fixup closes unusable connections before each task).
+TRANSIENT_EXCEPTIONS = (TransientError, OperationalError, InterfaceError)
 
 
 class ClawTask(Task):
@@ -32,20 +37,30 @@ class ClawTask(Task):
         from tasks_app.selectors import task_is_cancelled
 
         task_id = getattr(self.request, "id", None)
-        if task_id and not self.request.called_directly and task_is_cancelled(task_id=task_id):
+        if task_id and not self.request.called_directly and self._cancelled(task_id, task_is_cancelled):
             raise Ignore(f"task {task_id} was cancelled")
         return super().__call__(*args, **kwargs)
+
+    @staticmethod
+    def _cancelled(task_id: str, task_is_cancelled) -> bool:
+        try:
+            return task_is_cancelled(task_id=task_id)
+        except (OperationalError, InterfaceError):
+            # The connection died between tasks: reconnect once rather than fail the task.
+            connection.close()
+            return task_is_cancelled(task_id=task_id)
 
 
 class BaseTaskWithRetry(ClawTask):
     """Retries transient failures with exponential backoff and jitter.
 
-    Only TransientError (and its subclasses) is retried: retrying any Exception
-    would retry bugs. A task may narrow or widen `autoretry_for` itself.
+    Only transient errors (TransientError and its subclasses, database connection
+    errors) are retried: retrying any Exception would retry bugs. A task may
+    narrow or widen `autoretry_for` itself.
     """
 
     abstract = True
-    autoretry_for = (TransientError,)
+    autoretry_for = TRANSIENT_EXCEPTIONS
     max_retries = settings.TASK_RETRY_MAX_RETRIES
     retry_backoff = True
     retry_backoff_max = settings.TASK_RETRY_BACKOFF_MAX

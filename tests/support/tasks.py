@@ -6,6 +6,8 @@ import redis
 from celery import shared_task
 from django.conf import settings
 
+from tasks_app.tasks.base import BaseTaskWithRetry
+
 
 def test_redis() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL)
@@ -33,3 +35,18 @@ def wait_for_key(key: str, timeout: float = 30) -> bool:
 @shared_task(name="tests.fail")
 def fail(message: str) -> None:
     raise ValueError(message)
+
+
+@shared_task(name="tests.query_database_until", base=BaseTaskWithRetry, bind=True)
+def query_database_until(self, key: str, timeout: float = 60) -> int:
+    """Query PostgreSQL in a loop until a test sets `key`: a running task that uses its connection."""
+    from tasks_app.models import TaskRecord
+
+    client = test_redis()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        TaskRecord.objects.filter(task_id=self.request.id).exists()
+        if client.exists(key):
+            return self.request.retries
+        time.sleep(0.05)
+    raise TimeoutError(key)
