@@ -1,0 +1,33 @@
+"""Container healthcheck: healthy when the URL answers with any HTTP status below 500.
+
+    python docker/healthcheck.py http://127.0.0.1:8000/admin/login/
+
+A redirect to HTTPS or a 400 for an unlisted Host still proves the server is serving;
+only no answer, a timeout or a server error is unhealthy. (The slim image has no curl.)
+"""
+
+import sys
+import urllib.error
+import urllib.request
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def main(url: str) -> int:
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        status = opener.open(url, timeout=5).status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    except OSError as error:
+        print(f"{url}: {error}")
+        return 1
+    print(f"{url}: {status}")
+    return 0 if status < 500 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
