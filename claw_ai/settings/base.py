@@ -238,3 +238,14 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # --- Flower ----------------------------------------------------------------------------
 FLOWER_USER = env("FLOWER_USER", default="admin")
 FLOWER_PASSWORD = env("FLOWER_PASSWORD", default="")
+
+# --- Housekeeping jobs (tasks_app.schedules, issue 5) -------------------------------------------
+# Finished task records and their results are deleted after this many days.
+TASK_CLEANUP_AFTER_DAYS = env.float("TASK_CLEANUP_AFTER_DAYS", default=30)
+# Rows deleted per transaction, and seconds one cleanup run works before queueing itself again.
+TASK_CLEANUP_BATCH_SIZE = env.int("TASK_CLEANUP_BATCH_SIZE", default=1000)
+TASK_CLEANUP_TIME_BUDGET = env.float("TASK_CLEANUP_TIME_BUDGET", default=60)
+# A task PENDING this long, held by no worker and absent from the broker, is re-sent (once per loss).
+TASK_LOST_AFTER_SECONDS = env.float("TASK_LOST_AFTER_SECONDS", default=600)
+# Unacknowledged messages older than this that no live worker claims go back to their queue.
+TASK_RESCUE_GRACE_SECONDS = env.float("TASK_RESCUE_GRACE_SECONDS", default=300)

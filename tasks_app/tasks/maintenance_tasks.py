@@ -1,9 +1,14 @@
 """Housekeeping tasks (queue `default`)."""
 
 import socket
+from dataclasses import asdict
+from datetime import timedelta
 
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
+
+from tasks_app import lifeline, maintenance
 
 
 @shared_task(bind=True, name="tasks_app.tasks.maintenance_tasks.health_check")
@@ -14,3 +19,34 @@ def health_check(self) -> dict:
         "queue": (self.request.delivery_info or {}).get("routing_key"),
         "at": timezone.now().isoformat(),
     }
+
+
+@shared_task(bind=True, name="tasks_app.tasks.maintenance_tasks.cleanup_finished_tasks")
+def cleanup_finished_tasks(self, older_than_days: float | None = None, batch_size: int | None = None) -> dict:
+    """Delete finished task records and their results older than TASK_CLEANUP_AFTER_DAYS, in batches.
+
+    Runs for at most TASK_CLEANUP_TIME_BUDGET seconds, then queues itself again for the rest,
+    so one run never holds a worker slot (or a transaction) for long.
+    """
+    days = settings.TASK_CLEANUP_AFTER_DAYS if older_than_days is None else older_than_days
+    size = batch_size or settings.TASK_CLEANUP_BATCH_SIZE
+    report = maintenance.delete_finished_tasks(
+        older_than=timedelta(days=days), batch_size=size, time_budget=settings.TASK_CLEANUP_TIME_BUDGET
+    )
+    if report.more:
+        self.apply_async(kwargs={"older_than_days": days, "batch_size": size})
+    return asdict(report)
+
+
+@shared_task(name="tasks_app.tasks.maintenance_tasks.resend_lost_tasks")
+def resend_lost_tasks(pending_for_seconds: float | None = None) -> dict:
+    """Re-send tasks stuck PENDING whose message the broker lost (see tasks_app.maintenance)."""
+    seconds = settings.TASK_LOST_AFTER_SECONDS if pending_for_seconds is None else pending_for_seconds
+    return asdict(maintenance.resend_lost_tasks(pending_for=timedelta(seconds=seconds)))
+
+
+@shared_task(name="tasks_app.tasks.maintenance_tasks.rescue_orphaned_tasks")
+def rescue_orphaned_tasks(grace_seconds: float | None = None) -> dict:
+    """Hand the unacknowledged messages of dead worker nodes back to their queues (tasks_app.lifeline)."""
+    grace = settings.TASK_RESCUE_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    return asdict(lifeline.rescue_orphaned_tasks(grace_seconds=grace))
