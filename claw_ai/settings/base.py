@@ -249,3 +249,38 @@ TASK_CLEANUP_TIME_BUDGET = env.float("TASK_CLEANUP_TIME_BUDGET", default=60)
 TASK_LOST_AFTER_SECONDS = env.float("TASK_LOST_AFTER_SECONDS", default=600)
 # Unacknowledged messages older than this that no live worker claims go back to their queue.
 TASK_RESCUE_GRACE_SECONDS = env.float("TASK_RESCUE_GRACE_SECONDS", default=300)
+
+# --- AI replies, knowledge base, notifications (conversations app, issue 4) -----------------
+# Which LLM provider answers: "offline" (embedded, deterministic, no key or network) or "openai"
+# (any OpenAI-compatible Chat Completions endpoint: OpenAI, DeepSeek, Qwen, Ollama, vLLM).
+LLM_PROVIDER = env("LLM_PROVIDER", default="offline")
+# Base URL of the OpenAI-compatible API; empty means the SDK's default (api.openai.com).
+LLM_BASE_URL = env("LLM_BASE_URL", default="")
+LLM_API_KEY = env("LLM_API_KEY", default="")
+LLM_MODEL = env("LLM_MODEL", default="gpt-4o-mini")
+# Seconds one provider request may take before it counts as a (retried) timeout.
+LLM_TIMEOUT = env.float("LLM_TIMEOUT", default=60.0)
+# Instructions sent first in every prompt.
+LLM_SYSTEM_PROMPT = env("LLM_SYSTEM_PROMPT", default="You are CLAW.AI, a helpful assistant.")
+# USD per 1,000 tokens by model, {"model": {"prompt": x, "completion": y}}; LLM_PRICES (JSON)
+# entries replace or add to these. A model missing from the table costs 0 (and is logged).
+LLM_PRICES = {
+    "gpt-4o-mini": {"prompt": 0.00015, "completion": 0.0006},
+    "gpt-4o": {"prompt": 0.0025, "completion": 0.01},
+    "deepseek-chat": {"prompt": 0.00027, "completion": 0.0011},
+    "offline-echo": {"prompt": 0.0, "completion": 0.0},
+} | env.json("LLM_PRICES", default={})
+# Estimated tokens of earlier messages sent with each prompt (the newest that fit).
+LLM_HISTORY_TOKEN_BUDGET = env.int("LLM_HISTORY_TOKEN_BUDGET", default=3000)
+# Knowledge base: characters per chunk, and how many of the best chunks go into a prompt.
+KNOWLEDGE_CHUNK_SIZE = env.int("KNOWLEDGE_CHUNK_SIZE", default=1200)
+KNOWLEDGE_CHUNKS_PER_PROMPT = env.int("KNOWLEDGE_CHUNKS_PER_PROMPT", default=3)
+# PostgreSQL text search configuration of knowledge chunks ("simple" works for every language).
+KNOWLEDGE_SEARCH_CONFIG = env("KNOWLEDGE_SEARCH_CONFIG", default="simple")
+# Webhook callbacks are signed with HMAC-SHA256 of the body under this secret (X-Claw-Signature).
+WEBHOOK_SIGNING_SECRET = env("WEBHOOK_SIGNING_SECRET", default="development-only-webhook-secret")
+# Seconds a callback receiver may take to answer before the delivery is retried.
+WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", default=10.0)
+# Email notifications go through Django's email framework; the console backend prints them.
+EMAIL_BACKEND = env("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="CLAW.AI <noreply@localhost>")

@@ -23,3 +23,8 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# The AI task's 10/m rate limit would make end-to-end tests wait minutes, so test workers run
+# without it; one started with CLAW_TEST_KEEP_RATE_LIMITS=1 keeps it, to prove the limit applies.
+if not env.bool("CLAW_TEST_KEEP_RATE_LIMITS", default=False):
+    CELERY_TASK_ANNOTATIONS = {}

@@ -1,13 +1,43 @@
 """AI reply generation (queue `ai_high_priority`)."""
 
-from celery import shared_task
+import logging
 
+from celery import shared_task, states
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.utils.time import get_exponential_backoff_interval
+from django.conf import settings
+
+from conversations.llm.base import ProviderUnavailable
+from conversations.services import GenerationCancelled, conversation_generate_reply
+from tasks_app.selectors import task_is_cancelled
 from tasks_app.tasks.base import BaseTaskWithRetry
+
+logger = logging.getLogger(__name__)
+
+
+class AIGenerationTimeout(Exception):
+    """The reply took longer than the task's soft time limit."""
+
+
+class AIGenerationTask(BaseTaskWithRetry):
+    """Retries provider failures itself (honouring Retry-After); sends the callback, if one was
+    asked for, once the task succeeded or failed for good."""
+
+    abstract = True
+    autoretry_for = ()
+
+    def after_return(self, status, retval, task_id, args, kwargs, einfo):
+        # Runs after the result backend stored the outcome, so the status document is final.
+        callback_url = (kwargs or {}).get("callback_url")
+        if callback_url and status in (states.SUCCESS, states.FAILURE):
+            from tasks_app.tasks.notification_tasks import send_webhook
+
+            send_webhook.apply_async(kwargs={"task_id": task_id, "callback_url": callback_url})
 
 
 @shared_task(
     bind=True,
-    base=BaseTaskWithRetry,
+    base=AIGenerationTask,
     name="tasks_app.tasks.ai_tasks.generate_ai_response",
     soft_time_limit=300,
     time_limit=600,
@@ -20,11 +50,34 @@ def generate_ai_response(
     user_id: str | None = None,
     callback_url: str | None = None,
 ) -> dict:
-    """Stand-in with the real signature until the conversations service lands (issue 4)."""
-    return {
-        "conversation_id": conversation_id,
-        "response": f"(offline) {user_message}",
-        "tokens": {"prompt": 0, "completion": 0, "total": 0},
-        "cost": 0.0,
-        "model": "offline-stand-in",
-    }
+    """Generate and save the assistant's reply to `user_message` (conversations.services)."""
+    task_id = self.request.id or ""
+    try:
+        return conversation_generate_reply(
+            conversation_id=conversation_id,
+            user_message=user_message,
+            temperature=temperature,
+            user_id=user_id,
+            task_id=task_id,
+            should_stop=lambda: bool(task_id) and task_is_cancelled(task_id=task_id),
+        )
+    except GenerationCancelled:
+        # The record is REVOKED already; Ignore leaves it so and writes nothing more.
+        logger.info("AI task %s cancelled while waiting on the provider", task_id)
+        raise Ignore() from None
+    except ProviderUnavailable as error:
+        # 429: wait as long as the provider asks; timeouts, connection errors, 5xx: exponential
+        # backoff with full jitter, capped like BaseTaskWithRetry. Past max_retries Celery raises
+        # `error` itself, so the task fails with the provider's message.
+        countdown = error.retry_after
+        if countdown is None:
+            countdown = get_exponential_backoff_interval(
+                factor=1, retries=self.request.retries, maximum=self.retry_backoff_max, full_jitter=True
+            )
+        raise self.retry(exc=error, countdown=min(countdown, settings.TASK_RETRY_BACKOFF_MAX)) from error
+    except SoftTimeLimitExceeded:
+        limit = self.request.timelimit[1] if self.request.timelimit else None
+        limit = limit or self.soft_time_limit
+        raise AIGenerationTimeout(
+            f"the AI reply took longer than the soft time limit ({limit} s); the provider call was abandoned"
+        ) from None

@@ -1,1 +1,20 @@
 """Knowledge-base indexing (queue `knowledge_default`)."""
+
+from celery import shared_task
+
+from conversations.knowledge import knowledge_reindex
+from conversations.models import KnowledgeDocument
+from tasks_app.tasks.base import BaseTaskWithRetry
+
+
+@shared_task(bind=True, base=BaseTaskWithRetry, name="tasks_app.tasks.knowledge_tasks.index_document")
+def index_document(self, document_id: int) -> dict:
+    """Split a document into searchable chunks, replacing its old ones atomically.
+
+    Safe to run twice: each run rebuilds the whole set. A document deleted meanwhile is skipped.
+    """
+    document = KnowledgeDocument.objects.filter(pk=document_id).first()
+    if document is None:
+        return {"document_id": document_id, "chunks": 0, "skipped": "document no longer exists"}
+    document = knowledge_reindex(document)
+    return {"document_id": document.pk, "chunks": document.chunk_count, "indexed_at": document.indexed_at.isoformat()}

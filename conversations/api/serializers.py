@@ -1,0 +1,104 @@
+"""Input and output shapes of the conversation and knowledge endpoints."""
+
+from pathlib import PurePath
+
+from django.core.validators import RegexValidator
+from rest_framework import serializers
+
+from conversations.models import Conversation, DocumentFormat, KnowledgeDocument, Message
+
+PUBLIC_ID = RegexValidator(r"^[A-Za-z0-9_-]+$", "Use letters, digits, '_' and '-' only.")
+# Largest uploaded document file, in bytes.
+MAX_DOCUMENT_FILE_BYTES = 2 * 1024 * 1024
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    tokens = serializers.SerializerMethodField()
+    cost = serializers.FloatField()
+
+    class Meta:
+        model = Message
+        fields = ["id", "role", "content", "model", "tokens", "cost", "task_id", "created_at"]
+
+    def get_tokens(self, message: Message) -> dict:
+        return {"prompt": message.prompt_tokens, "completion": message.completion_tokens, "total": message.total_tokens}
+
+
+class ConversationSerializer(serializers.ModelSerializer):
+    conversation_id = serializers.CharField(source="public_id")
+
+    class Meta:
+        model = Conversation
+        fields = ["conversation_id", "user_id", "title", "created_at", "updated_at"]
+
+
+class ConversationDetailSerializer(ConversationSerializer):
+    messages = MessageSerializer(many=True, read_only=True)
+
+    class Meta(ConversationSerializer.Meta):
+        fields = [*ConversationSerializer.Meta.fields, "messages"]
+
+
+class ConversationCreateSerializer(serializers.Serializer):
+    conversation_id = serializers.CharField(
+        max_length=255, required=False, validators=[PUBLIC_ID], help_text="Omit to get a generated id."
+    )
+    user_id = serializers.CharField(max_length=255, help_text='The chat user, e.g. "user_456".')
+    title = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+
+    def validate_conversation_id(self, value: str) -> str:
+        if Conversation.objects.filter(public_id=value).exists():
+            raise serializers.ValidationError("A conversation with this id already exists.")
+        return value
+
+
+class KnowledgeDocumentSerializer(serializers.ModelSerializer):
+    """Output; also input for JSON uploads and edits (user_id, title, content, format)."""
+
+    is_stale = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = KnowledgeDocument
+        fields = [
+            "id",
+            "user_id",
+            "title",
+            "content",
+            "format",
+            "created_at",
+            "updated_at",
+            "indexed_at",
+            "chunk_count",
+            "is_stale",
+        ]
+        read_only_fields = ["created_at", "updated_at", "indexed_at", "chunk_count"]
+
+
+class KnowledgeUploadSerializer(serializers.Serializer):
+    """A document as JSON (`content`) or as an uploaded UTF-8 text/Markdown `file`."""
+
+    user_id = serializers.CharField(max_length=255)
+    title = serializers.CharField(max_length=255, required=False)
+    content = serializers.CharField(required=False, trim_whitespace=False)
+    file = serializers.FileField(required=False, write_only=True)
+    format = serializers.ChoiceField(choices=DocumentFormat.choices, required=False)
+
+    def validate(self, data: dict) -> dict:
+        upload = data.pop("file", None)
+        if upload is not None:
+            if upload.size > MAX_DOCUMENT_FILE_BYTES:
+                raise serializers.ValidationError({"file": f"Files up to {MAX_DOCUMENT_FILE_BYTES} bytes."})
+            try:
+                data.setdefault("content", upload.read().decode("utf-8"))
+            except UnicodeDecodeError:
+                raise serializers.ValidationError({"file": "Upload UTF-8 text or Markdown."}) from None
+            name = PurePath(upload.name or "document.txt")
+            data.setdefault("title", name.stem[:255] or "document")
+            if name.suffix.lower() in (".md", ".markdown"):
+                data.setdefault("format", DocumentFormat.MARKDOWN)
+        if not data.get("content", "").strip():
+            raise serializers.ValidationError({"content": "Send the document's text as content or as a file."})
+        if not data.get("title"):
+            raise serializers.ValidationError({"title": "This field is required."})
+        data.setdefault("format", DocumentFormat.TEXT)
+        return data

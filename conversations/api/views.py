@@ -1,0 +1,93 @@
+"""Conversations (/api/v1/conversations/) and knowledge documents (/api/v1/knowledge/documents/).
+
+Every caller is an authenticated API user. A conversation or document is created by one API user
+for one chat user (`user_id`); non-staff callers see and change only what they created.
+"""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from conversations.api.serializers import (
+    ConversationCreateSerializer,
+    ConversationDetailSerializer,
+    ConversationSerializer,
+    KnowledgeDocumentSerializer,
+    KnowledgeUploadSerializer,
+)
+from conversations.knowledge import knowledge_document_save, knowledge_schedule_reindex
+from conversations.models import Conversation, KnowledgeDocument
+from conversations.services import conversation_create
+
+
+class ConversationViewSet(
+    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Create, list (your own; staff: all; `?user_id=` filters) and show conversations with their messages."""
+
+    lookup_field = "public_id"
+    lookup_url_kwarg = "conversation_id"
+
+    def get_queryset(self):
+        conversations = Conversation.objects.visible_to(self.request.user)
+        if self.action == "retrieve":
+            return conversations.prefetch_related("messages")
+        user_id = self.request.query_params.get("user_id")
+        return conversations.filter(user_id=user_id) if user_id else conversations
+
+    def get_serializer_class(self):
+        if self.action == "create":
+            return ConversationCreateSerializer
+        if self.action == "retrieve":
+            return ConversationDetailSerializer
+        return ConversationSerializer
+
+    @extend_schema(request=ConversationCreateSerializer, responses={201: ConversationDetailSerializer})
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        serializer = ConversationCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        conversation = conversation_create(
+            user_id=data["user_id"],
+            public_id=data.get("conversation_id"),
+            title=data.get("title", ""),
+            created_by=request.user,
+        )
+        return Response(ConversationDetailSerializer(conversation).data, status=status.HTTP_201_CREATED)
+
+
+class KnowledgeDocumentViewSet(viewsets.ModelViewSet):
+    """Upload text or Markdown (JSON `content` or a multipart `file`); each change is re-indexed by a task."""
+
+    serializer_class = KnowledgeDocumentSerializer
+
+    def get_queryset(self):
+        documents = KnowledgeDocument.objects.visible_to(self.request.user)
+        user_id = self.request.query_params.get("user_id")
+        return documents.filter(user_id=user_id) if user_id else documents
+
+    def _indexed_response(self, document: KnowledgeDocument, code: int) -> Response:
+        task_id = knowledge_schedule_reindex(document, requested_by=self.request.user)
+        return Response({**KnowledgeDocumentSerializer(document).data, "index_task_id": task_id}, status=code)
+
+    @extend_schema(request=KnowledgeUploadSerializer, responses={201: KnowledgeDocumentSerializer})
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        serializer = KnowledgeUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        document = knowledge_document_save(created_by=request.user, **serializer.validated_data)
+        return self._indexed_response(document, status.HTTP_201_CREATED)
+
+    def update(self, request: Request, *args, **kwargs) -> Response:
+        document = self.get_object()
+        serializer = KnowledgeDocumentSerializer(document, data=request.data, partial=kwargs.get("partial", False))
+        serializer.is_valid(raise_exception=True)
+        document = knowledge_document_save(document=document, **serializer.validated_data)
+        return self._indexed_response(document, status.HTTP_200_OK)
+
+    @extend_schema(request=None, responses={202: KnowledgeDocumentSerializer})
+    @action(detail=True, methods=["post"])
+    def reindex(self, request: Request, *args, **kwargs) -> Response:
+        """Rebuild the document's chunks (e.g. after changing KNOWLEDGE_CHUNK_SIZE)."""
+        return self._indexed_response(self.get_object(), status.HTTP_202_ACCEPTED)

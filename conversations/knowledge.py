@@ -1,0 +1,133 @@
+"""The knowledge base: documents split into chunks, searched with PostgreSQL full-text search.
+
+No embedding model is needed: each chunk stores a tsvector (GIN-indexed) and a prompt takes the
+chunks that rank best for the user's message. A document counts as stale when it was never
+indexed or changed after its last indexing (KnowledgeDocument.objects.stale()).
+"""
+
+import re
+
+from django.conf import settings
+from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
+from django.db import transaction
+from django.db.models import F, Value
+from django.utils import timezone
+
+from conversations.models import DocumentFormat, KnowledgeChunk, KnowledgeDocument
+
+# Search terms taken from one message: enough to rank well, few enough to keep the query cheap.
+MAX_QUERY_TERMS = 32
+_WORD = re.compile(r"\w+", re.UNICODE)
+_HEADING = re.compile(r"^#{1,6}\s")
+
+
+def split_into_chunks(text: str, *, size: int, markdown: bool = False) -> list[str]:
+    """Pieces of about `size` characters, cut between paragraphs (and before Markdown headings)."""
+    paragraphs = [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()]
+    chunks: list[str] = []
+    current = ""
+    for paragraph in paragraphs:
+        for piece in _cut_long(paragraph, size):
+            starts_section = markdown and _HEADING.match(piece)
+            if current and (len(current) + len(piece) + 2 > size or starts_section):
+                chunks.append(current)
+                current = ""
+            current = f"{current}\n\n{piece}" if current else piece
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _cut_long(paragraph: str, size: int) -> list[str]:
+    """A paragraph longer than `size`, cut at the last whitespace before each limit."""
+    pieces = []
+    while len(paragraph) > size:
+        cut = paragraph.rfind(" ", 0, size)
+        cut = cut if cut > size // 2 else size
+        pieces.append(paragraph[:cut].strip())
+        paragraph = paragraph[cut:].strip()
+    if paragraph:
+        pieces.append(paragraph)
+    return pieces
+
+
+def knowledge_reindex(document: KnowledgeDocument) -> KnowledgeDocument:
+    """Rebuild a document's chunks; readers see the old chunks or the new ones, never a mix."""
+    config = settings.KNOWLEDGE_SEARCH_CONFIG
+    with transaction.atomic():
+        # The row lock makes concurrent re-indexings of one document take turns.
+        document = KnowledgeDocument.objects.select_for_update().get(pk=document.pk)
+        pieces = split_into_chunks(
+            document.content,
+            size=settings.KNOWLEDGE_CHUNK_SIZE,
+            markdown=document.format == DocumentFormat.MARKDOWN,
+        )
+        document.chunks.all().delete()
+        KnowledgeChunk.objects.bulk_create(
+            KnowledgeChunk(document=document, user_id=document.user_id, position=position, content=piece)
+            for position, piece in enumerate(pieces)
+        )
+        # The title ranks above the body, so a chunk of a document named like the question wins.
+        document.chunks.update(
+            search_vector=SearchVector(Value(document.title), weight="A", config=config)
+            + SearchVector("content", weight="B", config=config)
+        )
+        indexed_at = timezone.now()
+        # update(), not save(): save() would bump updated_at and make the document look stale.
+        KnowledgeDocument.objects.filter(pk=document.pk).update(indexed_at=indexed_at, chunk_count=len(pieces))
+        document.indexed_at, document.chunk_count = indexed_at, len(pieces)
+    return document
+
+
+def _search_query(text: str) -> SearchQuery | None:
+    # Any term may match (OR): a question's words rarely all appear in one passage, and the
+    # "simple" configuration keeps stop words. Ranking puts passages matching more terms first.
+    terms = list(dict.fromkeys(word.lower() for word in _WORD.findall(text)))[:MAX_QUERY_TERMS]
+    if not terms:
+        return None
+    raw = " | ".join(f"'{term}'" for term in terms)  # \w+ only: nothing to escape
+    return SearchQuery(raw, search_type="raw", config=settings.KNOWLEDGE_SEARCH_CONFIG)
+
+
+def knowledge_relevant_chunks(*, user_id: str, text: str, limit: int) -> list[KnowledgeChunk]:
+    """The chat user's chunks that best match `text`, best first (a ranked full-text query)."""
+    query = _search_query(text)
+    if query is None or limit <= 0:
+        return []
+    return list(
+        KnowledgeChunk.objects.filter(user_id=user_id, search_vector=query)
+        .annotate(rank=SearchRank(F("search_vector"), query))
+        .select_related("document")
+        .order_by("-rank", "document_id", "position")[:limit]
+    )
+
+
+def knowledge_document_save(
+    *, document: KnowledgeDocument | None = None, created_by=None, **fields
+) -> KnowledgeDocument:
+    """Create a document (or change one); the caller then schedules its indexing."""
+    document = document or KnowledgeDocument(created_by=created_by)
+    for name, value in fields.items():
+        setattr(document, name, value)
+    document.full_clean()
+    document.save()
+    return document
+
+
+def knowledge_schedule_reindex(document: KnowledgeDocument, *, requested_by=None) -> str | None:
+    """Queue the indexing task; returns its task id, or None when the broker is unreachable.
+
+    A document that could not be queued stays stale (indexed_at empty or older than updated_at),
+    so the periodic re-index of stale documents picks it up later.
+    """
+    from tasks_app.services import BrokerUnavailable, submit_task
+
+    try:
+        record = submit_task(
+            task_name="tasks_app.tasks.knowledge_tasks.index_document",
+            kwargs={"document_id": document.pk},
+            submitted_by=requested_by,
+        )
+    except BrokerUnavailable:
+        return None
+    return record.task_id

@@ -1,0 +1,61 @@
+"""The one interface every LLM provider implements, and the errors it may raise.
+
+Errors say what the caller should do, not which SDK raised them:
+- ProviderRateLimited: retry after `retry_after` seconds (the provider's Retry-After), or back off.
+- ProviderUnavailable: timeouts, connection errors, 5xx — retry with backoff.
+- ProviderRejected: any other 4xx — retrying would only fail again; the message says why.
+The Celery task (tasks_app.tasks.ai_tasks) turns the first two into retries.
+"""
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    raw_usage: dict = field(default_factory=dict)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class ProviderError(Exception):
+    """The provider did not answer."""
+
+
+class ProviderUnavailable(ProviderError):
+    """Timeout, connection error or 5xx: the same request may well succeed later."""
+
+    retry_after: float | None = None
+
+
+class ProviderRateLimited(ProviderUnavailable):
+    """429: wait as long as the provider asks (None: it did not say)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProviderRejected(ProviderError):
+    """A 4xx other than 429: the request itself is wrong (bad model, key, input)."""
+
+
+class LLMProvider(Protocol):
+    name: str
+
+    def complete(self, messages: list[ChatMessage], *, temperature: float) -> Completion: ...
+
+    def close(self) -> None:
+        """Abandon any request in flight (called from another thread on cancellation)."""

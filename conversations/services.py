@@ -1,0 +1,227 @@
+"""Writes of the chat domain: conversations, and generating an AI reply.
+
+`conversation_generate_reply` is what the Celery task `generate_ai_response` runs. It is safe to
+run twice for one task id (late acks redeliver a task whose worker died): the user message and
+the reply are unique per (task id, role), and a reply already saved is returned, not regenerated.
+"""
+
+import threading
+import uuid
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from conversations.knowledge import knowledge_relevant_chunks
+from conversations.llm import get_provider
+from conversations.llm.base import ChatMessage, Completion, LLMProvider
+from conversations.models import Conversation, Message, MessageRole
+from conversations.tokens import completion_cost, estimate_tokens
+
+# How often a task waiting on the provider checks whether it was cancelled (seconds).
+CANCEL_POLL_INTERVAL = 0.5
+# Earlier messages looked at when filling the history budget.
+HISTORY_SCAN_LIMIT = 200
+TITLE_LENGTH = 80
+
+
+class ConversationForbidden(Exception):
+    """The conversation belongs to another chat user or another API user."""
+
+
+class GenerationCancelled(Exception):
+    """The task was cancelled while it waited on the provider."""
+
+
+def new_conversation_id() -> str:
+    return f"conv_{uuid.uuid4().hex[:16]}"
+
+
+def conversation_create(
+    *, user_id: str, created_by=None, public_id: str | None = None, title: str = ""
+) -> Conversation:
+    return Conversation.objects.create(
+        public_id=public_id or new_conversation_id(), user_id=user_id, created_by=created_by, title=title
+    )
+
+
+def conversation_for_generation(*, conversation_id: str, user_id: str | None, requested_by) -> Conversation:
+    """The conversation an API caller asks a reply for; created (for `user_id`) when unknown.
+
+    Raises ConversationForbidden when it belongs to another chat user, or — for non-staff
+    callers — was created by another API user (or from code).
+    """
+    conversation, created = Conversation.objects.get_or_create(
+        public_id=conversation_id,
+        defaults={"user_id": user_id or "", "created_by": requested_by},
+    )
+    if created:
+        return conversation
+    if user_id and conversation.user_id != user_id:
+        raise ConversationForbidden(f"conversation {conversation_id} belongs to another user")
+    if not requested_by.is_staff and conversation.created_by_id != requested_by.pk:
+        raise ConversationForbidden(f"conversation {conversation_id} belongs to another user")
+    return conversation
+
+
+def conversation_generate_reply(
+    *,
+    conversation_id: str,
+    user_message: str,
+    temperature: float = 0.7,
+    user_id: str | None = None,
+    task_id: str = "",
+    should_stop: Callable[[], bool] = lambda: False,
+) -> dict:
+    """Save the user's message, ask the provider, save and return the reply.
+
+    `should_stop` is polled while the provider works; when it turns true the wait ends with
+    GenerationCancelled and nothing more is saved.
+    """
+    conversation, question, reply = _save_user_message(
+        conversation_id=conversation_id, user_message=user_message, user_id=user_id, task_id=task_id
+    )
+    if reply is None:
+        provider = get_provider()
+        prompt = build_prompt(conversation, question)
+        completion = complete_unless_stopped(provider, prompt, temperature=temperature, should_stop=should_stop)
+        reply = _save_reply(conversation, completion, task_id=task_id)
+    return reply_result(reply)
+
+
+def reply_result(reply: Message) -> dict:
+    """The task's result document (the shape the seed fixes, plus the model and message id)."""
+    return {
+        "conversation_id": reply.conversation.public_id,
+        "response": reply.content,
+        "tokens": {"prompt": reply.prompt_tokens, "completion": reply.completion_tokens, "total": reply.total_tokens},
+        "cost": float(reply.cost),
+        "model": reply.model,
+        "message_id": reply.pk,
+    }
+
+
+def _save_user_message(
+    *, conversation_id: str, user_message: str, user_id: str | None, task_id: str
+) -> tuple[Conversation, Message, Message | None]:
+    """The conversation, this task's user message, and its reply if an earlier run saved one."""
+    with transaction.atomic():
+        conversation, created = Conversation.objects.get_or_create(
+            public_id=conversation_id, defaults={"user_id": user_id or ""}
+        )
+        if user_id and conversation.user_id != user_id:
+            raise ConversationForbidden(f"conversation {conversation_id} belongs to another user, not {user_id}")
+        if not task_id:
+            return conversation, _add_user_message(conversation, user_message, task_id=""), None
+        question = Message.objects.filter(task_id=task_id, role=MessageRole.USER).first()
+        if question is None:
+            question = _add_user_message(conversation, user_message, task_id=task_id)
+        reply = Message.objects.filter(task_id=task_id, role=MessageRole.ASSISTANT).first()
+        return conversation, question, reply
+
+
+def _add_user_message(conversation: Conversation, content: str, *, task_id: str) -> Message:
+    message = Message.objects.create(
+        conversation=conversation,
+        role=MessageRole.USER,
+        content=content,
+        prompt_tokens=estimate_tokens(content),
+        task_id=task_id,
+    )
+    update = {"updated_at": timezone.now()}
+    if not conversation.title:
+        update["title"] = content[:TITLE_LENGTH]
+    Conversation.objects.filter(pk=conversation.pk).update(**update)
+    return message
+
+
+def _save_reply(conversation: Conversation, completion: Completion, *, task_id: str) -> Message:
+    cost = completion_cost(
+        model=completion.model, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens
+    )
+    try:
+        with transaction.atomic():
+            reply = Message.objects.create(
+                conversation=conversation,
+                role=MessageRole.ASSISTANT,
+                content=completion.text,
+                model=completion.model,
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+                cost=cost,
+                task_id=task_id,
+            )
+    except IntegrityError:
+        # Another delivery of the same task saved its reply first: keep that one.
+        reply = Message.objects.get(task_id=task_id, role=MessageRole.ASSISTANT)
+    Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    return reply
+
+
+def build_prompt(conversation: Conversation, question: Message) -> list[ChatMessage]:
+    """System instructions, the best knowledge passages, recent history within budget, the question."""
+    prompt = [ChatMessage("system", settings.LLM_SYSTEM_PROMPT)]
+    chunks = knowledge_relevant_chunks(
+        user_id=conversation.user_id, text=question.content, limit=settings.KNOWLEDGE_CHUNKS_PER_PROMPT
+    )
+    if chunks:
+        passages = "\n".join(
+            f"[{number}] ({chunk.document.title}) {chunk.content}" for number, chunk in enumerate(chunks, 1)
+        )
+        prompt.append(
+            ChatMessage("system", f"Passages from the user's knowledge base; use them when they help:\n{passages}")
+        )
+    return [*prompt, *_recent_history(conversation, before=question), ChatMessage("user", question.content)]
+
+
+def _recent_history(conversation: Conversation, *, before: Message) -> list[ChatMessage]:
+    """The newest earlier messages whose estimated tokens fit LLM_HISTORY_TOKEN_BUDGET, oldest first."""
+    budget = settings.LLM_HISTORY_TOKEN_BUDGET
+    kept: list[ChatMessage] = []
+    earlier = (
+        conversation.messages.filter(id__lt=before.id).order_by("-id").only("role", "content")[:HISTORY_SCAN_LIMIT]
+    )
+    for message in earlier:
+        cost = estimate_tokens(message.content)
+        if cost > budget:
+            break
+        budget -= cost
+        kept.append(ChatMessage(message.role, message.content))
+    return kept[::-1]
+
+
+def complete_unless_stopped(
+    provider: LLMProvider, prompt: list[ChatMessage], *, temperature: float, should_stop: Callable[[], bool]
+) -> Completion:
+    """Run the provider call in a helper thread while this thread watches for cancellation.
+
+    Why a thread: the SDK call blocks for up to LLM_TIMEOUT and cannot be interrupted from
+    inside. Waiting here in short slices lets the task notice a cancellation within
+    CANCEL_POLL_INTERVAL, and keeps the main thread free to receive Celery's soft time limit
+    (a signal, delivered to the main thread only). On either, the request in flight is abandoned
+    (the client is closed); the daemon thread ends at the latest when the request times out.
+    (Short provider timeouts in a loop would not do: a long answer would never finish.)
+    """
+    outcome: dict[str, object] = {}
+    done = threading.Event()
+
+    def call() -> None:
+        try:
+            outcome["completion"] = provider.complete(prompt, temperature=temperature)
+        except BaseException as error:  # handed to the waiting thread, which re-raises it
+            outcome["error"] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=call, name="llm-request", daemon=True).start()
+    try:
+        while not done.wait(CANCEL_POLL_INTERVAL):
+            if should_stop():
+                raise GenerationCancelled("the task was cancelled while waiting on the provider")
+    except BaseException:
+        provider.close()
+        raise
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["completion"]  # type: ignore[return-value]
