@@ -38,7 +38,7 @@ def main() -> int:
     with servers(DATA) as env:
         os.environ.update(env)
         manage = [sys.executable, str(ROOT / "manage.py")]
-        for step in (["migrate", "--noinput"], ["ensure_admin"]):
+        for step in (["migrate", "--noinput"], ["ensure_admin"], ["setup_periodic_tasks"]):
             subprocess.run([*manage, *step], check=True, cwd=ROOT)
         print("API and admin: http://127.0.0.1:8000/admin/  (Ctrl-C stops everything)", flush=True)
         honcho = [str(Path(sys.executable).parent / "honcho"), "start", "-f", str(ROOT / "Procfile")]
