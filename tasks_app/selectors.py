@@ -1,7 +1,129 @@
 """Reads of task records, scoped to the caller where a caller is involved."""
 
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count, QuerySet
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django_celery_results.models import TaskResult
+
 from tasks_app.models import TaskRecord, TaskState
+from tasks_app.workers import queues_of_live_workers
+
+# Longer ids are no Celery task id; they never reach the database.
+TASK_ID_MAX_LENGTH = 255
 
 
 def task_is_cancelled(*, task_id: str) -> bool:
     return TaskRecord.objects.filter(task_id=task_id, state=TaskState.REVOKED).exists()
+
+
+def tasks_visible_to(*, user: AbstractBaseUser) -> QuerySet[TaskRecord]:
+    return TaskRecord.objects.visible_to(user)
+
+
+def task_for_user(*, user: AbstractBaseUser, task_id: str) -> TaskRecord:
+    """The caller's task (any task for staff). Raises TaskRecord.DoesNotExist otherwise."""
+    if not task_id or len(task_id) > TASK_ID_MAX_LENGTH or "\x00" in task_id:
+        raise TaskRecord.DoesNotExist(task_id)
+    return tasks_visible_to(user=user).select_related("retry_of").get(task_id=task_id)
+
+
+def task_list(
+    *,
+    user: AbstractBaseUser,
+    status: str | None = None,
+    queue: str | None = None,
+    task_name: str | None = None,
+    conversation_id: str | None = None,
+    user_id: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> QuerySet[TaskRecord]:
+    """Newest first; each filter matches one indexed column (see TaskRecord.Meta.indexes)."""
+    queryset = tasks_visible_to(user=user).select_related("retry_of").defer("traceback", "args", "kwargs")
+    exact = {
+        "state": status,
+        "queue": queue,
+        "task_name": task_name,
+        "conversation_id": conversation_id,
+        "user_id": user_id,
+    }
+    queryset = queryset.filter(**{column: value for column, value in exact.items() if value})
+    if created_after:
+        queryset = queryset.filter(created_at__gte=created_after)
+    if created_before:
+        queryset = queryset.filter(created_at__lt=created_before)
+    return queryset.order_by("-created_at", "-id")
+
+
+STATE_KEYS = {state: state.lower() for state in TaskState.values}
+
+
+def task_stats(*, user: AbstractBaseUser) -> dict[str, Any]:
+    """Counts by state and by queue, from one GROUP BY query."""
+    rows = tasks_visible_to(user=user).order_by().values_list("queue", "state").annotate(count=Count("*"))
+    totals = dict.fromkeys(STATE_KEYS.values(), 0)
+    queues: dict[str, dict[str, int]] = {}
+    for queue, state, count in rows:
+        key = STATE_KEYS.get(state)
+        if key is None:
+            continue
+        totals[key] += count
+        per_queue = queues.setdefault(queue, {"total": 0, **dict.fromkeys(STATE_KEYS.values(), 0)})
+        per_queue[key] += count
+        per_queue["total"] += count
+    return {"total_tasks": sum(totals.values()), **totals, "queues": dict(sorted(queues.items()))}
+
+
+def task_result_value(*, record: TaskRecord) -> Any:
+    """The task's return value, parsed from django-celery-results' TaskResult (SUCCESS only)."""
+    if record.state != TaskState.SUCCESS:
+        return None
+    stored = TaskResult.objects.filter(task_id=record.task_id).values_list("result", flat=True).first()
+    if stored is None:
+        return None
+    try:
+        return json.loads(stored)
+    except (TypeError, ValueError):
+        return stored
+
+
+@dataclass(frozen=True)
+class LiveQueues:
+    by_worker: dict[str, list[str]]
+
+    def consumers_of(self, queue: str) -> list[str]:
+        return sorted(name for name, queues in self.by_worker.items() if queue in queues)
+
+
+def pending_reason(*, record: TaskRecord, live: LiveQueues | None = None) -> str | None:
+    """Why a task is still PENDING, where the system can tell; None when it is not (yet) unusual."""
+    if record.state != TaskState.PENDING:
+        return None
+    now = timezone.now()
+    if record.eta and record.eta > now:
+        return _("Scheduled: it will not start before %(eta)s.") % {"eta": record.eta.isoformat()}
+    if (now - record.created_at).total_seconds() < settings.TASK_PENDING_EXPLAIN_AFTER:
+        return None
+    if live is None:
+        live = LiveQueues(queues_of_live_workers())
+    if not live.by_worker:
+        return _("No live worker: start a worker consuming queue %(queue)s.") % {"queue": record.queue}
+    consumers = live.consumers_of(record.queue)
+    if not consumers:
+        return _("No live worker consumes queue %(queue)s (live workers consume: %(queues)s).") % {
+            "queue": record.queue,
+            "queues": ", ".join(sorted({q for qs in live.by_worker.values() for q in qs})),
+        }
+    return _("Waiting in queue %(queue)s for a free slot on %(workers)s.") % {
+        "queue": record.queue,
+        "workers": ", ".join(consumers),
+    }

@@ -239,16 +239,15 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 FLOWER_USER = env("FLOWER_USER", default="admin")
 FLOWER_PASSWORD = env("FLOWER_PASSWORD", default="")
 
-# --- Housekeeping jobs (tasks_app.schedules, issue 5) -------------------------------------------
-# Finished task records and their results are deleted after this many days.
-TASK_CLEANUP_AFTER_DAYS = env.float("TASK_CLEANUP_AFTER_DAYS", default=30)
-# Rows deleted per transaction, and seconds one cleanup run works before queueing itself again.
-TASK_CLEANUP_BATCH_SIZE = env.int("TASK_CLEANUP_BATCH_SIZE", default=1000)
-TASK_CLEANUP_TIME_BUDGET = env.float("TASK_CLEANUP_TIME_BUDGET", default=60)
-# A task PENDING this long, held by no worker and absent from the broker, is re-sent (once per loss).
-TASK_LOST_AFTER_SECONDS = env.float("TASK_LOST_AFTER_SECONDS", default=600)
-# Unacknowledged messages older than this that no live worker claims go back to their queue.
-TASK_RESCUE_GRACE_SECONDS = env.float("TASK_RESCUE_GRACE_SECONDS", default=300)
+# --- Task API (tasks_app, issue 3) ------------------------------------------------------------
+# Longest user_message /ai/generate accepts, in characters (a bound on what one request can queue).
+AI_USER_MESSAGE_MAX_LENGTH = env.int("AI_USER_MESSAGE_MAX_LENGTH", default=10_000)
+# Seconds a task may sit PENDING before /status explains why (no worker on its queue, eta, ...).
+TASK_PENDING_EXPLAIN_AFTER = env.float("TASK_PENDING_EXPLAIN_AFTER", default=5.0)
+# Seconds /workers and /status wait for workers' remote-control replies (workers that miss it are named).
+WORKER_INSPECT_TIMEOUT = env.float("WORKER_INSPECT_TIMEOUT", default=0.8)
+# Seconds the live workers and their queues are cached for /status and /stats.
+WORKER_DISCOVERY_CACHE_SECONDS = env.int("WORKER_DISCOVERY_CACHE_SECONDS", default=10)
 
 # --- AI replies, knowledge base, notifications (conversations app, issue 4) -----------------
 # Which LLM provider answers: "offline" (embedded, deterministic, no key or network) or "openai"
@@ -284,3 +283,14 @@ WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", default=10.0)
 # Email notifications go through Django's email framework; the console backend prints them.
 EMAIL_BACKEND = env("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="CLAW.AI <noreply@localhost>")
+
+# --- Housekeeping jobs (tasks_app.schedules, issue 5) -------------------------------------------
+# Finished task records and their results are deleted after this many days.
+TASK_CLEANUP_AFTER_DAYS = env.float("TASK_CLEANUP_AFTER_DAYS", default=30)
+# Rows deleted per transaction, and seconds one cleanup run works before queueing itself again.
+TASK_CLEANUP_BATCH_SIZE = env.int("TASK_CLEANUP_BATCH_SIZE", default=1000)
+TASK_CLEANUP_TIME_BUDGET = env.float("TASK_CLEANUP_TIME_BUDGET", default=60)
+# A task PENDING this long, held by no worker and absent from the broker, is re-sent (once per loss).
+TASK_LOST_AFTER_SECONDS = env.float("TASK_LOST_AFTER_SECONDS", default=600)
+# Unacknowledged messages older than this that no live worker claims go back to their queue.
+TASK_RESCUE_GRACE_SECONDS = env.float("TASK_RESCUE_GRACE_SECONDS", default=300)

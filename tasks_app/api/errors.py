@@ -1,0 +1,33 @@
+"""Every error of the task API is JSON with a message: {"message", "code", "errors"?}."""
+
+from django.utils.translation import gettext as _
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "service_unavailable"
+
+
+def json_error_handler(exc, context):
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        errors = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        response.data = {"message": _("Invalid input."), "code": "invalid", "errors": errors}
+    elif isinstance(exc, exceptions.APIException):
+        detail = exc.detail
+        response.data = {"message": str(detail), "code": getattr(detail, "code", None) or exc.default_code}
+    return response
+
+
+def error(status_code: int, message: str, code: str) -> Response:
+    return Response({"message": message, "code": code}, status=status_code)

@@ -1,0 +1,250 @@
+"""Input and output shapes of the task endpoints (the OpenAPI schema is built from these)."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.validators import URLValidator
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from tasks_app.models import TaskRecord, TaskState
+
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 500
+
+
+# --- errors ----------------------------------------------------------------------------------
+class ErrorSerializer(serializers.Serializer):
+    message = serializers.CharField(help_text=_("What went wrong, for a person."))
+    code = serializers.CharField(help_text=_("Machine-readable error code."))
+    errors = serializers.DictField(
+        child=serializers.JSONField(), required=False, help_text=_("Field errors (400 only).")
+    )
+
+
+# --- task records ------------------------------------------------------------------------------
+class TaskSummarySerializer(serializers.ModelSerializer):
+    """One task in /list."""
+
+    status = serializers.CharField(source="state", help_text=_("PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED."))
+    retry_of = serializers.CharField(source="retry_of.task_id", allow_null=True, default=None, read_only=True)
+    date_done = serializers.DateTimeField(source="done_at", allow_null=True)
+    runtime = serializers.FloatField(allow_null=True, help_text=_("Seconds from start to finish."))
+
+    class Meta:
+        model = TaskRecord
+        fields = [
+            "task_id",
+            "status",
+            "task_name",
+            "queue",
+            "priority",
+            "eta",
+            "retries",
+            "retry_of",
+            "conversation_id",
+            "user_id",
+            "worker",
+            "error",
+            "created_at",
+            "started_at",
+            "date_done",
+            "runtime",
+        ]
+        read_only_fields = fields
+
+
+class TaskStatusSerializer(TaskSummarySerializer):
+    """One task in full, for /status."""
+
+    result = serializers.JSONField(allow_null=True, help_text=_("The task's return value (SUCCESS only)."))
+    pending_reason = serializers.CharField(
+        allow_null=True, help_text=_("Why a task is still PENDING, where the system can tell.")
+    )
+
+    class Meta(TaskSummarySerializer.Meta):
+        fields = [
+            *TaskSummarySerializer.Meta.fields,
+            "result",
+            "args",
+            "kwargs",
+            "traceback",
+            "pending_reason",
+        ]
+        read_only_fields = fields
+
+
+class TaskListQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=TaskState.choices, required=False)
+    queue = serializers.CharField(required=False, max_length=100)
+    task_name = serializers.CharField(required=False, max_length=255)
+    conversation_id = serializers.CharField(required=False, max_length=255)
+    user_id = serializers.CharField(required=False, max_length=255, help_text=_("The chat user's id."))
+    created_after = serializers.DateTimeField(required=False, help_text=_("Created at or after (ISO 8601)."))
+    created_before = serializers.DateTimeField(required=False, help_text=_("Created before (ISO 8601)."))
+    limit = serializers.IntegerField(
+        required=False,
+        default=LIST_LIMIT_DEFAULT,
+        min_value=1,
+        help_text=_("Page size, %(max)d at most (larger values are lowered to it).") % {"max": LIST_LIMIT_MAX},
+    )
+    cursor = serializers.CharField(required=False, help_text=_("Opaque cursor from `next` or `previous`."))
+
+    def validate_limit(self, value: int) -> int:
+        return min(value, LIST_LIMIT_MAX)
+
+
+class TaskPageSerializer(serializers.Serializer):
+    results = TaskSummarySerializer(many=True)
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+
+
+class QueueCountsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    started = serializers.IntegerField()
+    retry = serializers.IntegerField()
+    success = serializers.IntegerField()
+    failure = serializers.IntegerField()
+    revoked = serializers.IntegerField()
+
+
+class TaskStatsSerializer(serializers.Serializer):
+    total_tasks = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    started = serializers.IntegerField()
+    success = serializers.IntegerField()
+    failure = serializers.IntegerField()
+    retry = serializers.IntegerField()
+    revoked = serializers.IntegerField()
+    workers = serializers.IntegerField(help_text=_("Live workers (cached for a few seconds)."))
+    queues = serializers.DictField(child=QueueCountsSerializer(), help_text=_("Counts by queue name."))
+
+
+# --- actions -----------------------------------------------------------------------------------
+class EmptySerializer(serializers.Serializer):
+    """No input (the browsable API shows a bare POST form)."""
+
+
+class TaskAcceptedSerializer(serializers.Serializer):
+    task_id = serializers.CharField()
+    status = serializers.CharField(help_text=_("Always PENDING."))
+    message = serializers.CharField()
+
+
+class TaskRetryAcceptedSerializer(TaskAcceptedSerializer):
+    retry_of = serializers.CharField(help_text=_("The task that was retried."))
+
+
+class TaskCancelledSerializer(serializers.Serializer):
+    task_id = serializers.CharField()
+    status = serializers.CharField(help_text=_("Always REVOKED."))
+    message = serializers.CharField()
+
+
+class HttpUrlField(serializers.URLField):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.validators = [v for v in self.validators if not isinstance(v, URLValidator)]
+        self.validators.append(URLValidator(schemes=["http", "https"], message=_("Enter an http or https URL.")))
+
+
+@extend_schema_field(OpenApiTypes.URI)
+class CallbackUrlField(HttpUrlField):
+    pass
+
+
+class AIGenerateSerializer(serializers.Serializer):
+    conversation_id = serializers.CharField(max_length=255, help_text=_('e.g. "conv_123".'))
+    user_message = serializers.CharField(max_length=settings.AI_USER_MESSAGE_MAX_LENGTH)
+    temperature = serializers.FloatField(min_value=0.0, max_value=2.0, required=False, default=0.7)
+    user_id = serializers.CharField(max_length=255, help_text=_('The chat user, e.g. "user_456".'))
+    priority = serializers.IntegerField(
+        min_value=settings.TASK_PRIORITY_MIN,
+        max_value=settings.TASK_PRIORITY_MAX,
+        required=False,
+        help_text=_("0-9, 9 highest."),
+    )
+    countdown = serializers.IntegerField(
+        min_value=0, max_value=settings.TASK_MAX_COUNTDOWN, required=False, help_text=_("Seconds to wait.")
+    )
+    eta = serializers.DateTimeField(required=False, help_text=_("Earliest start (ISO 8601); not with countdown."))
+    callback_url = CallbackUrlField(
+        required=False, allow_null=True, max_length=2000, help_text=_("Notified when the reply is ready.")
+    )
+
+    def validate_eta(self, value):
+        if value > timezone.now() + timedelta(seconds=settings.TASK_MAX_COUNTDOWN):
+            raise serializers.ValidationError(
+                _("At most %(seconds)d seconds ahead.") % {"seconds": settings.TASK_MAX_COUNTDOWN}
+            )
+        return value
+
+    def validate(self, attrs):
+        if attrs.get("countdown") is not None and attrs.get("eta") is not None:
+            raise serializers.ValidationError({"eta": [_("Give countdown or eta, not both.")]})
+        return attrs
+
+
+# --- workers -----------------------------------------------------------------------------------
+class WorkerTaskSerializer(serializers.Serializer):
+    task_id = serializers.CharField(allow_null=True)
+    task_name = serializers.CharField(allow_null=True)
+    started = serializers.FloatField(allow_null=True, help_text=_("Unix time the task started, when running."))
+
+
+class WorkerSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    pool = serializers.CharField(allow_null=True, help_text=_("prefork, threads, solo, gevent or eventlet."))
+    concurrency = serializers.IntegerField(allow_null=True)
+    queues = serializers.ListField(child=serializers.CharField(), allow_null=True)
+    active = WorkerTaskSerializer(many=True, allow_null=True)
+    reserved = WorkerTaskSerializer(many=True, allow_null=True)
+    processed = serializers.DictField(child=serializers.IntegerField(), help_text=_("Tasks run, by task name."))
+    processed_total = serializers.IntegerField()
+    uptime = serializers.IntegerField(allow_null=True, help_text=_("Seconds."))
+    complete = serializers.BooleanField(help_text=_("False when the worker missed some of the inspect calls."))
+
+
+class WorkerListSerializer(serializers.Serializer):
+    workers = WorkerSerializer(many=True)
+    not_replying = serializers.ListField(
+        child=serializers.CharField(), help_text=_("Workers seen recently that did not reply in time.")
+    )
+
+
+class PoolRestartSerializer(serializers.Serializer):
+    destination = serializers.ListField(
+        child=serializers.CharField(max_length=255),
+        required=False,
+        allow_empty=False,
+        max_length=100,
+        help_text=_("Worker names; all workers when left out."),
+    )
+
+
+class ShutdownSerializer(PoolRestartSerializer):
+    all = serializers.BooleanField(required=False, default=False, help_text=_("Shut down every worker."))
+
+    def validate(self, attrs):
+        if not attrs.get("destination") and not attrs.get("all"):
+            raise serializers.ValidationError(
+                {"destination": [_('Name the workers to shut down, or send "all": true.')]}
+            )
+        if attrs.get("destination") and attrs.get("all"):
+            raise serializers.ValidationError({"all": [_('Give destination or "all", not both.')]})
+        return attrs
+
+
+class ControlResultSerializer(serializers.Serializer):
+    worker = serializers.CharField()
+    ok = serializers.BooleanField()
+    message = serializers.CharField()
+
+
+class ControlReportSerializer(serializers.Serializer):
+    results = ControlResultSerializer(many=True)
+    not_replying = serializers.ListField(child=serializers.CharField())

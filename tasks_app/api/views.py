@@ -1,0 +1,230 @@
+"""The task endpoints (/api/v1/tasks/...): thin views over tasks_app.selectors, services and workers."""
+
+from django.utils.translation import gettext as _
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+
+from tasks_app import selectors, services, workers
+from tasks_app.api import serializers as s
+from tasks_app.api.errors import Conflict, ServiceUnavailable, json_error_handler
+from tasks_app.models import TaskRecord, TaskState
+
+TASK_ID_PATTERN = r"[^/]+"
+
+
+def errors(*codes: int) -> dict:
+    descriptions = {
+        400: "Invalid input (field errors).",
+        401: "Not authenticated.",
+        403: "Not allowed (worker control is for staff).",
+        404: "No such task (or not yours).",
+        409: "The task's state forbids this.",
+        503: "The broker cannot be reached; nothing was queued.",
+    }
+    return {code: OpenApiResponse(s.ErrorSerializer, description=descriptions[code]) for code in codes}
+
+
+class TaskCursorPagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    cursor_query_param = "cursor"
+    page_size_query_param = None  # the limit is validated by TaskListQuerySerializer
+
+
+class TaskApiViewSet(viewsets.GenericViewSet):
+    """Shared by the task and worker viewsets: JSON errors with a message."""
+
+    def get_exception_handler(self):
+        return json_error_handler
+
+    def get_serializer_class(self):
+        return self.serializer_classes.get(self.action, s.EmptySerializer)
+
+    def validated(self, data) -> dict:
+        serializer = self.get_serializer(data=data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def task_or_404(self, task_id: str) -> TaskRecord:
+        try:
+            return selectors.task_for_user(user=self.request.user, task_id=task_id)
+        except TaskRecord.DoesNotExist:
+            raise NotFound(_("No task %(task_id)s.") % {"task_id": task_id[:255]}) from None
+
+
+class TaskViewSet(TaskApiViewSet):
+    """Submit, watch, cancel and retry tasks. Non-staff users see and act on their own tasks only."""
+
+    permission_classes = [permissions.IsAuthenticated]
+    serializer_classes = {
+        "task_status": s.TaskStatusSerializer,
+        "task_list": s.TaskListQuerySerializer,
+        "ai_generate": s.AIGenerateSerializer,
+        "cancel": s.EmptySerializer,
+        "retry": s.EmptySerializer,
+    }
+
+    @extend_schema(summary="One task's state", responses={200: s.TaskStatusSerializer, **errors(401, 404)})
+    @action(detail=False, methods=["get"], url_path=rf"status/(?P<task_id>{TASK_ID_PATTERN})")
+    def task_status(self, request, task_id: str):
+        record = self.task_or_404(task_id)
+        record.result = selectors.task_result_value(record=record)
+        record.pending_reason = selectors.pending_reason(record=record)
+        return Response(s.TaskStatusSerializer(record).data)
+
+    @extend_schema(
+        summary="Tasks, newest first",
+        parameters=[s.TaskListQuerySerializer],
+        responses={200: s.TaskPageSerializer, **errors(400, 401)},
+    )
+    @action(detail=False, methods=["get"], url_path="list")
+    def task_list(self, request):
+        query = self.validated(request.query_params)
+        limit = query.pop("limit")
+        query.pop("cursor", None)
+        paginator = TaskCursorPagination()
+        paginator.page_size = limit
+        try:
+            page = paginator.paginate_queryset(selectors.task_list(user=request.user, **query), request, view=self)
+        except NotFound:
+            raise ValidationError({"cursor": [_("Invalid cursor.")]}) from None
+        return Response(
+            {
+                "results": s.TaskSummarySerializer(page, many=True).data,
+                "next": paginator.get_next_link(),
+                "previous": paginator.get_previous_link(),
+            }
+        )
+
+    @extend_schema(
+        summary="Counts by state and queue, and live workers", responses={200: s.TaskStatsSerializer, **errors(401)}
+    )
+    @action(detail=False, methods=["get"], url_path="stats")
+    def stats(self, request):
+        counts = selectors.task_stats(user=request.user)
+        counts["workers"] = len(workers.queues_of_live_workers())
+        return Response(s.TaskStatsSerializer(counts).data)
+
+    @extend_schema(
+        summary="Submit an AI reply generation",
+        request=s.AIGenerateSerializer,
+        responses={202: s.TaskAcceptedSerializer, **errors(400, 401, 503)},
+    )
+    @action(detail=False, methods=["post"], url_path="ai/generate")
+    def ai_generate(self, request):
+        data = self.validated(request.data)
+        try:
+            record = services.submit_ai_generation(**data, submitted_by=request.user)
+        except services.BrokerUnavailable:
+            raise ServiceUnavailable(_("The task broker cannot be reached; nothing was queued. Try again.")) from None
+        body = {
+            "task_id": record.task_id,
+            "status": TaskState.PENDING,
+            "message": _("AI response generation task submitted"),
+        }
+        return Response(s.TaskAcceptedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        summary="Cancel a queued, delayed or running task",
+        request=None,
+        responses={200: s.TaskCancelledSerializer, **errors(401, 404, 409)},
+    )
+    @action(detail=False, methods=["post"], url_path=rf"cancel/(?P<task_id>{TASK_ID_PATTERN})")
+    def cancel(self, request, task_id: str):
+        record = self.task_or_404(task_id)
+        try:
+            record = services.cancel_task(record=record, by=request.user)
+        except services.TaskStateConflict as conflict:
+            raise Conflict(
+                _("Task %(task_id)s is %(state)s: only a pending or running task can be cancelled.")
+                % {"task_id": task_id, "state": conflict.record.state}
+            ) from None
+        body = {"task_id": record.task_id, "status": record.state, "message": _("Task cancelled")}
+        return Response(s.TaskCancelledSerializer(body).data)
+
+    @extend_schema(
+        summary="Run a failed or cancelled task again",
+        request=None,
+        responses={202: s.TaskRetryAcceptedSerializer, **errors(401, 404, 409, 503)},
+    )
+    @action(detail=False, methods=["post"], url_path=rf"retry/(?P<task_id>{TASK_ID_PATTERN})")
+    def retry(self, request, task_id: str):
+        record = self.task_or_404(task_id)
+        try:
+            again = services.retry_task(record=record, by=request.user)
+        except services.TaskStateConflict as conflict:
+            raise Conflict(
+                _("Task %(task_id)s is %(state)s: only a failed or cancelled task can be retried.")
+                % {"task_id": task_id, "state": conflict.record.state}
+            ) from None
+        except services.BrokerUnavailable:
+            raise ServiceUnavailable(_("The task broker cannot be reached; nothing was queued. Try again.")) from None
+        body = {
+            "task_id": again.task_id,
+            "status": TaskState.PENDING,
+            "retry_of": record.task_id,
+            "message": _("Task retry submitted"),
+        }
+        return Response(s.TaskRetryAcceptedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
+
+
+class SingleObjectSchema(AutoSchema):
+    """GET /workers answers one report object, not a list of them."""
+
+    def _is_list_view(self, serializer=None) -> bool:
+        return False
+
+
+class WorkerViewSet(TaskApiViewSet):
+    """Live Celery workers: inspect them, restart their pools, shut them down (staff only)."""
+
+    schema = SingleObjectSchema()
+
+    permission_classes = [permissions.IsAdminUser]
+    serializer_classes = {
+        "list": s.EmptySerializer,
+        "pool_restart": s.PoolRestartSerializer,
+        "shutdown": s.ShutdownSerializer,
+    }
+
+    @extend_schema(summary="Live workers and what they do", responses={200: s.WorkerListSerializer, **errors(401, 403)})
+    def list(self, request):
+        report = workers.inspect_workers()
+        return Response(s.WorkerListSerializer(report).data)
+
+    @extend_schema(
+        summary="Restart workers' process pools",
+        request=s.PoolRestartSerializer,
+        responses={200: s.ControlReportSerializer, **errors(400, 401, 403, 404, 409)},
+        description="409 when no addressed worker can restart its pool (not prefork, or worker_pool_restarts off); "
+        "404 when no addressed worker replied.",
+    )
+    @action(detail=False, methods=["post"], url_path="pool/restart")
+    def pool_restart(self, request):
+        data = self.validated(request.data)
+        try:
+            report = workers.restart_pools(destination=data.get("destination"))
+        except workers.NoWorkerReplied as silent:
+            raise NotFound(_("No worker replied: %(names)s") % {"names": str(silent) or _("none live")}) from None
+        if not report.any_ok:
+            raise Conflict("; ".join(f"{r['worker']}: {r['message']}" for r in report.results))
+        return Response(s.ControlReportSerializer(report).data)
+
+    @extend_schema(
+        summary="Shut workers down",
+        request=s.ShutdownSerializer,
+        responses={200: s.ControlReportSerializer, **errors(400, 401, 403, 404)},
+    )
+    @action(detail=False, methods=["post"], url_path="shutdown")
+    def shutdown(self, request):
+        data = self.validated(request.data)
+        destination = None if data.get("all") else data["destination"]
+        try:
+            report = workers.shutdown_workers(destination=destination)
+        except workers.NoWorkerReplied as silent:
+            raise NotFound(_("No worker replied: %(names)s") % {"names": str(silent) or _("none live")}) from None
+        return Response(s.ControlReportSerializer(report).data)

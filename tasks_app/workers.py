@@ -1,0 +1,198 @@
+"""Inspect and control the live Celery workers over remote control (Redis pidbox).
+
+A remote-control call waits its whole timeout for replies, and a busy or hung
+worker simply does not answer. So the inspections run in parallel threads with
+one short timeout, and the answer names the workers that did not reply: those
+that answered some calls but not all, and those seen recently that answered none.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+
+from claw_ai.celery import celery_app
+
+# Workers seen in the last ten minutes: a silent one among them is reported as not replying.
+SEEN_KEY = "tasks_app:workers:seen"
+SEEN_FOR = 600
+QUEUES_KEY = "tasks_app:workers:queues"
+
+PREFORK = "prefork"
+
+
+class NoWorkerReplied(Exception):
+    """None of the addressed workers answered."""
+
+
+@dataclass
+class WorkerReport:
+    workers: list[dict[str, Any]]
+    not_replying: list[str]
+
+
+@dataclass
+class ControlReport:
+    results: list[dict[str, Any]] = field(default_factory=list)
+    not_replying: list[str] = field(default_factory=list)
+
+    @property
+    def any_ok(self) -> bool:
+        return any(result["ok"] for result in self.results)
+
+
+def _timeout() -> float:
+    return settings.WORKER_INSPECT_TIMEOUT
+
+
+def _inspect(method: str, destination: list[str] | None, timeout: float) -> dict[str, Any]:
+    inspector = celery_app.control.inspect(destination=destination, timeout=timeout)
+    return getattr(inspector, method)() or {}
+
+
+def _inspect_all(methods: list[str], destination: list[str] | None) -> dict[str, dict[str, Any]]:
+    """Run inspect calls in parallel; the whole takes one timeout, not one per call."""
+    timeout = _timeout()
+    with ThreadPoolExecutor(max_workers=len(methods)) as pool:
+        futures = {method: pool.submit(_inspect, method, destination, timeout) for method in methods}
+        return {method: future.result() for method, future in futures.items()}
+
+
+def _remember(names: set[str]) -> set[str]:
+    """Note the workers that replied; return the ones seen recently (including these)."""
+    now = time.time()
+    seen = {name: at for name, at in (cache.get(SEEN_KEY) or {}).items() if now - at < SEEN_FOR}
+    seen.update(dict.fromkeys(names, now))
+    cache.set(SEEN_KEY, seen, SEEN_FOR)
+    return set(seen)
+
+
+def _forget(names: set[str]) -> None:
+    seen = cache.get(SEEN_KEY) or {}
+    cache.set(SEEN_KEY, {name: at for name, at in seen.items() if name not in names}, SEEN_FOR)
+
+
+def pool_type(stats: dict[str, Any]) -> str:
+    """'prefork', 'threads', 'solo', 'gevent', 'eventlet' from a worker's stats reply."""
+    implementation = (stats.get("pool") or {}).get("implementation", "")
+    module = implementation.split(":")[0].rsplit(".", 1)[-1]
+    return {"thread": "threads"}.get(module, module) or "unknown"
+
+
+def _processed(stats: dict[str, Any]) -> dict[str, int]:
+    return {name: int(count) for name, count in (stats.get("total") or {}).items()}
+
+
+def _task_summary(request: dict[str, Any]) -> dict[str, Any]:
+    return {"task_id": request.get("id"), "task_name": request.get("name"), "started": request.get("time_start")}
+
+
+def inspect_workers(*, destination: list[str] | None = None) -> WorkerReport:
+    """Each live worker: name, pool, concurrency, queues, active/reserved tasks, processed counts, uptime."""
+    replies = _inspect_all(["stats", "active_queues", "active", "reserved"], destination)
+    stats, queues, active, reserved = (replies[m] for m in ("stats", "active_queues", "active", "reserved"))
+    replied = set(stats) | set(queues) | set(active) | set(reserved)
+    expected = set(destination) if destination else _remember(replied)
+    workers = []
+    for name in sorted(replied):
+        worker_stats = stats.get(name) or {}
+        processed = _processed(worker_stats)
+        workers.append(
+            {
+                "name": name,
+                "pool": pool_type(worker_stats) if worker_stats else None,
+                "concurrency": (worker_stats.get("pool") or {}).get("max-concurrency"),
+                "queues": sorted(q["name"] for q in queues.get(name) or []) if name in queues else None,
+                "active": [_task_summary(r) for r in active.get(name) or []] if name in active else None,
+                "reserved": [_task_summary(r) for r in reserved.get(name) or []] if name in reserved else None,
+                "processed": processed,
+                "processed_total": sum(processed.values()),
+                "uptime": worker_stats.get("uptime"),
+                "complete": all(name in reply for reply in replies.values()),
+            }
+        )
+    if queues:
+        cache.set(QUEUES_KEY, {name: [q["name"] for q in qs or []] for name, qs in queues.items()}, _cache_seconds())
+    partial = {w["name"] for w in workers if not w["complete"]}
+    return WorkerReport(workers=workers, not_replying=sorted((expected - replied) | partial))
+
+
+def _cache_seconds() -> int:
+    return settings.WORKER_DISCOVERY_CACHE_SECONDS
+
+
+def queues_of_live_workers() -> dict[str, list[str]]:
+    """Worker name -> queues it consumes, cached briefly so /status and /stats stay fast."""
+    cached = cache.get(QUEUES_KEY)
+    if cached is not None:
+        return cached
+    replies = _inspect("active_queues", None, _timeout())
+    discovered = {name: [q["name"] for q in qs or []] for name, qs in replies.items()}
+    cache.set(QUEUES_KEY, discovered, _cache_seconds())
+    _remember(set(discovered))
+    return discovered
+
+
+def restart_pools(*, destination: list[str] | None = None) -> ControlReport:
+    """Restart the process pool of each addressed worker that can (prefork with worker_pool_restarts).
+
+    Celery's threads and solo pools answer "reload started" to pool_restart and do nothing,
+    so the pool type is read from each worker's stats first and such workers are refused.
+    """
+    replies = _inspect_all(["stats", "conf"], destination)
+    stats, conf = replies["stats"], replies["conf"]
+    replied = set(stats)
+    expected = set(destination) if destination else _remember(replied)
+    report = ControlReport(not_replying=sorted(expected - replied))
+    able = []
+    for name in sorted(replied):
+        pool = pool_type(stats[name])
+        worker_conf = conf.get(name) or {}
+        if pool != PREFORK:
+            report.results.append({"worker": name, "ok": False, "message": f"the {pool} pool cannot be restarted"})
+        elif worker_conf and not worker_conf.get("worker_pool_restarts"):
+            report.results.append({"worker": name, "ok": False, "message": "worker_pool_restarts is off"})
+        else:
+            able.append(name)
+    if able:
+        answers = celery_app.control.pool_restart(destination=able, reply=True, timeout=_timeout()) or []
+        answered = {}
+        for answer in answers:
+            answered.update(answer)
+        for name in able:
+            reply = answered.get(name)
+            if reply is None:
+                report.not_replying.append(name)
+            elif "ok" in reply:
+                report.results.append({"worker": name, "ok": True, "message": str(reply["ok"])})
+            else:
+                report.results.append({"worker": name, "ok": False, "message": str(reply.get("error", reply))})
+    if not report.results:
+        raise NoWorkerReplied(", ".join(report.not_replying))
+    report.results.sort(key=lambda result: result["worker"])
+    return report
+
+
+def shutdown_workers(*, destination: list[str] | None) -> ControlReport:
+    """Warm-shut down the addressed workers (all when destination is None).
+
+    Celery's shutdown command exits without replying, so the workers are pinged first:
+    the ones that answer are asked to shut down, the others are named as not replying.
+    """
+    timeout = _timeout()
+    answers = celery_app.control.ping(destination=destination, timeout=timeout) or []
+    alive = sorted(name for answer in answers for name in answer)
+    expected = set(destination) if destination else _remember(set(alive))
+    report = ControlReport(not_replying=sorted(expected - set(alive)))
+    if not alive:
+        raise NoWorkerReplied(", ".join(report.not_replying))
+    celery_app.control.shutdown(destination=alive)
+    report.results = [{"worker": name, "ok": True, "message": "shutdown requested"} for name in alive]
+    _forget(set(alive))
+    cache.delete(QUEUES_KEY)
+    return report

@@ -1,0 +1,74 @@
+import socket
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+
+from claw_ai.celery import celery_app
+from tests.support.schema import SchemaCheckingClient
+
+API = "/api/v1/tasks"
+
+
+def client_for(user) -> SchemaCheckingClient:
+    client = SchemaCheckingClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def staff(db):
+    return get_user_model().objects.create_user("ops", password="pw", is_staff=True)
+
+
+@pytest.fixture
+def alice(db):
+    return get_user_model().objects.create_user("alice", password="pw")
+
+
+@pytest.fixture
+def bob(db):
+    return get_user_model().objects.create_user("bob", password="pw")
+
+
+@pytest.fixture
+def staff_client(staff):
+    return client_for(staff)
+
+
+@pytest.fixture
+def alice_client(alice):
+    return client_for(alice)
+
+
+@pytest.fixture
+def bob_client(bob):
+    return client_for(bob)
+
+
+@pytest.fixture
+def anonymous_client():
+    return SchemaCheckingClient()
+
+
+@pytest.fixture
+def broker_down():
+    """Point the web process's producer at a closed loopback port (a broker that is down)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    original = celery_app.conf.broker_write_url
+
+    def reset_pools():
+        celery_app._pool = None
+        celery_app.__dict__["amqp"]._producer_pool = None
+
+    celery_app.conf.broker_write_url = f"redis://127.0.0.1:{port}/0"
+    reset_pools()
+    yield
+    celery_app.conf.broker_write_url = original
+    reset_pools()
+
+
+GENERATE = {"conversation_id": "conv_123", "user_message": "你好", "temperature": 0.7, "user_id": "user_456"}
