@@ -155,7 +155,7 @@ def restart_pools(*, destination: list[str] | None = None) -> ControlReport:
         worker_conf = conf.get(name) or {}
         if pool != PREFORK:
             report.results.append({"worker": name, "ok": False, "message": f"the {pool} pool cannot be restarted"})
-        elif worker_conf and not worker_conf.get("worker_pool_restarts"):
+        elif worker_conf and not _restarts_enabled(worker_conf):
             report.results.append({"worker": name, "ok": False, "message": "worker_pool_restarts is off"})
         else:
             able.append(name)
@@ -176,6 +176,11 @@ def restart_pools(*, destination: list[str] | None = None) -> ControlReport:
         raise NoWorkerReplied(", ".join(report.not_replying))
     report.results.sort(key=lambda result: result["worker"])
     return report
+
+
+def _restarts_enabled(worker_conf: dict[str, Any]) -> bool:
+    # The conf reply uses the names the app was configured with (CELERY_ namespace or plain).
+    return bool(worker_conf.get("CELERY_WORKER_POOL_RESTARTS", worker_conf.get("worker_pool_restarts")))
 
 
 def shutdown_workers(*, destination: list[str] | None) -> ControlReport:
