@@ -83,7 +83,7 @@ def _admin_link(obj, label=None):
 class TaskRecordAdmin(admin.ModelAdmin):
     list_display = (
         "id",
-        "task_name",
+        "short_task_name",
         "coloured_state",
         "queue",
         "priority",
@@ -93,7 +93,7 @@ class TaskRecordAdmin(admin.ModelAdmin):
         "runtime_seconds",
         "retries",
     )
-    list_display_links = ("id", "task_name")
+    list_display_links = ("id", "short_task_name")
     list_filter = ("state", QueueFilter, TaskNameFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = ("=task_id", "=conversation_id", "=user_id")
     search_help_text = _("Exact task id, conversation id, chat user id, or the number of a record or owner.")
@@ -153,6 +153,11 @@ class TaskRecordAdmin(admin.ModelAdmin):
         if term.isdigit():
             match |= Q(pk=int(term)) | Q(submitted_by_id=int(term))
         return queryset.filter(match), False
+
+    @admin.display(description=_("task name"))
+    def short_task_name(self, record):
+        """The function name; the full dotted name shows on hover and on the detail page."""
+        return format_html('<span title="{}">{}</span>', record.task_name, record.task_name.rsplit(".", 1)[-1])
 
     @admin.display(description=_("state"), ordering="state")
     def coloured_state(self, record):
