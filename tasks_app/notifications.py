@@ -22,7 +22,6 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django_celery_results.models import TaskResult
 
 from tasks_app.models import TaskRecord, TaskState
-from tasks_app.tasks.base import TransientError
 
 SIGNATURE_HEADER = "X-Claw-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -32,11 +31,11 @@ class WebhookRejected(Exception):
     """The receiver refused the delivery, or the URL is unusable: retrying would not help."""
 
 
-class WebhookDeliveryFailed(TransientError):
+class WebhookDeliveryFailed(Exception):
     """The receiver could not be reached or answered 408/429/5xx: try again later."""
 
 
-class EmailDeliveryFailed(TransientError):
+class EmailDeliveryFailed(Exception):
     """The mail server could not take the message now."""
 
 

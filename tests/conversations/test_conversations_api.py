@@ -1,0 +1,76 @@
+"""/api/v1/conversations/ : create, list the caller's own, show with messages."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from conversations.models import Conversation, Message
+
+pytestmark = pytest.mark.django_db
+
+
+def test_create_list_and_show_a_conversation(api, user):
+    # when a conversation is created for a chat user
+    created = api.post("/api/v1/conversations/", {"conversation_id": "conv_1", "user_id": "user_456"}, format="json")
+
+    # then it is listed and shown, owned by the caller
+    assert created.status_code == 201, created.data
+    assert created.data["conversation_id"] == "conv_1"
+    assert created.data["messages"] == []
+    assert Conversation.objects.get(public_id="conv_1").created_by == user
+    listed = api.get("/api/v1/conversations")
+    assert [item["conversation_id"] for item in listed.data] == ["conv_1"]
+
+
+def test_a_conversation_id_is_generated_when_omitted(api):
+    created = api.post("/api/v1/conversations/", {"user_id": "user_456"}, format="json")
+    assert created.status_code == 201
+    assert created.data["conversation_id"].startswith("conv_")
+
+
+def test_show_includes_messages_with_tokens_and_cost(api, user):
+    conversation = Conversation.objects.create(public_id="conv_m", user_id="u", created_by=user)
+    Message.objects.create(conversation=conversation, role="user", content="hi")
+    Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        content="hello",
+        model="gpt-4o-mini",
+        prompt_tokens=10,
+        completion_tokens=5,
+        cost="0.000123",
+        task_id="t1",
+    )
+
+    shown = api.get("/api/v1/conversations/conv_m")
+
+    assert shown.status_code == 200
+    reply = shown.data["messages"][1]
+    assert reply["tokens"] == {"prompt": 10, "completion": 5, "total": 15}
+    assert reply["cost"] == 0.000123
+    assert (reply["model"], reply["task_id"]) == ("gpt-4o-mini", "t1")
+
+
+def test_callers_see_only_their_own_conversations_and_staff_see_all(api, other_user, staff_user):
+    # given a conversation of another API user
+    Conversation.objects.create(public_id="conv_other", user_id="u", created_by=other_user)
+
+    # then a non-staff caller neither lists nor reads it
+    assert api.get("/api/v1/conversations/").data == []
+    assert api.get("/api/v1/conversations/conv_other/").status_code == 404
+    # and staff do
+    staff = APIClient()
+    staff.force_authenticate(staff_user)
+    assert staff.get("/api/v1/conversations/conv_other/").status_code == 200
+
+
+def test_bad_input_is_a_400_with_field_errors(api):
+    Conversation.objects.create(public_id="conv_taken", user_id="u")
+    response = api.post("/api/v1/conversations/", {"conversation_id": "conv taken!"}, format="json")
+    assert response.status_code == 400
+    assert set(response.data) == {"conversation_id", "user_id"}
+    taken = api.post("/api/v1/conversations/", {"conversation_id": "conv_taken", "user_id": "u"}, format="json")
+    assert "already exists" in str(taken.data["conversation_id"])
+
+
+def test_anonymous_callers_are_refused():
+    assert APIClient().get("/api/v1/conversations/").status_code == 401

@@ -1,0 +1,131 @@
+"""conversations.services without workers: idempotency, ownership, prompt building, cost."""
+
+import threading
+from decimal import Decimal
+
+import pytest
+
+from conversations.llm.base import ChatMessage, Completion
+from conversations.models import Conversation, Message
+from conversations.services import (
+    ConversationForbidden,
+    GenerationCancelled,
+    build_prompt,
+    complete_unless_stopped,
+    conversation_for_generation,
+    conversation_generate_reply,
+)
+from conversations.tokens import completion_cost
+
+pytestmark = pytest.mark.django_db
+
+
+def test_running_the_same_task_twice_keeps_one_question_and_one_reply():
+    # given a reply generated for a task
+    first = conversation_generate_reply(conversation_id="conv_dup", user_message="hi", user_id="u", task_id="task-1")
+
+    # when the same task runs again (a redelivered message)
+    second = conversation_generate_reply(conversation_id="conv_dup", user_message="hi", user_id="u", task_id="task-1")
+
+    # then the saved reply is returned and nothing is added
+    assert second == first
+    assert list(Message.objects.filter(conversation__public_id="conv_dup").values_list("role", flat=True)) == [
+        "user",
+        "assistant",
+    ]
+
+
+def test_a_new_conversation_is_created_for_the_caller(user):
+    conversation = conversation_for_generation(conversation_id="conv_new", user_id="user_456", requested_by=user)
+    assert (conversation.user_id, conversation.created_by) == ("user_456", user)
+
+
+def test_another_chat_users_conversation_is_forbidden(user):
+    Conversation.objects.create(public_id="conv_a", user_id="user_1", created_by=user)
+    with pytest.raises(ConversationForbidden):
+        conversation_for_generation(conversation_id="conv_a", user_id="user_2", requested_by=user)
+
+
+def test_another_api_users_conversation_is_forbidden_unless_staff(user, other_user, staff_user):
+    Conversation.objects.create(public_id="conv_b", user_id="user_1", created_by=user)
+    with pytest.raises(ConversationForbidden):
+        conversation_for_generation(conversation_id="conv_b", user_id="user_1", requested_by=other_user)
+    assert conversation_for_generation(conversation_id="conv_b", user_id="user_1", requested_by=staff_user)
+    assert conversation_for_generation(conversation_id="conv_b", user_id="user_1", requested_by=user)
+
+
+def test_history_is_cut_to_the_token_budget(settings):
+    # given a conversation of four long messages and a budget that holds two of them
+    settings.LLM_HISTORY_TOKEN_BUDGET = 250
+    conversation = Conversation.objects.create(public_id="conv_long", user_id="u")
+    for number in range(4):
+        Message.objects.create(conversation=conversation, role="user", content=f"{number} " + "x" * 400)
+    question = Message.objects.create(conversation=conversation, role="user", content="and now?")
+
+    # when the prompt is built
+    prompt = build_prompt(conversation, question)
+
+    # then it holds the system prompt, the two newest earlier messages in order, and the question
+    assert [message.content[:1] for message in prompt[1:-1]] == ["2", "3"]
+    assert prompt[0].role == "system"
+    assert prompt[-1] == ChatMessage("user", "and now?")
+
+
+def test_cost_uses_the_price_table_and_its_environment_override(settings):
+    settings.LLM_PRICES = {**settings.LLM_PRICES, "my-model": {"prompt": 0.002, "completion": 0.004}}
+    assert completion_cost(model="my-model", prompt_tokens=1000, completion_tokens=500) == Decimal("0.004000")
+    assert completion_cost(model="gpt-4o-2024-08-06", prompt_tokens=1000, completion_tokens=0) == Decimal("0.002500")
+    assert completion_cost(model="unknown-model", prompt_tokens=1000, completion_tokens=1000) == Decimal(0)
+
+
+class BlockingProvider:
+    name = "blocking"
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+
+    def complete(self, messages, *, temperature):
+        self.closed.wait(10)
+        raise ConnectionError("client closed")
+
+    def close(self):
+        self.closed.set()
+
+
+def test_waiting_on_the_provider_ends_when_the_task_should_stop():
+    # given a provider that does not answer
+    provider = BlockingProvider()
+    checks = iter([False, True])
+
+    # when the task is found cancelled while waiting
+    with pytest.raises(GenerationCancelled):
+        complete_unless_stopped(
+            provider, [ChatMessage("user", "hi")], temperature=0.7, should_stop=lambda: next(checks)
+        )
+
+    # then the request in flight was abandoned
+    assert provider.closed.is_set()
+
+
+def test_provider_errors_reach_the_caller():
+    class Failing:
+        def complete(self, messages, *, temperature):
+            raise ValueError("bad")
+
+        def close(self):
+            pass
+
+    with pytest.raises(ValueError, match="bad"):
+        complete_unless_stopped(Failing(), [], temperature=0.7, should_stop=lambda: False)
+
+
+def test_offline_answers_are_deterministic():
+    class Fixed:
+        def complete(self, messages, *, temperature):
+            return Completion("ok", "m", 1, 2)
+
+        def close(self):
+            pass
+
+    completion = complete_unless_stopped(Fixed(), [], temperature=0.7, should_stop=lambda: False)
+    assert completion.total_tokens == 3
