@@ -47,6 +47,12 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
         description="Hands unacknowledged messages no live worker holds back to their queues.",
         every_seconds=120,
     ),
+    PeriodicJob(
+        name="knowledge: re-index stale documents",
+        task="tasks_app.tasks.maintenance_tasks.reindex_stale_documents",
+        description="Queues indexing of knowledge documents never indexed or changed since their last indexing.",
+        every_seconds=900,
+    ),
 )
 
 

@@ -294,3 +294,5 @@ TASK_CLEANUP_TIME_BUDGET = env.float("TASK_CLEANUP_TIME_BUDGET", default=60)
 TASK_LOST_AFTER_SECONDS = env.float("TASK_LOST_AFTER_SECONDS", default=600)
 # Unacknowledged messages older than this that no live worker claims go back to their queue.
 TASK_RESCUE_GRACE_SECONDS = env.float("TASK_RESCUE_GRACE_SECONDS", default=300)
+# A knowledge document still stale this long after its last change is queued for indexing again.
+KNOWLEDGE_REINDEX_STALE_AFTER_SECONDS = env.float("KNOWLEDGE_REINDEX_STALE_AFTER_SECONDS", default=600)

@@ -50,3 +50,10 @@ def rescue_orphaned_tasks(grace_seconds: float | None = None) -> dict:
     """Hand the unacknowledged messages of dead worker nodes back to their queues (tasks_app.lifeline)."""
     grace = settings.TASK_RESCUE_GRACE_SECONDS if grace_seconds is None else grace_seconds
     return asdict(lifeline.rescue_orphaned_tasks(grace_seconds=grace))
+
+
+@shared_task(name="tasks_app.tasks.maintenance_tasks.reindex_stale_documents")
+def reindex_stale_documents(stale_for_seconds: float | None = None, limit: int = 500) -> dict:
+    """Queue indexing of knowledge documents left stale (never indexed, or changed since)."""
+    seconds = settings.KNOWLEDGE_REINDEX_STALE_AFTER_SECONDS if stale_for_seconds is None else stale_for_seconds
+    return {"queued": maintenance.reindex_stale_documents(older_than=timedelta(seconds=seconds), limit=limit)}
