@@ -2,7 +2,7 @@
 
     python docker/healthcheck.py http://127.0.0.1:8000/admin/login/
 
-A redirect to HTTPS or a 400 for an unlisted Host still proves the server is serving;
+A redirect or a 400 for an unlisted Host still proves the server is serving;
 only no answer, a timeout or a server error is unhealthy. (The slim image has no curl.)
 """
 
@@ -18,8 +18,10 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 
 def main(url: str) -> int:
     opener = urllib.request.build_opener(NoRedirect)
+    # As the TLS proxy would, so production settings serve the page instead of redirecting.
+    request = urllib.request.Request(url, headers={"X-Forwarded-Proto": "https"})
     try:
-        status = opener.open(url, timeout=5).status
+        status = opener.open(request, timeout=5).status
     except urllib.error.HTTPError as error:
         status = error.code
     except OSError as error:

@@ -243,11 +243,6 @@ def test_files_the_image_refers_to_exist():
     assert os.access(entrypoint_path, os.X_OK)
 
 
-@pytest.mark.xfail(
-    "setup_periodic_tasks" not in get_commands(),
-    reason="manage.py setup_periodic_tasks (issue of the periodic jobs) is not committed yet",
-    strict=True,
-)
 def test_the_entrypoint_and_healthchecks_refer_to_existing_commands_and_files():
     # given
     script = (ROOT / "docker" / "entrypoint.sh").read_text()

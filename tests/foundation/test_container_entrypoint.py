@@ -1,0 +1,164 @@
+"""The container's entrypoint and healthcheck, run on this machine as the image runs them."""
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management.utils import get_random_secret_key
+
+from tests.support.waiting import wait_for
+from tests.support.workers import ROOT, process_env
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def copy_build_context(destination: Path) -> None:
+    """Copy what `COPY . .` puts in the image: the tree less .dockerignore's patterns."""
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    excluded = [p for p in patterns if not p.startswith("!")]
+    kept = [p[1:] for p in patterns if p.startswith("!")]
+
+    def ignored(relative: str) -> bool:
+        name = relative.rsplit("/", 1)[-1]
+        hit = any(fnmatch(relative, p) or (p.startswith("**/") and fnmatch(name, p[3:])) for p in excluded)
+        return hit and not any(fnmatch(relative, p) for p in kept)
+
+    for directory, subdirectories, files in os.walk(ROOT):
+        relative_dir = Path(directory).relative_to(ROOT)
+        subdirectories[:] = [d for d in subdirectories if not ignored((relative_dir / d).as_posix())]
+        for name in files:
+            relative = relative_dir / name
+            if not ignored(relative.as_posix()):
+                (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / relative, destination / relative)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> Path:
+    """The image's /app, built as the Dockerfile builds it (static files collected)."""
+    app = tmp_path_factory.mktemp("app")
+    copy_build_context(app)
+    build_env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "claw_ai.settings.production",
+        "DJANGO_SECRET_KEY": get_random_secret_key(),
+        "FLOWER_PASSWORD": "collectstatic-only",
+        "DATABASE_URL": "postgres://build@localhost:5432/build",
+        "REDIS_URL": "redis://localhost:6379/0",
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=app,
+        env=build_env,
+        check=True,
+        timeout=300,
+    )
+    return app
+
+
+def container_env(**overrides: str) -> dict[str, str]:
+    """Production settings against the test database, with the venv's python first on PATH."""
+    return process_env(
+        DJANGO_SETTINGS_MODULE="claw_ai.settings.production",
+        DJANGO_SECRET_KEY=get_random_secret_key(),
+        FLOWER_PASSWORD="container-flower-password",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        **overrides,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_web_setup_migrates_creates_the_admin_then_runs_the_command(image):
+    # given
+    env = container_env(DJANGO_SUPERUSER_USERNAME="operator", DJANGO_SUPERUSER_PASSWORD="a-long-password-1")
+
+    # when
+    result = subprocess.run(
+        [image / "docker" / "entrypoint.sh", "--setup", "python", "-c", "print('command ran')"],
+        cwd=image,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+    # then
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("command ran")
+    assert get_user_model().objects.filter(username="operator", is_superuser=True).exists()
+
+
+def test_other_roles_run_their_command_directly(image):
+    # when
+    result = subprocess.run(
+        [image / "docker" / "entrypoint.sh", "python", "-c", "import os; print(os.environ['DJANGO_SETTINGS_MODULE'])"],
+        cwd=image,
+        env=container_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    # then
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "claw_ai.settings.production"
+
+
+def test_healthcheck_passes_for_production_gunicorn_and_fails_without_a_server(image, tmp_path):
+    # given the web server as the production image runs it
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/admin/login/"
+    entrypoint, healthcheck = image / "docker" / "entrypoint.sh", image / "docker" / "healthcheck.py"
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [entrypoint, "gunicorn", "claw_ai.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+            cwd=image,
+            env=container_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        # when
+        def healthy():
+            if server.poll() is not None:
+                raise AssertionError(f"gunicorn exited ({server.returncode}):\n{log_path.read_text()}")
+            check = subprocess.run([sys.executable, healthcheck, url], capture_output=True, text=True, timeout=30)
+            return check if check.returncode == 0 else None
+
+        result = wait_for(healthy, timeout=60, interval=0.2, what="a healthy web server")
+
+        # then: the page itself answered (the proxy header avoids the HTTPS redirect)
+        assert result.stdout.strip() == f"{url}: 200"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+    assert subprocess.run([sys.executable, healthcheck, url], capture_output=True, timeout=30).returncode == 1
+
+
+def test_the_image_holds_the_code_and_nothing_private(image):
+    # then: what the processes need is in; environments, data, secrets and tests are out
+    for needed in ("manage.py", "requirements.txt", "claw_ai/celery.py", "tasks_app", "conversations", "staticfiles"):
+        assert (image / needed).exists(), needed
+    for private in (".venv", ".devdata", ".git", ".env", "tests", "bench"):
+        assert not (image / private).exists(), private
+    assert (image / ".env.example").exists()
