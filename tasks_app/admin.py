@@ -19,6 +19,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from django_celery_results.admin import TaskResultAdmin
 from django_celery_results.models import TaskResult
 
 from tasks_app.models import TaskRecord, TaskState
@@ -324,3 +325,20 @@ class TaskRecordAdmin(admin.ModelAdmin):
         services.cancel_task(record=record, by=request.user)
         self.log_change(request, record, "Cancelled")
         return record.task_id
+
+
+class ReadOnlyTaskResultAdmin(TaskResultAdmin):
+    """django-celery-results' own admin, without add, change or delete: results move with their records."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+admin.site.unregister(TaskResult)
+admin.site.register(TaskResult, ReadOnlyTaskResultAdmin)

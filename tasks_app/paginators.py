@@ -5,7 +5,9 @@ with millions of rows an exact COUNT(*) scans the whole table. This paginator:
 - unfiltered: reads PostgreSQL's planner estimate (pg_class.reltuples, kept fresh
   by autovacuum's ANALYZE), exact only when the table is small;
 - filtered: counts at most CAP + 1 rows (an index scan bounded by LIMIT), so the
-  admin shows "CAP" and pages up to it for very large matches.
+  admin says "more than CAP" and pages up to it for very large matches.
+The admin's pagination template (admin/tasks_app/taskrecord/pagination.html) shows
+which kind of number it is.
 """
 
 from django.core.paginator import Paginator
@@ -19,15 +21,22 @@ FILTERED_COUNT_CAP = 10_000
 
 
 class EstimatedCountPaginator(Paginator):
+    count_is_estimate = False
+    count_is_capped = False
+    cap = FILTERED_COUNT_CAP
+
     @cached_property
     def count(self) -> int:
         queryset = self.object_list
         if not queryset.query.where:
             estimate = self._table_estimate(queryset)
             if estimate >= EXACT_COUNT_BELOW:
+                self.count_is_estimate = True
                 return estimate
             return queryset.count()
-        return queryset[: FILTERED_COUNT_CAP + 1].count()
+        count = queryset[: self.cap + 1].count()
+        self.count_is_capped = count > self.cap
+        return count
 
     @staticmethod
     def _table_estimate(queryset) -> int:

@@ -172,3 +172,16 @@ def test_records_cannot_be_added_changed_or_deleted_in_the_admin(admin_client, r
     assert admin_client.post(delete_url, {"csrfmiddlewaretoken": token, "post": "yes"}).status_code == 403
     record.refresh_from_db()
     assert record.state == TaskState.STARTED
+
+
+def test_task_results_are_read_only_too(admin_client):
+    result = TaskResult.objects.create(task_id="r-1", status="SUCCESS")
+    token = csrf_token_of(admin_client.get(CHANGELIST))
+
+    assert (
+        admin_client.get(reverse("admin:django_celery_results_taskresult_change", args=[result.pk])).status_code == 200
+    )
+    assert admin_client.get(reverse("admin:django_celery_results_taskresult_add")).status_code == 403
+    delete_url = reverse("admin:django_celery_results_taskresult_delete", args=[result.pk])
+    assert admin_client.post(delete_url, {"csrfmiddlewaretoken": token, "post": "yes"}).status_code == 403
+    assert TaskResult.objects.filter(pk=result.pk).exists()
