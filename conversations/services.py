@@ -50,7 +50,8 @@ def conversation_for_generation(*, conversation_id: str, user_id: str | None, re
     """The conversation an API caller asks a reply for; created (for `user_id`) when unknown.
 
     Raises ConversationForbidden when it belongs to another chat user, or — for non-staff
-    callers — was created by another API user (or from code).
+    callers — was created by another API user. A conversation started from code (no API owner)
+    becomes the first non-staff caller's, if the chat user matches.
     """
     conversation, created = Conversation.objects.get_or_create(
         public_id=conversation_id,
@@ -60,8 +61,12 @@ def conversation_for_generation(*, conversation_id: str, user_id: str | None, re
         return conversation
     if user_id and conversation.user_id != user_id:
         raise ConversationForbidden(f"conversation {conversation_id} belongs to another user")
-    if not requested_by.is_staff and conversation.created_by_id != requested_by.pk:
+    if requested_by.is_staff or conversation.created_by_id == requested_by.pk:
+        return conversation
+    claimed = Conversation.objects.filter(pk=conversation.pk, created_by__isnull=True).update(created_by=requested_by)
+    if not claimed:
         raise ConversationForbidden(f"conversation {conversation_id} belongs to another user")
+    conversation.created_by = requested_by
     return conversation
 
 

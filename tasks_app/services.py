@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from claw_ai.celery import celery_app
+from conversations.services import ConversationForbidden, conversation_for_generation  # noqa: F401 (re-exported for the API)
 from tasks_app.models import TaskRecord, TaskState
 from tasks_app.recording import HEADER_RETRY_OF, HEADER_SUBMITTED_BY
 
@@ -112,8 +113,12 @@ def submit_ai_generation(
     eta: datetime | None = None,
     submitted_by: AbstractBaseUser,
 ) -> TaskRecord:
-    """Send the AI reply generation for one conversation turn."""
-    # (Conversation ownership checks belong here, before anything is published.)
+    """Send the AI reply generation for one conversation turn.
+
+    An unknown conversation is created for `user_id` and the caller; one of another chat user
+    (or, for non-staff callers, of another API user) raises ConversationForbidden.
+    """
+    conversation_for_generation(conversation_id=conversation_id, user_id=user_id, requested_by=submitted_by)
     return submit_task(
         task_name=AI_GENERATION_TASK,
         kwargs={

@@ -5,7 +5,7 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
@@ -112,7 +112,7 @@ class TaskViewSet(TaskApiViewSet):
     @extend_schema(
         summary="Submit an AI reply generation",
         request=s.AIGenerateSerializer,
-        responses={202: s.TaskAcceptedSerializer, **errors(400, 401, 503)},
+        responses={202: s.TaskAcceptedSerializer, **errors(400, 401, 403, 503)},
     )
     @action(detail=False, methods=["post"], url_path="ai/generate")
     def ai_generate(self, request):
@@ -121,6 +121,8 @@ class TaskViewSet(TaskApiViewSet):
             record = services.submit_ai_generation(**data, submitted_by=request.user)
         except services.BrokerUnavailable:
             raise ServiceUnavailable(_("The task broker cannot be reached; nothing was queued. Try again.")) from None
+        except services.ConversationForbidden:
+            raise PermissionDenied(_("This conversation belongs to another user.")) from None
         body = {
             "task_id": record.task_id,
             "status": TaskState.PENDING,

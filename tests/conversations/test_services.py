@@ -54,6 +54,14 @@ def test_another_api_users_conversation_is_forbidden_unless_staff(user, other_us
     assert conversation_for_generation(conversation_id="conv_b", user_id="user_1", requested_by=user)
 
 
+def test_a_conversation_started_from_code_is_claimed_by_its_first_api_caller(user, other_user):
+    Conversation.objects.create(public_id="conv_code", user_id="user_1")
+    assert conversation_for_generation(conversation_id="conv_code", user_id="user_1", requested_by=user)
+    assert Conversation.objects.get(public_id="conv_code").created_by == user
+    with pytest.raises(ConversationForbidden):
+        conversation_for_generation(conversation_id="conv_code", user_id="user_1", requested_by=other_user)
+
+
 def test_history_is_cut_to_the_token_budget(settings):
     # given a conversation of four long messages and a budget that holds two of them
     settings.LLM_HISTORY_TOKEN_BUDGET = 250

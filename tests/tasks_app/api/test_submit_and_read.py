@@ -141,7 +141,9 @@ def test_a_task_sent_from_python_is_listed_for_staff_only(celery_worker, staff_c
 def test_users_see_only_their_own_tasks(alice_client, bob_client, staff_client):
     # given one task of alice's and one of bob's (no worker needed)
     mine = alice_client.post(f"{API}/ai/generate", GENERATE, format="json").json()["task_id"]
-    theirs = bob_client.post(f"{API}/ai/generate", GENERATE, format="json").json()["task_id"]
+    # (a conversation belongs to the API user who created it: bob uses his own)
+    theirs = bob_client.post(f"{API}/ai/generate", {**GENERATE, "conversation_id": "conv_bob"}, format="json")
+    theirs = theirs.json()["task_id"]
 
     # then each sees, cancels and retries only their own; staff see both
     assert [t["task_id"] for t in alice_client.get(f"{API}/list").json()["results"]] == [mine]
