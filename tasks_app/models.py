@@ -133,3 +133,25 @@ class TaskRecord(models.Model):
         if self.started_at and self.done_at:
             return round((self.done_at - self.started_at).total_seconds(), 3)
         return None
+
+
+class TaskCount(models.Model):
+    """Task records by queue and state, kept by PostgreSQL triggers for a /stats without COUNT(*).
+
+    Every insert, state or queue change and delete of a TaskRecord adds +1/-1 to one of a few
+    slots of its (queue, state) (slots spread concurrent writers over several rows). The
+    triggers live in migration 0002; the counts are the sums over slots.
+    """
+
+    queue = models.CharField(_("queue"), max_length=100)
+    state = models.CharField(_("state"), max_length=20, choices=TaskState.choices)
+    slot = models.PositiveSmallIntegerField(_("slot"))
+    count = models.BigIntegerField(_("count"), default=0)
+
+    class Meta:
+        verbose_name = _("task count")
+        verbose_name_plural = _("task counts")
+        constraints = [models.UniqueConstraint(fields=["queue", "state", "slot"], name="taskcount_unique_slot")]
+
+    def __str__(self) -> str:
+        return f"{self.queue} {self.state}: {self.count}"

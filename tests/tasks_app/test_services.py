@@ -2,10 +2,11 @@
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db.models import Count, Sum
 from django_celery_results.models import TaskResult
 
 from claw_ai.celery import celery_app
-from tasks_app.models import TaskRecord, TaskState
+from tasks_app.models import TaskCount, TaskRecord, TaskState
 from tasks_app.services import TaskStateConflict, cancel_task, retry_task, submit_task
 from tests.support.waiting import wait_for
 
@@ -83,3 +84,26 @@ def test_retry_of_a_pending_task_conflicts(user):
     record = TaskRecord.objects.create(task_id="pending-1", task_name="x", queue="default", submitted_by=user)
     with pytest.raises(TaskStateConflict):
         retry_task(record=record, by=user)
+
+
+def test_task_counts_follow_inserts_state_changes_and_deletes(user):
+    # given records created, moved between states and deleted in every way the ORM allows
+    for n in range(5):
+        TaskRecord.objects.create(task_id=f"count-{n}", task_name="x", queue="default")
+    TaskRecord.objects.filter(task_id__in=["count-0", "count-1"]).update(state=TaskState.SUCCESS)
+    record = TaskRecord.objects.get(task_id="count-2")
+    record.state = TaskState.FAILURE
+    record.save()
+    TaskRecord.objects.filter(task_id="count-3").delete()
+
+    # then the trigger-kept counts equal a real GROUP BY
+    kept = {
+        (row["queue"], row["state"]): row["n"]
+        for row in TaskCount.objects.values("queue", "state").annotate(n=Sum("count"))
+        if row["n"]
+    }
+    counted = {
+        (row["queue"], row["state"]): row["n"]
+        for row in TaskRecord.objects.order_by().values("queue", "state").annotate(n=Count("*"))
+    }
+    assert kept == counted == {("default", "SUCCESS"): 2, ("default", "FAILURE"): 1, ("default", "PENDING"): 1}
