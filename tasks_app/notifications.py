@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.mail import send_mail
 from django.core.serializers.json import DjangoJSONEncoder
-from django_celery_results.models import TaskResult
 
-from tasks_app.models import TaskRecord, TaskState
+from tasks_app import selectors
+from tasks_app.models import TaskRecord
 
 SIGNATURE_HEADER = "X-Claw-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -40,22 +40,12 @@ class EmailDeliveryFailed(Exception):
 
 
 def task_status_document(record: TaskRecord) -> dict:
-    """What GET /api/v1/tasks/status/{id} answers for a task (kept to that shape in one place)."""
-    document = {
-        "task_id": record.task_id,
-        "task_name": record.task_name,
-        "status": record.state,
-        "result": None,
-        "error": record.error or None,
-        "date_done": record.done_at.isoformat() if record.done_at else None,
-        "runtime": record.runtime,
-        "retries": record.retries,
-        "queue": record.queue,
-    }
-    if record.state == TaskState.SUCCESS:
-        stored = TaskResult.objects.filter(task_id=record.task_id).values_list("result", flat=True).first()
-        document["result"] = json.loads(stored) if stored else None
-    return document
+    """Exactly what GET /api/v1/tasks/status/{id} answers for the task (the API's serializer)."""
+    from tasks_app.api.serializers import TaskStatusSerializer
+
+    record.result = selectors.task_result_value(record=record)
+    record.pending_reason = None  # callbacks are sent for finished tasks only
+    return dict(TaskStatusSerializer(record).data)
 
 
 def sign(body: bytes, *, secret: str | None = None) -> str:

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from rest_framework.test import APIClient
 
 from tasks_app.models import TaskRecord, TaskState
 from tasks_app.notifications import WebhookRejected, signature_is_valid, webhook_deliver
@@ -18,7 +19,7 @@ def delivered(receiver: WebhookReceiver, count: int = 1):
     return wait_for(lambda: receiver.deliveries[:count] if len(receiver.deliveries) >= count else None, what="callback")
 
 
-def test_a_finished_ai_task_posts_its_signed_status_to_the_callback(celery_worker, webhook_receiver):
+def test_a_finished_ai_task_posts_its_signed_status_to_the_callback(celery_worker, webhook_receiver, staff_user):
     # given an AI task sent with a callback URL
     sent = generate_ai_response.apply_async(
         kwargs={
@@ -43,6 +44,10 @@ def test_a_finished_ai_task_posts_its_signed_status_to_the_callback(celery_worke
     assert document["result"]["conversation_id"] == "conv_callback"
     assert "ping" in document["result"]["response"]
     assert document["date_done"]
+    # and it is the document GET /api/v1/tasks/status/{id} answers
+    staff = APIClient()
+    staff.force_authenticate(staff_user)
+    assert staff.get(f"/api/v1/tasks/status/{sent.id}").json() == document
 
 
 def test_a_failed_ai_task_posts_its_failure(celery_worker, webhook_receiver):
