@@ -1,0 +1,170 @@
+"""`make bench`: each measurement beside its baseline, medians of repeated runs, ratios pair by pair.
+
+    python -m bench                      # everything, full size (needs DATABASE_URL, REDIS_URL)
+    python -m bench --quick              # small sizes, to check the harness works
+    python -m bench --only overhead      # one measurement: overhead, memory
+
+Prints a table and writes it to bench/RESULTS.md with the machine's core count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import celery
+import django
+
+from bench.processes import ROOT, Worker, run_tasks, system_env
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+@dataclass
+class Row:
+    measurement: str
+    system: str
+    baseline: str
+    ratio: str
+    target: str
+    met: bool | None
+
+    def cells(self) -> list[str]:
+        met = "—" if self.met is None else ("yes" if self.met else "**no**")
+        return [self.measurement, self.system, self.baseline, self.ratio, self.target, met]
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def measure_overhead(*, tasks: int, repeats: int, concurrency: int) -> Row:
+    """1. Trivial tasks end to end (publish → worker → result stored): system vs bare Celery."""
+    pairs = []
+    with Worker("system", concurrency=concurrency), Worker("bare", concurrency=concurrency):
+        log("overhead: warm-up")
+        run_tasks("system", min(tasks, 200))
+        run_tasks("bare", min(tasks, 200))
+        for repeat in range(repeats):
+            # Alternate which goes first, so drift in the machine's load does not favour one side.
+            order = ("system", "bare") if repeat % 2 == 0 else ("bare", "system")
+            rates = {kind: run_tasks(kind, tasks)["per_second"] for kind in order}
+            pairs.append((rates["system"], rates["bare"]))
+            log(f"overhead {repeat + 1}/{repeats}: system {rates['system']:.0f}/s, bare {rates['bare']:.0f}/s")
+    ratio = statistics.median(s / b for s, b in pairs)
+    return Row(
+        f"1. overhead: {tasks:,} trivial tasks end to end, tasks/s (c={concurrency}, prefork)",
+        f"{statistics.median(s for s, _ in pairs):.0f}",
+        f"{statistics.median(b for _, b in pairs):.0f}",
+        f"{ratio:.2f}",
+        "ratio ≥ 0.80",
+        ratio >= 0.8,
+    )
+
+
+def measure_memory(*, first: int, total: int, repeats: int, concurrency: int) -> list[Row]:
+    """5. Resident memory (worker + pool) after `total` tasks vs after `first`, on a fresh worker."""
+    growth: dict[str, list[float]] = {"system": [], "bare": []}
+    sizes: dict[str, list[tuple[int, int]]] = {"system": [], "bare": []}
+    for repeat in range(repeats):
+        for kind in ("system", "bare"):
+            with Worker(kind, concurrency=concurrency) as worker:
+                run_tasks(kind, first)
+                early = worker.rss_bytes()
+                run_tasks(kind, total - first)
+                late = worker.rss_bytes()
+            growth[kind].append(late / early - 1)
+            sizes[kind].append((early, late))
+            log(f"memory {repeat + 1}/{repeats} {kind}: {early / 2**20:.0f} MiB → {late / 2**20:.0f} MiB")
+
+    def describe(kind: str) -> str:
+        early = statistics.median(e for e, _ in sizes[kind]) / 2**20
+        late = statistics.median(late for _, late in sizes[kind]) / 2**20
+        return f"{statistics.median(growth[kind]):+.1%} ({early:.0f} → {late:.0f} MiB)"
+
+    system_growth = statistics.median(growth["system"])
+    return [
+        Row(
+            f"5. memory: worker RSS growth, {total:,} vs {first:,} tasks (c={concurrency}, prefork)",
+            describe("system"),
+            describe("bare"),
+            "—",
+            "growth ≤ 20%",
+            system_growth <= 0.2,
+        )
+    ]
+
+
+def table(rows: list[Row]) -> str:
+    header = ["measurement", "CLAW.AI", "plain Celery + django-celery-results", "ratio", "target", "met"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(rows: list[Row], args: argparse.Namespace) -> None:
+    RESULTS.write_text(
+        "# Benchmark results\n\n"
+        f"Written by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        f"{' (--quick: small sizes, not the targets)' if args.quick else ''}.\n\n"
+        f"Machine: {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python "
+        f"{platform.python_version()}, Celery {celery.__version__}, Django {django.get_version()}.\n"
+        f"Every figure is the median of {args.repeats} runs (memory: {args.memory_repeats}); the ratio is the "
+        "median of the per-run ratios (each run pairs the system with its baseline, in alternating order).\n\n"
+        + table(rows)
+        + "\n\n"
+        "Method. The baseline is a separate Celery app (`bench/bare_app.py`) with django-celery-results and "
+        "the same broker, database and worker settings (JSON, late acks, prefetch 1, extended results, "
+        "STARTED tracked, task events on), without any CLAW.AI code: no task records, the stock Redis "
+        "transport, the stock result backend. End to end = from the first `apply_async` to the `date_done` "
+        "of the last stored result, publishing from one process. Memory = VmRSS of the worker and its "
+        "pool processes, on a fresh worker per run.\n\n"
+        "Not measured yet (issue 7): 2. I/O-bound AI throughput, 3. API on a big table, 4. submit rate. "
+        "`bench/fake_llm_server.py` is the loopback provider for 2.\n"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks the harness, not the targets")
+    parser.add_argument("--only", choices=["overhead", "memory"], action="append")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--memory-repeats", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args()
+    if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
+        sys.exit("DATABASE_URL and REDIS_URL must be set (`make bench` starts private servers and sets them)")
+    if args.quick:
+        args.repeats, args.memory_repeats = 2, 1
+    only = set(args.only or ["overhead", "memory"])
+
+    log("migrating the benchmark database")
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=system_env(), check=True)
+    rows: list[Row] = []
+    if "overhead" in only:
+        rows.append(
+            measure_overhead(tasks=200 if args.quick else 2000, repeats=args.repeats, concurrency=args.concurrency)
+        )
+    if "memory" in only:
+        rows += measure_memory(
+            first=100,
+            total=1000 if args.quick else 10_000,
+            repeats=args.memory_repeats,
+            concurrency=args.concurrency,
+        )
+    print()
+    print(table(rows))
+    write_results(rows, args)
+    log(f"written to {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""The baseline Celery app: what a team would write with Celery, django-celery-results and Flower.
+
+The worker settings mirror the system's (JSON, late acks, prefetch 1, extended results,
+STARTED tracked, events for Flower, the same visibility timeout), so the comparison shows
+what the system itself adds: task records, the priority transport, the record-aware
+result backend and ClawTask.
+"""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.bare_settings")
+
+QUEUE = "bench_bare"
+
+app = Celery("bench_bare")
+app.conf.update(
+    broker_url=os.environ["REDIS_URL"],
+    broker_transport_options={"visibility_timeout": 7 * 24 * 3600 + 600 + 3600},
+    broker_connection_retry_on_startup=True,
+    result_backend="django-db",
+    result_extended=True,
+    result_expires=None,
+    task_track_started=True,
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    task_default_queue=QUEUE,
+)
+
+
+@app.task(name="bench.bare.noop")
+def noop(n: int) -> dict:
+    return {"n": n}

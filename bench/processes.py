@@ -1,0 +1,145 @@
+"""Workers for the benchmarks, run as subprocesses, and the memory they hold."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG_DIR = ROOT / ".devdata" / "bench" / "logs"
+SYSTEM_QUEUES = "ai_high_priority,knowledge_default,notification_default,default"
+
+
+def system_env(**overrides: str) -> dict[str, str]:
+    """The system as `make run` configures it, minus debug (which keeps every query in memory)."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "claw_ai.settings.development",
+        "DJANGO_DEBUG": "false",
+        "PYTHONUNBUFFERED": "1",
+        **overrides,
+    }
+
+
+def bare_env(**overrides: str) -> dict[str, str]:
+    return {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.bare_settings", "PYTHONUNBUFFERED": "1", **overrides}
+
+
+class Worker:
+    """A `celery worker` subprocess of the system or of the baseline; stop() always ends it."""
+
+    def __init__(self, kind: str, *, concurrency: int, pool: str = "prefork", extra_env: dict | None = None) -> None:
+        assert kind in ("system", "bare")
+        self.kind = kind
+        self.name = f"bench-{kind}-{os.getpid()}-{time.monotonic_ns() % 10**6}@localhost"
+        if kind == "system":
+            app, queues, include, env = "claw_ai", SYSTEM_QUEUES, "bench.system_tasks", system_env(**(extra_env or {}))
+        else:
+            app, queues, include, env = "bench.bare_app", "bench_bare", "bench.bare_app", bare_env(**(extra_env or {}))
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            app,
+            "worker",
+            "-n",
+            self.name,
+            "-Q",
+            queues,
+            "-c",
+            str(concurrency),
+            "-P",
+            pool,
+            "-I",
+            include,
+            "-l",
+            "info",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"{self.name.split('@')[0]}.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_ready(self, timeout: float = 90) -> Worker:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.kind} worker exited; log:\n{self.log_path.read_text()}")
+            if " ready." in self.log_path.read_text(errors="replace"):
+                return self
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.kind} worker not ready after {timeout}s; log in {self.log_path}")
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the worker and its pool processes."""
+        return sum(rss_of(pid) for pid in [self.process.pid, *descendants(self.process.pid)])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self._log.close()
+
+    def __enter__(self) -> Worker:
+        return self.wait_ready()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # The command name (field 2) is in parentheses and may hold spaces: split after it.
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def rss_of(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_tasks(kind: str, tasks: int, **extra_env: str) -> dict:
+    """Publish `tasks` trivial tasks and wait until every result is stored (bench.load, in its own process)."""
+    env = system_env(**extra_env) if kind == "system" else bare_env(**extra_env)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.load", kind, str(tasks)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"bench.load {kind} {tasks} failed:\n{result.stdout}\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
