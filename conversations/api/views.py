@@ -31,6 +31,8 @@ class ConversationViewSet(
     lookup_url_kwarg = "conversation_id"
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no real caller
+            return Conversation.objects.none()
         conversations = Conversation.objects.visible_to(self.request.user)
         if self.action == "retrieve":
             return conversations.prefetch_related("messages")
@@ -64,6 +66,8 @@ class KnowledgeDocumentViewSet(viewsets.ModelViewSet):
     serializer_class = KnowledgeDocumentSerializer
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no real caller
+            return KnowledgeDocument.objects.none()
         documents = KnowledgeDocument.objects.visible_to(self.request.user)
         user_id = self.request.query_params.get("user_id")
         return documents.filter(user_id=user_id) if user_id else documents
