@@ -202,3 +202,21 @@ def test_pending_reason_names_a_queue_no_worker_consumes(staff_client, settings)
 
     assert status["status"] == "PENDING"
     assert "nobody_here" in status["pending_reason"]
+
+
+@pytest.mark.parametrize("path", ["/ai/generate", "/cancel/abc", "/workers/shutdown", "/workers/pool/restart"])
+def test_browsable_api_offers_forms_for_posts(client, staff, path):
+    # given a staff session (the browsable API and admin use sessions)
+    client.force_login(staff)
+
+    # when a POST endpoint is opened in a browser
+    response = client.get(f"{API}{path}", HTTP_ACCEPT="text/html")
+
+    # then the page renders a form to post with
+    assert response.status_code == 405
+    assert b"<form" in response.content and b'method="POST"' in response.content
+
+
+def test_schema_and_docs_are_served(client):
+    assert client.get("/api/schema/").status_code == 200
+    assert client.get("/api/docs/").status_code == 200
