@@ -43,6 +43,8 @@ def test_generate_message_is_translated_for_chinese(celery_worker, alice_client)
 
     assert response.status_code == 202
     assert response.json()["message"] == "AI 响应生成任务已提交"
+    # (let the worker finish: a task still writing while the test database is flushed can deadlock it)
+    wait_status(alice_client, response.json()["task_id"], "SUCCESS")
 
 
 def test_generate_passes_callback_url_and_delay(alice_client):
@@ -140,9 +142,11 @@ def test_a_task_sent_from_python_is_listed_for_staff_only(celery_worker, staff_c
 
 def test_users_see_only_their_own_tasks(alice_client, bob_client, staff_client):
     # given one task of alice's and one of bob's (no worker needed)
-    mine = alice_client.post(f"{API}/ai/generate", GENERATE, format="json").json()["task_id"]
-    # (a conversation belongs to the API user who created it: bob uses his own)
-    theirs = bob_client.post(f"{API}/ai/generate", {**GENERATE, "conversation_id": "conv_bob"}, format="json")
+    # (delayed, so a live session worker does not run them while the test database is flushed;
+    # a conversation belongs to the API user who created it: bob uses his own)
+    later = {**GENERATE, "countdown": 3600}
+    mine = alice_client.post(f"{API}/ai/generate", later, format="json").json()["task_id"]
+    theirs = bob_client.post(f"{API}/ai/generate", {**later, "conversation_id": "conv_bob"}, format="json")
     theirs = theirs.json()["task_id"]
 
     # then each sees, cancels and retries only their own; staff see both
