@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from celery import states
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
@@ -49,8 +49,9 @@ def delete_finished_tasks(*, older_than: timedelta, batch_size: int, time_budget
     old_records = TaskRecord.objects.filter(state__in=FINISHED_STATES).filter(
         Q(done_at__lt=cutoff) | Q(done_at__isnull=True, created_at__lt=cutoff)
     )
+    # NOT EXISTS (an anti-join on the unique task_id index), not NOT IN over a million-row subquery.
     old_orphan_results = TaskResult.objects.filter(status__in=states.READY_STATES, date_done__lt=cutoff).exclude(
-        task_id__in=TaskRecord.objects.values("task_id")
+        Exists(TaskRecord.objects.filter(task_id=OuterRef("task_id")))
     )
     while True:
         with transaction.atomic():
