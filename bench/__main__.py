@@ -2,7 +2,7 @@
 
     python -m bench                      # everything, full size (needs DATABASE_URL, REDIS_URL)
     python -m bench --quick              # small sizes, to check the harness works
-    python -m bench --only overhead      # one measurement: overhead, memory
+    python -m bench --only overhead      # one part: overhead, profile (database work per task), memory
 
 Prints a table and writes it to bench/RESULTS.md with the machine's core count.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 import celery
 import django
 
+from bench import db_profile
 from bench.processes import ROOT, Worker, run_tasks, system_env
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -109,7 +111,22 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def write_results(rows: list[Row], args: argparse.Namespace) -> None:
+def profile_table(profile: dict[str, dict[str, float]], tasks: int) -> str:
+    if not profile:
+        return ""
+    lines = [
+        f"Where the overhead goes: PostgreSQL's counters (pg_stat_database) per trivial task, over {tasks} tasks "
+        "of each kind (`python -m bench.db_profile`; includes the load process's polling, alike for both).\n",
+        "| per task | CLAW.AI | baseline |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {profile['system'][name]:.1f} | {profile['bare'][name]:.1f} |" for name in db_profile.COUNTERS
+    ]
+    return "\n".join(lines) + "\n\n"
+
+
+def write_results(rows: list[Row], args: argparse.Namespace, profile: dict, profile_tasks: int) -> None:
     RESULTS.write_text(
         "# Benchmark results\n\n"
         f"Written by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
@@ -126,7 +143,8 @@ def write_results(rows: list[Row], args: argparse.Namespace) -> None:
         "transport, the stock result backend. End to end = from the first `apply_async` to the `date_done` "
         "of the last stored result, publishing from one process. Memory = VmRSS of the worker and its "
         "pool processes, on a fresh worker per run.\n\n"
-        "Not measured yet (issue 7): 2. I/O-bound AI throughput, 3. API on a big table, 4. submit rate. "
+        + profile_table(profile, profile_tasks)
+        + "Not measured yet (issue 7): 2. I/O-bound AI throughput, 3. API on a big table, 4. submit rate. "
         "`bench/fake_llm_server.py` is the loopback provider for 2.\n"
     )
 
@@ -134,16 +152,18 @@ def write_results(rows: list[Row], args: argparse.Namespace) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the harness, not the targets")
-    parser.add_argument("--only", choices=["overhead", "memory"], action="append")
+    parser.add_argument("--only", choices=["overhead", "profile", "memory"], action="append")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory-repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so every worker started is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
         sys.exit("DATABASE_URL and REDIS_URL must be set (`make bench` starts private servers and sets them)")
     if args.quick:
         args.repeats, args.memory_repeats = 2, 1
-    only = set(args.only or ["overhead", "memory"])
+    only = set(args.only or ["overhead", "profile", "memory"])
 
     log("migrating the benchmark database")
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=system_env(), check=True)
@@ -152,6 +172,11 @@ def main() -> int:
         rows.append(
             measure_overhead(tasks=200 if args.quick else 2000, repeats=args.repeats, concurrency=args.concurrency)
         )
+    profile, profile_tasks = {}, 50 if args.quick else 500
+    if "profile" in only:
+        log("profile: database work per task")
+        url = os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1)
+        profile = {kind: db_profile.profile(kind, profile_tasks, url) for kind in ("system", "bare")}
     if "memory" in only:
         rows += measure_memory(
             first=100,
@@ -161,7 +186,8 @@ def main() -> int:
         )
     print()
     print(table(rows))
-    write_results(rows, args)
+    print(profile_table(profile, profile_tasks))
+    write_results(rows, args, profile, profile_tasks)
     log(f"written to {RESULTS.relative_to(ROOT)}")
     return 0
 
