@@ -132,7 +132,9 @@ def write_results(rows: list[Row], args: argparse.Namespace, profile: dict, prof
         f"Written by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
         f"{' (--quick: small sizes, not the targets)' if args.quick else ''}.\n\n"
         f"Machine: {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python "
-        f"{platform.python_version()}, Celery {celery.__version__}, Django {django.get_version()}.\n"
+        f"{platform.python_version()}, Celery {celery.__version__}, Django {django.get_version()}. "
+        f"Load average (1 min) at the start {args.load_at_start:.1f}, at the end {os.getloadavg()[0]:.1f}: "
+        "anything else running on the machine shows up in the figures.\n"
         f"Every figure is the median of {args.repeats} runs (memory: {args.memory_repeats}); the ratio is the "
         "median of the per-run ratios (each run pairs the system with its baseline, in alternating order).\n\n"
         + table(rows)
@@ -159,6 +161,7 @@ def main() -> int:
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so every worker started is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args.load_at_start = os.getloadavg()[0]
     if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
         sys.exit("DATABASE_URL and REDIS_URL must be set (`make bench` starts private servers and sets them)")
     if args.quick:
