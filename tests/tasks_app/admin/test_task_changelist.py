@@ -85,12 +85,12 @@ def test_filters_return_the_right_rows(admin_client, records, query, expected):
 def test_the_date_filter_returns_tasks_created_today(admin_client, records):
     # given one record created a month ago
     TaskRecord.objects.filter(task_id="ai-ok").update(created_at=timezone.now() - timedelta(days=30))
-    today = timezone.localdate()
+    midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
 
-    # when the operator filters on today
+    # when the operator filters on today (the parameters of the filter's "Today" link)
     response = admin_client.get(
         CHANGELIST,
-        {"created_at__gte": str(today), "created_at__lt": str(today + timedelta(days=1))},
+        {"created_at__gte": str(midnight), "created_at__lt": str(midnight + timedelta(days=1))},
     )
 
     # then the old one is left out
