@@ -116,7 +116,8 @@ class TaskRecord(models.Model):
             models.Index(fields=["conversation_id", "-created_at"], name="taskrec_conv_created_idx"),
             models.Index(fields=["user_id", "-created_at"], name="taskrec_user_created_idx"),
             models.Index(fields=["submitted_by", "-created_at"], name="taskrec_owner_created_idx"),
-            models.Index(fields=["state", "queue"], name="taskrec_state_queue_idx"),
+            models.Index(fields=["submitted_by", "state", "-created_at"], name="taskrec_owner_state_idx"),
+            models.Index(fields=["state", "queue", "-created_at"], name="taskrec_state_queue_idx2"),
             models.Index(fields=["done_at"], name="taskrec_done_idx"),
         ]
 
@@ -138,11 +139,17 @@ class TaskRecord(models.Model):
 class TaskCount(models.Model):
     """Task records by queue and state, kept by PostgreSQL triggers for a /stats without COUNT(*).
 
-    Every insert, state or queue change and delete of a TaskRecord adds +1/-1 to one of a few
-    slots of its (queue, state) (slots spread concurrent writers over several rows). The
-    triggers live in migration 0002; the counts are the sums over slots.
+    Every statement that inserts, deletes or changes the state, queue or owner of task records
+    adds its grouped +/- deltas (migration 0003): once under owner ALL_OWNERS, spread over a few
+    slots so concurrent writers rarely wait on one row, and once under the submitting user's id.
+    A count is the sum over slots.
     """
 
+    ALL_OWNERS = -1
+
+    owner = models.BigIntegerField(
+        _("owner"), default=ALL_OWNERS, help_text=_("Submitting user's id; -1 counts every task.")
+    )
     queue = models.CharField(_("queue"), max_length=100)
     state = models.CharField(_("state"), max_length=20, choices=TaskState.choices)
     slot = models.PositiveSmallIntegerField(_("slot"))
@@ -151,7 +158,9 @@ class TaskCount(models.Model):
     class Meta:
         verbose_name = _("task count")
         verbose_name_plural = _("task counts")
-        constraints = [models.UniqueConstraint(fields=["queue", "state", "slot"], name="taskcount_unique_slot")]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "queue", "state", "slot"], name="taskcount_owner_unique_slot")
+        ]
 
     def __str__(self) -> str:
-        return f"{self.queue} {self.state}: {self.count}"
+        return f"{self.owner} {self.queue} {self.state}: {self.count}"

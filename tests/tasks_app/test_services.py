@@ -87,23 +87,28 @@ def test_retry_of_a_pending_task_conflicts(user):
 
 
 def test_task_counts_follow_inserts_state_changes_and_deletes(user):
-    # given records created, moved between states and deleted in every way the ORM allows
-    for n in range(5):
-        TaskRecord.objects.create(task_id=f"count-{n}", task_name="x", queue="default")
+    # given records created, moved between states, re-owned and deleted in every way the ORM allows
+    other = get_user_model().objects.create_user("bob", password="pw")
+    for n in range(6):
+        TaskRecord.objects.create(task_id=f"count-{n}", task_name="x", queue="default", submitted_by=user)
     TaskRecord.objects.filter(task_id__in=["count-0", "count-1"]).update(state=TaskState.SUCCESS)
     record = TaskRecord.objects.get(task_id="count-2")
     record.state = TaskState.FAILURE
     record.save()
     TaskRecord.objects.filter(task_id="count-3").delete()
+    TaskRecord.objects.filter(task_id="count-4").update(submitted_by=other, queue="knowledge_default")
+    TaskRecord.objects.create(task_id="count-code", task_name="x", queue="default")
 
-    # then the trigger-kept counts equal a real GROUP BY
-    kept = {
-        (row["queue"], row["state"]): row["n"]
-        for row in TaskCount.objects.values("queue", "state").annotate(n=Sum("count"))
-        if row["n"]
-    }
-    counted = {
-        (row["queue"], row["state"]): row["n"]
-        for row in TaskRecord.objects.order_by().values("queue", "state").annotate(n=Count("*"))
-    }
-    assert kept == counted == {("default", "SUCCESS"): 2, ("default", "FAILURE"): 1, ("default", "PENDING"): 1}
+    # then the trigger-kept counts equal a real GROUP BY, for everyone and per owner
+    def kept(owner):
+        rows = TaskCount.objects.filter(owner=owner).values("queue", "state").annotate(n=Sum("count"))
+        return {(row["queue"], row["state"]): row["n"] for row in rows if row["n"]}
+
+    def counted(records):
+        rows = records.order_by().values("queue", "state").annotate(n=Count("*"))
+        return {(row["queue"], row["state"]): row["n"] for row in rows}
+
+    assert kept(TaskCount.ALL_OWNERS) == counted(TaskRecord.objects.all())
+    assert kept(user.pk) == counted(TaskRecord.objects.filter(submitted_by=user))
+    assert kept(other.pk) == {("knowledge_default", "PENDING"): 1}
+    assert kept(TaskCount.ALL_OWNERS)[("default", "PENDING")] == 2
