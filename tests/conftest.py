@@ -2,6 +2,8 @@ import pytest
 import redis
 from django.conf import settings
 
+from claw_ai.celery import celery_app
+from tests.support.waiting import wait_for
 from tests.support.workers import Worker
 
 
@@ -39,3 +41,40 @@ def start_worker(django_db_blocker):
 @pytest.fixture
 def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def _transactional(request) -> bool:
+    marker = request.node.get_closest_marker("django_db")
+    return bool(marker and marker.kwargs.get("transaction")) or "transactional_db" in request.fixturenames
+
+
+def settle_workers(client: redis.Redis, timeout: float = 30) -> None:
+    """Leave no task running: drop queued messages, forget delayed ones, wait for running ones.
+
+    A task still running when pytest-django truncates the tables deadlocks with the TRUNCATE (or
+    writes rows into the next test). With late acks every message a worker holds is in kombu's
+    `unacked` hash, so an empty hash means no worker is busy: the common case costs one call.
+    """
+    if not client.hlen("unacked"):
+        return
+    celery_app.control.purge()
+    inspector = celery_app.control.inspect(timeout=0.5)
+    delayed = [entry["request"]["id"] for entries in (inspector.scheduled() or {}).values() for entry in entries]
+    if delayed:
+        celery_app.control.revoke(delayed)
+    wait_for(
+        lambda: not any((inspector.active() or {}).values()),
+        timeout=timeout,
+        what="workers to finish their running tasks before the database is flushed",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _workers_idle_before_flush(request):
+    """Runs its teardown before pytest-django flushes the database of a transactional test."""
+    if not _transactional(request):
+        yield
+        return
+    request.getfixturevalue("_django_db_helper")
+    yield
+    settle_workers(redis.Redis.from_url(settings.REDIS_URL))
