@@ -1,5 +1,6 @@
 """The task endpoints (/api/v1/tasks/...): thin views over tasks_app.selectors, services and workers."""
 
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -33,6 +34,13 @@ class TaskCursorPagination(CursorPagination):
     ordering = ("-created_at", "-id")
     cursor_query_param = "cursor"
     page_size_query_param = None  # the limit is validated by TaskListQuerySerializer
+
+    def decode_cursor(self, request):
+        # A cursor is opaque but client-held: its position must be a datetime, or the query would fail.
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None and parse_datetime(cursor.position) is None:
+            raise NotFound(self.invalid_cursor_message)
+        return cursor
 
 
 class TaskApiViewSet(viewsets.GenericViewSet):

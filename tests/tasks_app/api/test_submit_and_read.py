@@ -1,5 +1,6 @@
 """POST /ai/generate, GET /status, /list and /stats, through HTTP with a real worker."""
 
+import base64
 from datetime import timedelta
 
 import pytest
@@ -76,6 +77,9 @@ def test_generate_passes_callback_url_and_delay(alice_client):
         {"countdown": 10, "eta": "2030-01-01T00:00:00Z"},
         {"countdown": 10**9},
         {"eta": "not a date"},
+        {"eta": "9999-12-31T23:59:59-12:00"},
+        {"user_message": "a\x00b"},
+        {"priority": 5.5},
         {"callback_url": "ftp://example.com/x"},
         {"callback_url": "javascript:alert(1)"},
         {"conversation_id": None},
@@ -89,6 +93,22 @@ def test_generate_rejects_bad_input_with_field_errors(alice_client, change):
     body = response.json()
     assert body["message"] and body["errors"]
     assert not TaskRecord.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{not json",
+        "[1, 2]",
+        '{"conversation_id": "c", "user_message": "m", "user_id": "u", "temperature": 1e309}',
+        '{"conversation_id": "c", "user_message": "m", "user_id": "u", "countdown": 1e309}',
+    ],
+)
+def test_generate_rejects_malformed_bodies(alice_client, body):
+    response = alice_client.post(f"{API}/ai/generate", body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["message"]
 
 
 def test_generate_when_broker_is_down_answers_503_and_keeps_no_record(alice_client, broker_down):
@@ -188,7 +208,16 @@ def test_list_filters_and_cursor_pagination(alice_client):
 
 @pytest.mark.parametrize(
     "query",
-    [{"limit": "abc"}, {"limit": 0}, {"status": "DONE"}, {"created_after": "yesterday"}, {"cursor": "garbage"}],
+    [
+        {"limit": "abc"},
+        {"limit": 0},
+        {"status": "DONE"},
+        {"queue": "a\x00b"},
+        {"created_after": "yesterday"},
+        {"created_after": "9999-12-31T23:59:59-12:00"},
+        {"cursor": "garbage"},
+        {"cursor": base64.b64encode(b"p=notadate").decode()},
+    ],
 )
 def test_list_rejects_bad_queries(alice_client, query):
     response = alice_client.get(f"{API}/list", query)
