@@ -2,7 +2,6 @@
 
 from django.utils.translation import gettext as _
 from rest_framework import exceptions, status
-from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 
@@ -27,7 +26,3 @@ def json_error_handler(exc, context):
         detail = exc.detail
         response.data = {"message": str(detail), "code": getattr(detail, "code", None) or exc.default_code}
     return response
-
-
-def error(status_code: int, message: str, code: str) -> Response:
-    return Response({"message": message, "code": code}, status=status_code)
