@@ -60,6 +60,7 @@ class TaskNameFilter(admin.SimpleListFilter):
     def lookups(self, request, model_admin):
         from claw_ai.celery import celery_app
 
+        celery_app.loader.import_default_modules()  # the web process imports task modules only on demand
         names = sorted(name for name in celery_app.tasks if not name.startswith("celery."))
         return [(name, name.rsplit(".", 1)[-1]) for name in names]
 
