@@ -99,6 +99,19 @@ def test_rate_limited_answer_is_retried_after_retry_after(llm_worker, fake_llm):
     assert second.at - first.at >= 1.9
 
 
+def test_rate_limited_answer_without_retry_after_is_retried_with_backoff(llm_worker, fake_llm):
+    # given a provider that answers 429 without saying how long to wait
+    fake_llm.script(error(429, "Rate limit reached"), answer("after backing off"))
+
+    # when a reply is generated
+    sent = send("conv_429_backoff", "hi")
+
+    # then the task backed off, retried and succeeded
+    record = finished(sent.id)
+    assert (record.state, record.retries) == (TaskState.SUCCESS, 1)
+    assert stored_result(sent.id)["response"] == "after backing off"
+
+
 def test_server_error_then_success_is_retried_with_backoff(llm_worker, fake_llm):
     # given a provider that fails with 500 once
     fake_llm.script(error(500, "upstream exploded"), answer("recovered"))

@@ -137,3 +137,13 @@ def test_offline_answers_are_deterministic():
 
     completion = complete_unless_stopped(Fixed(), [], temperature=0.7, should_stop=lambda: False)
     assert completion.total_tokens == 3
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("2", 2.0), ("0.5", 0.5), (None, None), ("", None), ("soon", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
+)
+def test_retry_after_is_read_as_seconds_or_a_date(header, expected):
+    from conversations.llm.openai_compatible import parse_retry_after
+
+    assert parse_retry_after(header) == expected
