@@ -13,7 +13,7 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
 
-def test_tasks_of_a_killed_worker_node_are_rescued_and_finish(start_worker, redis_client):
+def test_tasks_of_a_killed_worker_node_are_rescued_and_finish(start_worker, redis_client, capsys):
     # given a worker running two tasks and two more queued behind them
     queue = f"lifeline-{uuid.uuid4().hex[:6]}"
     release_key = f"release:{queue}"
@@ -44,7 +44,8 @@ def test_tasks_of_a_killed_worker_node_are_rescued_and_finish(start_worker, redi
         timeout=60,
         what="all four tasks to succeed",
     )
-    print(f"recovered from the node crash in {time.monotonic() - crashed_at:.1f}s")
+    with capsys.disabled():
+        print(f"\nlifeline: recovered from the node crash in {time.monotonic() - crashed_at:.1f}s")
     assert TaskRecord.objects.filter(task_id__in=report.rescued_task_ids, resent_count=1).count() == len(
         report.rescued_task_ids
     )
