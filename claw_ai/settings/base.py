@@ -74,6 +74,15 @@ DATABASES = {"default": env.db_url("DATABASE_URL")}
 # Workers hold connections for hours: check them before use so a dropped one is replaced.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A threads worker runs up to ~100 tasks at once. With a pool size set, they share that many
+# connections from psycopg's pool (Django 5.1+) instead of holding one each (PostgreSQL's
+# default max_connections is 100). Pooled connections are not persistent: CONN_MAX_AGE is 0.
+DB_POOL_MAX_SIZE = env.int("DJANGO_DB_POOL_MAX_SIZE", default=0)
+if DB_POOL_MAX_SIZE:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {"min_size": 1, "max_size": DB_POOL_MAX_SIZE, "timeout": env.float("DJANGO_DB_POOL_TIMEOUT", 30)}
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL")
