@@ -137,7 +137,15 @@ def test_long_paragraphs_are_cut_near_the_size():
     assert " ".join(pieces) == text
 
 
-def test_documents_are_listed_to_their_uploader_only(api, other_user):
+def index_task_done(response) -> None:
+    """Wait for the indexing a test queued, so no worker writes while the test database is flushed."""
+    wait_for(
+        lambda: TaskRecord.objects.filter(task_id=response.data["index_task_id"], state=TaskState.SUCCESS).exists(),
+        what="the indexing task",
+    )
+
+
+def test_documents_are_listed_to_their_uploader_only(api, other_user, llm_worker):
     # given a document uploaded by another API user
     KnowledgeDocument.objects.create(user_id="u1", title="Theirs", content="x", created_by=other_user)
 
@@ -148,6 +156,7 @@ def test_documents_are_listed_to_their_uploader_only(api, other_user):
     # then only their own is listed
     assert created.status_code == 201
     assert [item["title"] for item in listed.data] == ["Mine"]
+    index_task_done(created)
 
 
 def test_a_document_needs_content(api):
@@ -156,7 +165,7 @@ def test_a_document_needs_content(api):
     assert "content" in response.data
 
 
-def test_editing_a_document_queues_its_reindexing(api, user):
+def test_editing_a_document_queues_its_reindexing(api, user, llm_worker):
     document = KnowledgeDocument.objects.create(user_id="u1", title="Doc", content="old", created_by=user)
 
     response = api.patch(f"/api/v1/knowledge/documents/{document.pk}/", {"content": "new"}, format="json")
@@ -166,3 +175,4 @@ def test_editing_a_document_queues_its_reindexing(api, user):
     assert record.task_name == "tasks_app.tasks.knowledge_tasks.index_document"
     assert record.kwargs == {"document_id": document.pk}
     assert record.submitted_by == user
+    index_task_done(response)

@@ -16,7 +16,15 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
 
 def delivered(receiver: WebhookReceiver, count: int = 1):
-    return wait_for(lambda: receiver.deliveries[:count] if len(receiver.deliveries) >= count else None, what="callback")
+    deliveries = wait_for(
+        lambda: receiver.deliveries[:count] if len(receiver.deliveries) >= count else None, what="callback"
+    )
+    # Let the webhook tasks finish writing their results before the test database is flushed.
+    wait_for(
+        lambda: not TaskRecord.objects.filter(task_name=send_webhook.name).exclude(state=TaskState.SUCCESS).exists(),
+        what="the webhook tasks to finish",
+    )
+    return deliveries
 
 
 def test_a_finished_ai_task_posts_its_signed_status_to_the_callback(celery_worker, webhook_receiver, staff_user):
