@@ -7,6 +7,7 @@ for one chat user (`user_id`); non-staff callers see and change only what they c
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -21,6 +22,17 @@ from conversations.knowledge import knowledge_document_save, knowledge_schedule_
 from conversations.models import Conversation, KnowledgeDocument
 from conversations.services import conversation_create
 
+# Ids in URLs: anything but "/", "." (format suffixes) and NUL (PostgreSQL text cannot hold it).
+LOOKUP_VALUE = r"[^/.\x00]+"
+
+
+def user_id_filter(request: Request) -> str | None:
+    """The optional ?user_id= filter; NUL would make PostgreSQL fail the query (a 500), so it is a 400."""
+    user_id = request.query_params.get("user_id")
+    if user_id is not None and "\x00" in user_id:
+        raise ValidationError({"user_id": ["Null characters are not allowed."]})
+    return user_id or None
+
 
 class ConversationViewSet(
     mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
@@ -29,6 +41,7 @@ class ConversationViewSet(
 
     lookup_field = "public_id"
     lookup_url_kwarg = "conversation_id"
+    lookup_value_regex = LOOKUP_VALUE
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no real caller
@@ -36,7 +49,7 @@ class ConversationViewSet(
         conversations = Conversation.objects.visible_to(self.request.user)
         if self.action == "retrieve":
             return conversations.prefetch_related("messages")
-        user_id = self.request.query_params.get("user_id")
+        user_id = user_id_filter(self.request)
         return conversations.filter(user_id=user_id) if user_id else conversations
 
     def get_serializer_class(self):
@@ -69,7 +82,7 @@ class KnowledgeDocumentViewSet(viewsets.ModelViewSet):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no real caller
             return KnowledgeDocument.objects.none()
         documents = KnowledgeDocument.objects.visible_to(self.request.user)
-        user_id = self.request.query_params.get("user_id")
+        user_id = user_id_filter(self.request)
         return documents.filter(user_id=user_id) if user_id else documents
 
     def _indexed_response(self, document: KnowledgeDocument, code: int) -> Response:

@@ -74,3 +74,17 @@ def test_bad_input_is_a_400_with_field_errors(api):
 
 def test_anonymous_callers_are_refused():
     assert APIClient().get("/api/v1/conversations/").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("/api/v1/conversations/?user_id=%00", 400),
+        ("/api/v1/knowledge/documents/?user_id=%00", 400),
+        ("/api/v1/conversations/%00/", 404),
+        ("/api/v1/knowledge/documents/%00/", 404),
+        ("/api/v1/knowledge/documents/abc/", 404),
+    ],
+)
+def test_null_characters_and_bad_ids_are_client_errors_not_500(api, url, code):
+    assert api.get(url).status_code == code
