@@ -92,6 +92,8 @@ class KnowledgeUploadSerializer(serializers.Serializer):
                 data.setdefault("content", upload.read().decode("utf-8"))
             except UnicodeDecodeError:
                 raise serializers.ValidationError({"file": "Upload UTF-8 text or Markdown."}) from None
+            if "\x00" in data["content"]:  # binary, and PostgreSQL text cannot hold NUL
+                raise serializers.ValidationError({"file": "Upload UTF-8 text or Markdown."})
             name = PurePath(upload.name or "document.txt")
             data.setdefault("title", name.stem[:255] or "document")
             if name.suffix.lower() in (".md", ".markdown"):

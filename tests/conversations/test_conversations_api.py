@@ -88,3 +88,12 @@ def test_anonymous_callers_are_refused():
 )
 def test_null_characters_and_bad_ids_are_client_errors_not_500(api, url, code):
     assert api.get(url).status_code == code
+
+
+def test_a_binary_file_is_refused(api):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("blob.txt", b"text\x00with nul")
+    response = api.post("/api/v1/knowledge/documents/", {"user_id": "u1", "file": upload}, format="multipart")
+    assert response.status_code == 400
+    assert "file" in response.data
