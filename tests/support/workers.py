@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -18,6 +19,19 @@ from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = ROOT / ".devdata" / "test-logs"
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def stop_with_test_run() -> None:
+    """In the child: a warm shutdown when the test process dies without stopping it (Linux).
+
+    Workers run in their own session (so a Ctrl-C reaches pytest first), which also means a
+    killed pytest would leave them running; the parent-death signal closes that gap.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def test_database_url() -> str:
@@ -85,6 +99,7 @@ class Worker:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=stop_with_test_run,
         )
 
     def wait_ready(self, timeout: float = 60) -> Worker:
