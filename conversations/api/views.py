@@ -4,7 +4,7 @@ Every caller is an authenticated API user. A conversation or document is created
 for one chat user (`user_id`); non-staff callers see and change only what they created.
 """
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -34,6 +34,21 @@ def user_id_filter(request: Request) -> str | None:
     return user_id or None
 
 
+# These endpoints answer errors in DRF's own shapes; the schema says so (schemathesis found them undocumented).
+DETAIL = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
+FIELD_ERRORS = OpenApiResponse(
+    {"anyOf": [{"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}}, DETAIL]},
+    description="Invalid input: a list of messages per field, or a detail when the body could not be parsed.",
+)
+NOT_AUTHENTICATED = OpenApiResponse(DETAIL, description="Not authenticated.")
+NOT_FOUND = OpenApiResponse(DETAIL, description="No such object (or not yours).")
+
+
+def errors(*codes: int) -> dict:
+    return {code: {400: FIELD_ERRORS, 401: NOT_AUTHENTICATED, 404: NOT_FOUND}[code] for code in codes}
+
+
+@extend_schema_view(list=extend_schema(responses={200: ConversationSerializer(many=True), **errors(401)}))
 class ConversationViewSet(
     mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
@@ -59,7 +74,13 @@ class ConversationViewSet(
             return ConversationDetailSerializer
         return ConversationSerializer
 
-    @extend_schema(request=ConversationCreateSerializer, responses={201: ConversationDetailSerializer})
+    @extend_schema(responses={200: ConversationDetailSerializer, **errors(401, 404)})
+    def retrieve(self, request: Request, *args, **kwargs) -> Response:
+        return super().retrieve(request, *args, **kwargs)
+
+    @extend_schema(
+        request=ConversationCreateSerializer, responses={201: ConversationDetailSerializer, **errors(400, 401)}
+    )
     def create(self, request: Request, *args, **kwargs) -> Response:
         serializer = ConversationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -73,6 +94,13 @@ class ConversationViewSet(
         return Response(ConversationDetailSerializer(conversation).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema_view(
+    list=extend_schema(responses={200: KnowledgeDocumentSerializer(many=True), **errors(401)}),
+    retrieve=extend_schema(responses={200: KnowledgeDocumentSerializer, **errors(401, 404)}),
+    update=extend_schema(responses={200: KnowledgeDocumentSerializer, **errors(400, 401, 404)}),
+    partial_update=extend_schema(responses={200: KnowledgeDocumentSerializer, **errors(400, 401, 404)}),
+    destroy=extend_schema(responses={204: None, **errors(401, 404)}),
+)
 class KnowledgeDocumentViewSet(viewsets.ModelViewSet):
     """Upload text or Markdown (JSON `content` or a multipart `file`); each change is re-indexed by a task."""
 
@@ -89,7 +117,7 @@ class KnowledgeDocumentViewSet(viewsets.ModelViewSet):
         task_id = knowledge_schedule_reindex(document, requested_by=self.request.user)
         return Response({**KnowledgeDocumentSerializer(document).data, "index_task_id": task_id}, status=code)
 
-    @extend_schema(request=KnowledgeUploadSerializer, responses={201: KnowledgeDocumentSerializer})
+    @extend_schema(request=KnowledgeUploadSerializer, responses={201: KnowledgeDocumentSerializer, **errors(400, 401)})
     def create(self, request: Request, *args, **kwargs) -> Response:
         serializer = KnowledgeUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -103,7 +131,7 @@ class KnowledgeDocumentViewSet(viewsets.ModelViewSet):
         document = knowledge_document_save(document=document, **serializer.validated_data)
         return self._indexed_response(document, status.HTTP_200_OK)
 
-    @extend_schema(request=None, responses={202: KnowledgeDocumentSerializer})
+    @extend_schema(request=None, responses={202: KnowledgeDocumentSerializer, **errors(401, 404)})
     @action(detail=True, methods=["post"])
     def reindex(self, request: Request, *args, **kwargs) -> Response:
         """Rebuild the document's chunks (e.g. after changing KNOWLEDGE_CHUNK_SIZE)."""

@@ -1,0 +1,117 @@
+"""schemathesis fuzzes every operation of /api/schema/: no 5xx, and every response is one the schema documents.
+
+Valid requests (as the schema describes them) must get a documented status, content type and body;
+invalid ones (schemathesis' negative mode) must at least never get a 5xx. The cases run in-process
+over WSGI against the test database (committed, as in production: the services publish only outside
+a transaction); what they queue is purged at the end. The staff run leaves out the two operations
+that would stop or restart a worker (POST /workers/shutdown, /workers/pool/restart); the normal
+user's run keeps them, since they must be refused (403) before anything happens.
+"""
+
+import time
+from collections import Counter
+
+import pytest
+import schemathesis
+from django.contrib.auth import get_user_model
+from django.core.wsgi import get_wsgi_application
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis.errors import Unsatisfiable
+from rest_framework.authtoken.models import Token
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from claw_ai.celery import celery_app
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Cases per operation: enough to find the common mistakes, few enough to keep `make test` fast.
+VALID_EXAMPLES = 20
+INVALID_EXAMPLES = 5
+WORKER_CONTROL = r"/api/v1/tasks/workers/(pool/restart|shutdown)/?$"
+# No server error, and status code, content type, headers and body all as the schema documents.
+CONFORMANCE = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+PASSES = [
+    (GenerationMode.POSITIVE, VALID_EXAMPLES, CONFORMANCE),
+    # An invalid request may miss the URL patterns (Django's HTML 404): only a 5xx is a failure here.
+    (GenerationMode.NEGATIVE, INVALID_EXAMPLES, [not_a_server_error]),
+]
+
+
+@pytest.fixture(autouse=True)
+def _short_inspect_timeout(settings):
+    """GET /workers waits the whole inspect timeout on every call; the fuzzer needs the answer, not the wait."""
+    settings.WORKER_INSPECT_TIMEOUT = 0.1
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_queued():
+    """The fuzzer's accepted submissions are not this test's subject: drop whatever is still queued."""
+    yield
+    celery_app.control.purge()
+
+
+def run_cases(operation, mode, examples: int, checks, headers: dict, statuses: Counter) -> int:
+    """Run one operation's generated cases; returns how many ran."""
+    ran = 0
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @hypothesis_settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def run(case):
+        nonlocal ran
+        response = case.call_and_validate(headers=headers, checks=checks)
+        ran += 1
+        statuses[response.status_code] += 1
+
+    try:
+        run()
+    except Unsatisfiable:
+        assert mode is GenerationMode.NEGATIVE  # an operation without inputs has no invalid request
+    return ran
+
+
+def fuzz(user, capsys, *, exclude_path_regex: str | None = None) -> None:
+    token, _ = Token.objects.get_or_create(user=user)
+    headers = {"Authorization": f"Token {token.key}"}
+    cases: Counter[str] = Counter()
+    statuses: Counter[int] = Counter()
+
+    schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", get_wsgi_application(), headers=headers)
+    if exclude_path_regex:
+        schema = schema.exclude(path_regex=exclude_path_regex)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    started = time.monotonic()
+    for mode, examples, checks in PASSES:
+        for operation in operations:
+            cases[operation.label] += run_cases(operation, mode, examples, checks, headers, statuses)
+    elapsed = time.monotonic() - started
+
+    with capsys.disabled():
+        print(
+            f"\nschemathesis ({'staff' if user.is_staff else 'user'}): {sum(cases.values())} cases over "
+            f"{len(operations)} operations in {elapsed:.1f}s; statuses {dict(sorted(statuses.items()))}"
+        )
+    assert all(cases[operation.label] for operation in operations), "every operation ran"
+
+
+def test_staff_fuzz_finds_no_server_error_and_no_undocumented_response(capsys):
+    staff = get_user_model().objects.create_user("fuzz-staff", password="pw", is_staff=True)
+    fuzz(staff, capsys, exclude_path_regex=WORKER_CONTROL)
+
+
+def test_user_fuzz_finds_no_server_error_and_no_undocumented_response(capsys):
+    user = get_user_model().objects.create_user("fuzz-user", password="pw")
+    fuzz(user, capsys)
