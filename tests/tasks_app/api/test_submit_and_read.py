@@ -250,6 +250,6 @@ def test_browsable_api_offers_forms_for_posts(client, staff, path):
     assert b"<form" in response.content and b'method="POST"' in response.content
 
 
-def test_schema_and_docs_are_served(client):
-    assert client.get("/api/schema/").status_code == 200
-    assert client.get("/api/docs/").status_code == 200
+def test_schema_and_docs_are_served_to_a_logged_in_user(admin_client):
+    assert admin_client.get("/api/schema/").status_code == 200
+    assert admin_client.get("/api/docs/").status_code == 200
