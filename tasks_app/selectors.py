@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,8 +13,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_celery_results.models import TaskResult
 
-from tasks_app.models import TaskCount, TaskRecord, TaskState
-from tasks_app.workers import queues_of_live_workers
+from tasks_app.models import UNFINISHED_STATES, TaskCount, TaskRecord, TaskState
+from tasks_app.workers import Discovery, live_workers
 
 # Longer ids are no Celery task id; they never reach the database.
 TASK_ID_MAX_LENGTH = 255
@@ -87,6 +86,12 @@ def task_stats(*, user: AbstractBaseUser) -> dict[str, Any]:
     return {"total_tasks": sum(totals.values()), **totals, "queues": dict(sorted(queues.items()))}
 
 
+def unfinished_task_count(*, user: AbstractBaseUser) -> int:
+    """Tasks the user submitted that are PENDING, STARTED or RETRY, from the TaskCount rows."""
+    rows = TaskCount.objects.filter(owner=user.pk, state__in=UNFINISHED_STATES)
+    return rows.aggregate(total=Sum("count"))["total"] or 0
+
+
 def task_result_value(*, record: TaskRecord) -> Any:
     """The task's return value, parsed from django-celery-results' TaskResult (SUCCESS only)."""
     if record.state != TaskState.SUCCESS:
@@ -100,16 +105,17 @@ def task_result_value(*, record: TaskRecord) -> Any:
         return stored
 
 
-@dataclass(frozen=True)
-class LiveQueues:
-    by_worker: dict[str, list[str]]
-
-    def consumers_of(self, queue: str) -> list[str]:
-        return sorted(name for name, queues in self.by_worker.items() if queue in queues)
+def _consumers_of(live: Discovery, queue: str) -> list[str]:
+    return sorted(name for name, queues in live.queues.items() if queue in queues)
 
 
-def pending_reason(*, record: TaskRecord, live: LiveQueues | None = None) -> str | None:
-    """Why a task is still PENDING, where the system can tell; None when it is not (yet) unusual."""
+def pending_reason(*, record: TaskRecord, live: Discovery | None = None) -> str | None:
+    """Why a task is still PENDING, where the system can tell; None when it is not (yet) unusual.
+
+    The live workers come from the last discovery (tasks_app.workers.live_workers), which never
+    makes the caller wait: before the first discovery nothing is claimed, and a discovery older
+    than WORKER_DISCOVERY_CACHE_SECONDS is named with its time.
+    """
     if record.state != TaskState.PENDING:
         return None
     now = timezone.now()
@@ -118,16 +124,22 @@ def pending_reason(*, record: TaskRecord, live: LiveQueues | None = None) -> str
     if (now - record.created_at).total_seconds() < settings.TASK_PENDING_EXPLAIN_AFTER:
         return None
     if live is None:
-        live = LiveQueues(queues_of_live_workers())
-    if not live.by_worker:
-        return _("No live worker: start a worker consuming queue %(queue)s.") % {"queue": record.queue}
-    consumers = live.consumers_of(record.queue)
-    if not consumers:
-        return _("No live worker consumes queue %(queue)s (live workers consume: %(queues)s).") % {
+        live = live_workers()
+    if not live.known:
+        return None
+    if not live.queues:
+        reason = _("No live worker: start a worker consuming queue %(queue)s.") % {"queue": record.queue}
+    elif not (consumers := _consumers_of(live, record.queue)):
+        reason = _("No live worker consumes queue %(queue)s (live workers consume: %(queues)s).") % {
             "queue": record.queue,
-            "queues": ", ".join(sorted({q for qs in live.by_worker.values() for q in qs})),
+            "queues": ", ".join(sorted({q for qs in live.queues.values() for q in qs})),
         }
-    return _("Waiting in queue %(queue)s for a free slot on %(workers)s.") % {
-        "queue": record.queue,
-        "workers": ", ".join(consumers),
-    }
+    else:
+        reason = _("Waiting in queue %(queue)s for a free slot on %(workers)s.") % {
+            "queue": record.queue,
+            "workers": ", ".join(consumers),
+        }
+    if live.age > settings.WORKER_DISCOVERY_CACHE_SECONDS:
+        checked = datetime.fromtimestamp(live.checked_at, tz=timezone.get_current_timezone())
+        reason += " " + _("(Workers as seen at %(time)s.)") % {"time": checked.isoformat(timespec="seconds")}
+    return reason

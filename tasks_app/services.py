@@ -13,6 +13,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
@@ -25,6 +26,7 @@ from claw_ai.celery import celery_app
 from conversations.services import ConversationForbidden, conversation_for_generation  # noqa: F401 (re-exported for the API)
 from tasks_app.models import TaskRecord, TaskState
 from tasks_app.recording import HEADER_RETRY_OF, HEADER_SUBMITTED_BY
+from tasks_app.selectors import unfinished_task_count
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,32 @@ class TaskStateConflict(Exception):
 
 class BrokerUnavailable(Exception):
     """The message could not be published; nothing was queued."""
+
+
+class TooManyUnfinishedTasks(Exception):
+    """The user already has MAX_UNFINISHED_TASKS_PER_USER tasks pending, running or waiting to retry."""
+
+    def __init__(self, *, limit: int, unfinished: int) -> None:
+        self.limit = limit
+        self.unfinished = unfinished
+        super().__init__(f"{unfinished} unfinished tasks, the limit is {limit}")
+
+
+def ensure_below_unfinished_limit(*, user: AbstractBaseUser | None) -> None:
+    """Refuse a new task from a user who already has the maximum number of unfinished ones.
+
+    Bounds what one API user can make the broker and database hold. Staff are exempt: they
+    retry tasks in bulk (admin, API) to recover from incidents. The count is read from the
+    trigger-kept TaskCount rows (a few rows, however many tasks), so the check is cheap; it is
+    not serialised, so concurrent requests of one user may pass it together and overshoot the
+    limit by at most the number of requests in flight.
+    """
+    limit = settings.MAX_UNFINISHED_TASKS_PER_USER
+    if not limit or user is None or user.is_staff:
+        return
+    unfinished = unfinished_task_count(user=user)
+    if unfinished >= limit:
+        raise TooManyUnfinishedTasks(limit=limit, unfinished=unfinished)
 
 
 def submit_task(
@@ -116,8 +144,10 @@ def submit_ai_generation(
     """Send the AI reply generation for one conversation turn.
 
     An unknown conversation is created for `user_id` and the caller; one of another chat user
-    (or, for non-staff callers, of another API user) raises ConversationForbidden.
+    (or, for non-staff callers, of another API user) raises ConversationForbidden, and a caller
+    at the unfinished-task limit TooManyUnfinishedTasks.
     """
+    ensure_below_unfinished_limit(user=submitted_by)
     conversation_for_generation(conversation_id=conversation_id, user_id=user_id, requested_by=submitted_by)
     return submit_task(
         task_name=AI_GENERATION_TASK,
@@ -177,8 +207,10 @@ def retry_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> Tas
 
     The new record points back with retry_of and belongs to the original task's
     submitter (or to `by` when the original had none). Raises TaskStateConflict
-    unless the task is FAILURE or REVOKED, and BrokerUnavailable.
+    unless the task is FAILURE or REVOKED, TooManyUnfinishedTasks when a non-staff `by` is at
+    the unfinished-task limit, and BrokerUnavailable.
     """
+    ensure_below_unfinished_limit(user=by)
     with transaction.atomic():
         original = TaskRecord.objects.select_for_update().get(pk=record.pk)
         if original.state not in RETRYABLE_STATES:

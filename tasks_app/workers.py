@@ -4,10 +4,17 @@ A remote-control call waits its whole timeout for replies, and a busy or hung
 worker simply does not answer. So the inspections run in parallel threads with
 one short timeout, and the answer names the workers that did not reply: those
 that answered some calls but not all, and those seen recently that answered none.
+
+/status and /stats need the live workers and their queues too, but must never wait for
+them: they read the last discovery from the cache, and when it is older than
+WORKER_DISCOVERY_CACHE_SECONDS one request (per cluster, by a lock in the cache) starts
+a refresh in a background thread and answers with the stale value and its age.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,10 +25,17 @@ from django.core.cache import cache
 
 from claw_ai.celery import celery_app
 
+logger = logging.getLogger(__name__)
+
 # Workers seen in the last ten minutes: a silent one among them is reported as not replying.
 SEEN_KEY = "tasks_app:workers:seen"
 SEEN_FOR = 600
-QUEUES_KEY = "tasks_app:workers:queues"
+# The last discovery of live workers: {"queues": {worker: [queue, ...]}, "at": epoch seconds}.
+DISCOVERY_KEY = "tasks_app:workers:discovery"
+# Held while one process refreshes the discovery, so a stale value starts one refresh, not one per request.
+DISCOVERY_LOCK_KEY = "tasks_app:workers:discovery:refreshing"
+# A discovery is kept (and served, with its age) this long after it was made.
+DISCOVERY_KEPT_FOR = 600
 
 PREFORK = "prefork"
 
@@ -116,8 +130,8 @@ def inspect_workers(*, destination: list[str] | None = None) -> WorkerReport:
                 "complete": all(name in reply for reply in replies.values()),
             }
         )
-    if queues:
-        cache.set(QUEUES_KEY, {name: [q["name"] for q in qs or []] for name, qs in queues.items()}, _cache_seconds())
+    if queues and not destination:
+        _store_discovery({name: [q["name"] for q in qs or []] for name, qs in queues.items()})
     partial = {w["name"] for w in workers if not w["complete"]}
     return WorkerReport(workers=workers, not_replying=sorted((expected - replied) | partial))
 
@@ -126,16 +140,66 @@ def _cache_seconds() -> int:
     return settings.WORKER_DISCOVERY_CACHE_SECONDS
 
 
-def queues_of_live_workers() -> dict[str, list[str]]:
-    """Worker name -> queues it consumes, cached briefly so /status and /stats stay fast."""
-    cached = cache.get(QUEUES_KEY)
-    if cached is not None:
-        return cached
+@dataclass(frozen=True)
+class Discovery:
+    """Live workers and the queues each consumes, as discovered at `checked_at` (epoch seconds).
+
+    `checked_at` is None before the first discovery: then nothing is known about the workers.
+    """
+
+    queues: dict[str, list[str]]
+    checked_at: float | None
+
+    @property
+    def known(self) -> bool:
+        return self.checked_at is not None
+
+    @property
+    def age(self) -> float | None:
+        return None if self.checked_at is None else max(0.0, time.time() - self.checked_at)
+
+
+def _store_discovery(queues: dict[str, list[str]]) -> None:
+    cache.set(DISCOVERY_KEY, {"queues": queues, "at": time.time()}, DISCOVERY_KEPT_FOR)
+
+
+def live_workers() -> Discovery:
+    """The last discovery of live workers, at once: never waits for remote control.
+
+    When the discovery is missing or older than WORKER_DISCOVERY_CACHE_SECONDS, a refresh starts
+    in the background (unless another process is already refreshing) and this call answers with
+    what is cached; callers show its age.
+    """
+    cached = cache.get(DISCOVERY_KEY)
+    if cached is None or time.time() - cached["at"] >= _cache_seconds():
+        _refresh_in_background()
+    if cached is None:
+        return Discovery(queues={}, checked_at=None)
+    return Discovery(queues=cached["queues"], checked_at=cached["at"])
+
+
+def _refresh_in_background() -> None:
+    # The lock expires by itself, so a refresher that dies never blocks the next one for long.
+    if cache.add(DISCOVERY_LOCK_KEY, True, timeout=int(_timeout()) + 10):
+        threading.Thread(target=_refresh_and_unlock, name="worker-discovery", daemon=True).start()
+
+
+def _refresh_and_unlock() -> None:
+    try:
+        refresh_live_workers()
+    except Exception:  # a background thread has no caller to report to: log it, the next request retries
+        logger.exception("discovering the live workers failed")
+    finally:
+        cache.delete(DISCOVERY_LOCK_KEY)
+
+
+def refresh_live_workers() -> Discovery:
+    """Ask every worker for its queues (waits WORKER_INSPECT_TIMEOUT) and cache the answer."""
     replies = _inspect("active_queues", None, _timeout())
     discovered = {name: [q["name"] for q in qs or []] for name, qs in replies.items()}
-    cache.set(QUEUES_KEY, discovered, _cache_seconds())
+    _store_discovery(discovered)
     _remember(set(discovered))
-    return discovered
+    return Discovery(queues=discovered, checked_at=time.time())
 
 
 def restart_pools(*, destination: list[str] | None = None) -> ControlReport:
@@ -199,5 +263,9 @@ def shutdown_workers(*, destination: list[str] | None) -> ControlReport:
     celery_app.control.shutdown(destination=alive)
     report.results = [{"worker": name, "ok": True, "message": "shutdown requested"} for name in alive]
     _forget(set(alive))
-    cache.delete(QUEUES_KEY)
+    cached = cache.get(DISCOVERY_KEY)
+    if cached is not None:
+        # Workers asked to shut down stop consuming at once; the discovery's time stays as it was.
+        queues = {name: qs for name, qs in cached["queues"].items() if name not in alive}
+        cache.set(DISCOVERY_KEY, {**cached, "queues": queues}, DISCOVERY_KEPT_FOR)
     return report

@@ -133,6 +133,11 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+    # Submissions per API user (tasks_app.api.throttles): 429 with Retry-After past them; empty = no limit.
+    "DEFAULT_THROTTLE_RATES": {
+        "ai_generate": env("AI_GENERATE_THROTTLE_RATE", default="120/min") or None,
+        "task_retry": env("TASK_RETRY_THROTTLE_RATE", default="60/min") or None,
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "CLAW.AI task system",
@@ -259,6 +264,9 @@ TASK_PENDING_EXPLAIN_AFTER = env.float("TASK_PENDING_EXPLAIN_AFTER", default=5.0
 WORKER_INSPECT_TIMEOUT = env.float("WORKER_INSPECT_TIMEOUT", default=0.8)
 # Seconds the live workers and their queues are cached for /status and /stats.
 WORKER_DISCOVERY_CACHE_SECONDS = env.int("WORKER_DISCOVERY_CACHE_SECONDS", default=10)
+# Most unfinished (PENDING/STARTED/RETRY) tasks one non-staff API user may have: /ai/generate and
+# /retry answer 429 past it, so one client cannot fill the broker (0 = no limit; staff are exempt).
+MAX_UNFINISHED_TASKS_PER_USER = env.int("MAX_UNFINISHED_TASKS_PER_USER", default=1000)
 
 # --- AI replies, knowledge base, notifications (conversations app, issue 4) -----------------
 # Which LLM provider answers: "offline" (embedded, deterministic, no key or network) or "openai"

@@ -15,6 +15,13 @@ class ServiceUnavailable(exceptions.APIException):
     default_code = "service_unavailable"
 
 
+class TooManyTasks(exceptions.APIException):
+    """The caller has too many unfinished tasks (429 without Retry-After: it depends on the workers)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "too_many_unfinished_tasks"
+
+
 def json_error_handler(exc, context):
     response = exception_handler(exc, context)
     if response is None:

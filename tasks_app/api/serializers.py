@@ -120,7 +120,17 @@ class TaskStatsSerializer(serializers.Serializer):
     failure = serializers.IntegerField()
     retry = serializers.IntegerField()
     revoked = serializers.IntegerField()
-    workers = serializers.IntegerField(help_text=_("Live workers (cached for a few seconds)."))
+    workers = serializers.IntegerField(
+        allow_null=True,
+        help_text=_("Live workers as of workers_checked_at; null before the first discovery (ask again shortly)."),
+    )
+    workers_checked_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text=_(
+            "When the live workers were last discovered. Discovery is refreshed in the background "
+            "(every WORKER_DISCOVERY_CACHE_SECONDS while asked for), so /stats never waits for it."
+        ),
+    )
     queues = serializers.DictField(child=QueueCountsSerializer(), help_text=_("Counts by queue name."))
 
 

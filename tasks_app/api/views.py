@@ -1,5 +1,8 @@
 """The task endpoints (/api/v1/tasks/...): thin views over tasks_app.selectors, services and workers."""
 
+from datetime import datetime
+
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 from drf_spectacular.openapi import AutoSchema
@@ -12,7 +15,8 @@ from rest_framework.response import Response
 
 from tasks_app import selectors, services, workers
 from tasks_app.api import serializers as s
-from tasks_app.api.errors import Conflict, ServiceUnavailable, json_error_handler
+from tasks_app.api.errors import Conflict, ServiceUnavailable, TooManyTasks, json_error_handler
+from tasks_app.api.throttles import SubmitRateThrottle
 from tasks_app.models import TaskRecord, TaskState
 
 TASK_ID_PATTERN = r"[^/]+"
@@ -25,9 +29,21 @@ def errors(*codes: int) -> dict:
         403: "Not allowed (worker control is for staff).",
         404: "No such task (or not yours).",
         409: "The task's state forbids this.",
+        429: "Too many requests (code `throttled`, with a Retry-After header in seconds) or too many "
+        "unfinished tasks of the caller (code `too_many_unfinished_tasks`): try again later.",
         503: "The broker cannot be reached; nothing was queued.",
     }
     return {code: OpenApiResponse(s.ErrorSerializer, description=descriptions[code]) for code in codes}
+
+
+def too_many_tasks(refused: services.TooManyUnfinishedTasks) -> TooManyTasks:
+    return TooManyTasks(
+        _(
+            "You have %(unfinished)d unfinished tasks; the limit is %(limit)d. "
+            "Wait for some to finish (or cancel them) and try again."
+        )
+        % {"unfinished": refused.unfinished, "limit": refused.limit}
+    )
 
 
 class TaskCursorPagination(CursorPagination):
@@ -68,6 +84,7 @@ class TaskViewSet(TaskApiViewSet):
     """Submit, watch, cancel and retry tasks. Non-staff users see and act on their own tasks only."""
 
     permission_classes = [permissions.IsAuthenticated]
+    throttle_classes = [SubmitRateThrottle]  # /ai/generate and /retry only
     serializer_classes = {
         "task_status": s.TaskStatusSerializer,
         "task_list": s.TaskListQuerySerializer,
@@ -114,13 +131,17 @@ class TaskViewSet(TaskApiViewSet):
     @action(detail=False, methods=["get"], url_path="stats")
     def stats(self, request):
         counts = selectors.task_stats(user=request.user)
-        counts["workers"] = len(workers.queues_of_live_workers())
+        live = workers.live_workers()
+        counts["workers"] = len(live.queues) if live.known else None
+        counts["workers_checked_at"] = (
+            datetime.fromtimestamp(live.checked_at, tz=timezone.get_current_timezone()) if live.known else None
+        )
         return Response(s.TaskStatsSerializer(counts).data)
 
     @extend_schema(
         summary="Submit an AI reply generation",
         request=s.AIGenerateSerializer,
-        responses={202: s.TaskAcceptedSerializer, **errors(400, 401, 403, 503)},
+        responses={202: s.TaskAcceptedSerializer, **errors(400, 401, 403, 429, 503)},
     )
     @action(detail=False, methods=["post"], url_path="ai/generate")
     def ai_generate(self, request):
@@ -131,6 +152,8 @@ class TaskViewSet(TaskApiViewSet):
             raise ServiceUnavailable(_("The task broker cannot be reached; nothing was queued. Try again.")) from None
         except services.ConversationForbidden:
             raise PermissionDenied(_("This conversation belongs to another user.")) from None
+        except services.TooManyUnfinishedTasks as refused:
+            raise too_many_tasks(refused) from None
         body = {
             "task_id": record.task_id,
             "status": TaskState.PENDING,
@@ -159,7 +182,7 @@ class TaskViewSet(TaskApiViewSet):
     @extend_schema(
         summary="Run a failed or cancelled task again",
         request=None,
-        responses={202: s.TaskRetryAcceptedSerializer, **errors(401, 404, 409, 503)},
+        responses={202: s.TaskRetryAcceptedSerializer, **errors(401, 404, 409, 429, 503)},
     )
     @action(detail=False, methods=["post"], url_path=rf"retry/(?P<task_id>{TASK_ID_PATTERN})")
     def retry(self, request, task_id: str):
@@ -171,6 +194,8 @@ class TaskViewSet(TaskApiViewSet):
                 _("Task %(task_id)s is %(state)s: only a failed or cancelled task can be retried.")
                 % {"task_id": task_id, "state": conflict.record.state}
             ) from None
+        except services.TooManyUnfinishedTasks as refused:
+            raise too_many_tasks(refused) from None
         except services.BrokerUnavailable:
             raise ServiceUnavailable(_("The task broker cannot be reached; nothing was queued. Try again.")) from None
         body = {

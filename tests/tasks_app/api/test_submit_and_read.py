@@ -231,7 +231,12 @@ def test_pending_reason_names_a_queue_no_worker_consumes(staff_client, settings)
     settings.TASK_PENDING_EXPLAIN_AFTER = 0
     sent = generate_ai_response.apply_async(kwargs={"conversation_id": "c", "user_message": "m"}, queue="nobody_here")
 
-    status = staff_client.get(f"{API}/status/{sent.id}").json()
+    # (before the first worker discovery, which runs in the background, no reason is claimed)
+    def explained():
+        status = staff_client.get(f"{API}/status/{sent.id}").json()
+        return status if status["pending_reason"] else None
+
+    status = wait_for(explained, timeout=10, what="a pending reason")
 
     assert status["status"] == "PENDING"
     assert "nobody_here" in status["pending_reason"]
