@@ -190,6 +190,17 @@ def servers(data_dir: Path) -> Iterator[dict[str, str]]:
             server.stop()
 
 
+def load_dotenv(root: Path) -> None:
+    """Read the project's .env into this process's environment, real variables winning.
+
+    Django reads .env itself, but whether to start private servers is decided here, and the
+    processes started below must see the same DATABASE_URL / REDIS_URL that Django will.
+    """
+    import environ
+
+    environ.Env.read_env(root / ".env", overwrite=False)
+
+
 def run(command: list[str], data_dir: Path) -> int:
     with servers(data_dir) as env:
         child = subprocess.Popen(command, env={**os.environ, **env})
@@ -208,6 +219,7 @@ def main() -> None:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given")
+    load_dotenv(Path(__file__).resolve().parent.parent)
     sys.exit(run(command, args.data.resolve()))
 
 

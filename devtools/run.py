@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from devtools.private_servers import load_dotenv, servers
 from devtools.private_servers import run as run_with_servers
-from devtools.private_servers import servers
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".devdata" / "run"
@@ -33,6 +33,7 @@ def flower_credentials() -> dict[str, str]:
 
 
 def main() -> int:
+    load_dotenv(ROOT)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "claw_ai.settings.development")
     os.environ.update(flower_credentials())
     with servers(DATA) as env:
@@ -41,7 +42,9 @@ def main() -> int:
         for step in (["migrate", "--noinput"], ["ensure_admin"], ["setup_periodic_tasks"]):
             subprocess.run([*manage, *step], check=True, cwd=ROOT)
         print("API and admin: http://127.0.0.1:8000/admin/  (Ctrl-C stops everything)", flush=True)
-        honcho = [str(Path(sys.executable).parent / "honcho"), "start", "-f", str(ROOT / "Procfile")]
+        # .env is already in the environment (real variables winning); honcho would otherwise
+        # read it again and let it override the private servers' addresses.
+        honcho = [str(Path(sys.executable).parent / "honcho"), "start", "-e", os.devnull, "-f", str(ROOT / "Procfile")]
         os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
         # DATABASE_URL/REDIS_URL are now set, so this starts no second set of servers.
         return run_with_servers(honcho, DATA)
