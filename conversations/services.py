@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from conversations.knowledge import knowledge_relevant_chunks
@@ -219,6 +219,10 @@ def complete_unless_stopped(
         finally:
             done.set()
 
+    if settings.DB_POOL_MAX_SIZE:
+        # Nothing below touches the database until the reply is saved: give the connection back
+        # to the pool while the provider works, so many waiting tasks share a few connections.
+        connection.close()
     threading.Thread(target=call, name="llm-request", daemon=True).start()
     try:
         while not done.wait(CANCEL_POLL_INTERVAL):

@@ -24,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from claw_ai.celery import celery_app
 from conversations.services import ConversationForbidden, conversation_for_generation  # noqa: F401 (re-exported for the API)
+from tasks_app.cancellation import flag_cancelled
 from tasks_app.models import TaskRecord, TaskState
 from tasks_app.recording import HEADER_RETRY_OF, HEADER_SUBMITTED_BY
 from tasks_app.selectors import unfinished_task_count
@@ -195,6 +196,7 @@ def cancel_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> Ta
 
 
 def _broadcast_revoke(task_id: str, *, terminate: bool) -> None:
+    flag_cancelled(task_id)
     try:
         celery_app.control.revoke(task_id, terminate=terminate, signal="SIGTERM")
     except BROKER_ERRORS as exc:

@@ -9,7 +9,7 @@ from django.conf import settings
 
 from conversations.llm.base import ProviderUnavailable
 from conversations.services import GenerationCancelled, conversation_generate_reply
-from tasks_app.selectors import task_is_cancelled
+from tasks_app.cancellation import CancellationWatch
 from tasks_app.tasks.base import BaseTaskWithRetry
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def generate_ai_response(
             temperature=temperature,
             user_id=user_id,
             task_id=task_id,
-            should_stop=lambda: bool(task_id) and task_is_cancelled(task_id=task_id),
+            should_stop=CancellationWatch(task_id),
         )
     except GenerationCancelled:
         # The record is REVOKED already; Ignore leaves it so and writes nothing more.

@@ -81,7 +81,12 @@ def test_ai_tasks_survive_pool_kills_and_a_node_crash(slow_llm, start_worker, ca
     rescued = rescue_orphaned_tasks(grace_seconds=0)
 
     # then every task succeeds
-    wait_for(lambda: succeeded(ids) == TASKS, timeout=180, what="all 100 tasks to succeed")
+    try:
+        wait_for(lambda: succeeded(ids) == TASKS, timeout=120, what="all 100 tasks to succeed")
+    except AssertionError as timeout:
+        unfinished = TaskRecord.objects.filter(task_id__in=ids).exclude(state=TaskState.SUCCESS)
+        detail = [(r.task_id, r.state, r.worker, r.resent_count, r.error[:80]) for r in unfinished]
+        raise AssertionError(f"{timeout}; rescued {rescued.rescued_task_ids}; unfinished: {detail}") from None
     with capsys.disabled():  # the figure the issue asks to see, shown even when output is captured
         print(
             f"\nnode crash: {len(rescued.rescued_task_ids)} task(s) handed back by the lifeline; "
