@@ -17,6 +17,7 @@ from django.contrib.auth import get_user_model
 from django.core.wsgi import get_wsgi_application
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
@@ -29,6 +30,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from claw_ai.celery import celery_app
+from tasks_app.models import TaskRecord, TaskState
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -64,11 +66,39 @@ def _nothing_left_queued():
     celery_app.control.purge()
 
 
-def run_cases(operation, mode, examples: int, checks, headers: dict, statuses: Counter) -> int:
+def own_tasks(user) -> list[str]:
+    """Tasks of the caller in every state, so /status, /cancel and /retry get past their 404 too."""
+    ids = []
+    for state in TaskState.values:
+        record = TaskRecord.objects.create(
+            task_id=f"fuzz-{user.username}-{state.lower()}",
+            task_name="tests.fail",  # a retry sends it again: it fails at once, harmlessly
+            args=["a fuzzed retry"],
+            queue="default",
+            submitted_by=user,
+            state=state,
+        )
+        ids.append(record.task_id)
+    return ids
+
+
+def with_known_task_ids(strategy, task_ids: list[str]):
+    def use(pair):
+        case, task_id = pair
+        case.path_parameters = {**case.path_parameters, "task_id": task_id}
+        return case
+
+    return st.one_of(strategy, st.tuples(strategy, st.sampled_from(task_ids)).map(use))
+
+
+def run_cases(operation, mode, examples: int, checks, headers: dict, statuses: Counter, task_ids: list[str]) -> int:
     """Run one operation's generated cases; returns how many ran."""
     ran = 0
+    strategy = operation.as_strategy(generation_mode=mode)
+    if mode is GenerationMode.POSITIVE and "{task_id}" in operation.path:
+        strategy = with_known_task_ids(strategy, task_ids)
 
-    @given(case=operation.as_strategy(generation_mode=mode))
+    @given(case=strategy)
     @hypothesis_settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     def run(case):
         nonlocal ran
@@ -86,6 +116,7 @@ def run_cases(operation, mode, examples: int, checks, headers: dict, statuses: C
 def fuzz(user, capsys, *, exclude_path_regex: str | None = None) -> None:
     token, _ = Token.objects.get_or_create(user=user)
     headers = {"Authorization": f"Token {token.key}"}
+    task_ids = own_tasks(user)
     cases: Counter[str] = Counter()
     statuses: Counter[int] = Counter()
 
@@ -96,7 +127,7 @@ def fuzz(user, capsys, *, exclude_path_regex: str | None = None) -> None:
     started = time.monotonic()
     for mode, examples, checks in PASSES:
         for operation in operations:
-            cases[operation.label] += run_cases(operation, mode, examples, checks, headers, statuses)
+            cases[operation.label] += run_cases(operation, mode, examples, checks, headers, statuses, task_ids)
     elapsed = time.monotonic() - started
 
     with capsys.disabled():
