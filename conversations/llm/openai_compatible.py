@@ -6,6 +6,8 @@ visible in the task record and bounded by the task's limits, and a cancelled tas
 """
 
 import email.utils
+import functools
+import ssl
 import time
 
 import openai
@@ -43,6 +45,13 @@ def _provider_message(error: openai.APIStatusError) -> str:
     return error.message
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every provider instance: building one loads the CA bundle, which
+    cost ~20 ms of CPU per AI task when each task made its own (bench/RESULTS.md, measurement 2)."""
+    return ssl.create_default_context()
+
+
 class OpenAICompatibleProvider:
     name = "openai"
 
@@ -54,6 +63,8 @@ class OpenAICompatibleProvider:
             api_key=api_key or "not-needed",
             timeout=timeout,
             max_retries=0,
+            # The SDK's default client, sharing the TLS context instead of building its own.
+            http_client=openai.DefaultHttpxClient(verify=_tls_context()),
         )
 
     def complete(self, messages: list[ChatMessage], *, temperature: float) -> Completion:
