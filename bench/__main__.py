@@ -24,9 +24,11 @@ import celery
 import django
 
 from bench import db_profile
-from bench.processes import ROOT, Worker, run_tasks, system_env
+from bench.fake_llm_server import FakeLLMServer
+from bench.processes import ROOT, Worker, run_json, run_tasks, system_env
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+PARTS = ["overhead", "profile", "ai", "api", "submit", "memory"]
 
 
 @dataclass
@@ -68,6 +70,54 @@ def measure_overhead(*, tasks: int, repeats: int, concurrency: int) -> Row:
         f"{ratio:.2f}",
         "ratio ≥ 0.80",
         ratio >= 0.8,
+    )
+
+
+def measure_ai(
+    *, tasks: int, baseline_tasks: int, repeats: int, concurrency: int, pool_size: int, latency: float
+) -> Row:
+    """2. AI generations against a provider answering in `latency` s: threads + pooled connections
+    vs Celery's default (prefork, one process per core), each draining a queue filled beforehand."""
+    provider = FakeLLMServer(latency=latency).start_in_thread()
+    llm = {
+        "LLM_PROVIDER": "openai",
+        "LLM_BASE_URL": provider.base_url,
+        "LLM_API_KEY": "x",
+        # The per-worker rate limit (10/m by default) would be all this measures.
+        "AI_TASK_RATE_LIMIT": "",
+    }
+    setups = {
+        "threads": dict(
+            concurrency=concurrency, pool="threads", extra_env={**llm, "DJANGO_DB_POOL_MAX_SIZE": str(pool_size)}
+        ),
+        "prefork": dict(concurrency=os.cpu_count() or 2, pool="prefork", extra_env=llm),
+    }
+    sizes = {"threads": tasks, "prefork": baseline_tasks}
+    ids = ROOT / ".devdata" / "bench" / "ai-task-ids.json"
+    pairs = []
+    for repeat in range(repeats):
+        order = ("threads", "prefork") if repeat % 2 == 0 else ("prefork", "threads")
+        rates = {}
+        for setup in order:
+            run_json("bench.ai_load", "publish", str(sizes[setup]), str(ids), env=system_env())
+            with Worker("system", queues="ai_high_priority", **setups[setup]):
+                outcome = run_json("bench.ai_load", "wait", str(ids), env=system_env())
+            if outcome["states"] != {"SUCCESS": sizes[setup]}:
+                raise RuntimeError(f"AI tasks did not all succeed: {outcome['states']}")
+            rates[setup] = outcome["per_second"]
+        pairs.append((rates["threads"], rates["prefork"]))
+        log(f"ai {repeat + 1}/{repeats}: threads {rates['threads']:.1f}/s, prefork {rates['prefork']:.2f}/s")
+    ceiling = concurrency / latency
+    system = statistics.median(t for t, _ in pairs)
+    return Row(
+        f"2. AI throughput: {tasks:,} generations, provider latency {latency:g} s, tasks/s "
+        f"(CLAW.AI: -P threads -c {concurrency}, pool {pool_size} connections; baseline: prefork -c "
+        f"{os.cpu_count()}, {baseline_tasks} generations)",
+        f"{system:.1f} ({system / ceiling:.0%} of {ceiling:.0f})",
+        f"{statistics.median(p for _, p in pairs):.2f}",
+        f"{statistics.median(t / p for t, p in pairs):.0f}×",
+        f"≥ {0.8 * ceiling:.0f}/s (80% of c ÷ latency)",
+        system >= 0.8 * ceiling,
     )
 
 
@@ -154,7 +204,7 @@ def write_results(rows: list[Row], args: argparse.Namespace, profile: dict, prof
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the harness, not the targets")
-    parser.add_argument("--only", choices=["overhead", "profile", "memory"], action="append")
+    parser.add_argument("--only", choices=PARTS, action="append")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory-repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
@@ -166,7 +216,7 @@ def main() -> int:
         sys.exit("DATABASE_URL and REDIS_URL must be set (`make bench` starts private servers and sets them)")
     if args.quick:
         args.repeats, args.memory_repeats = 2, 1
-    only = set(args.only or ["overhead", "profile", "memory"])
+    only = set(args.only or PARTS)
 
     log("migrating the benchmark database")
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=system_env(), check=True)
@@ -180,6 +230,17 @@ def main() -> int:
         log("profile: database work per task")
         url = os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1)
         profile = {kind: db_profile.profile(kind, profile_tasks, url) for kind in ("system", "bare")}
+    if "ai" in only:
+        rows.append(
+            measure_ai(
+                tasks=200 if args.quick else 1000,
+                baseline_tasks=20 if args.quick else 100,
+                repeats=args.repeats,
+                concurrency=100,
+                pool_size=20,
+                latency=1.0,
+            )
+        )
     if "memory" in only:
         rows += measure_memory(
             first=100,

@@ -34,12 +34,20 @@ def bare_env(**overrides: str) -> dict[str, str]:
 class Worker:
     """A `celery worker` subprocess of the system or of the baseline; stop() always ends it."""
 
-    def __init__(self, kind: str, *, concurrency: int, pool: str = "prefork", extra_env: dict | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        concurrency: int,
+        pool: str = "prefork",
+        extra_env: dict | None = None,
+        queues: str = SYSTEM_QUEUES,
+    ) -> None:
         assert kind in ("system", "bare")
         self.kind = kind
         self.name = f"bench-{kind}-{os.getpid()}-{time.monotonic_ns() % 10**6}@localhost"
         if kind == "system":
-            app, queues, include, env = "claw_ai", SYSTEM_QUEUES, "bench.system_tasks", system_env(**(extra_env or {}))
+            app, include, env = "claw_ai", "bench.system_tasks", system_env(**(extra_env or {}))
         else:
             app, queues, include, env = "bench.bare_app", "bench_bare", "bench.bare_app", bare_env(**(extra_env or {}))
         command = [
@@ -132,14 +140,14 @@ def rss_of(pid: int) -> int:
 def run_tasks(kind: str, tasks: int, **extra_env: str) -> dict:
     """Publish `tasks` trivial tasks and wait until every result is stored (bench.load, in its own process)."""
     env = system_env(**extra_env) if kind == "system" else bare_env(**extra_env)
+    return run_json("bench.load", kind, str(tasks), env=env)
+
+
+def run_json(module: str, *args: str, env: dict[str, str], timeout: float = 1800) -> dict:
+    """Run `python -m module args...` and return the JSON on the last line of its output."""
     result = subprocess.run(
-        [sys.executable, "-m", "bench.load", kind, str(tasks)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
+        [sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
     if result.returncode != 0:
-        raise RuntimeError(f"bench.load {kind} {tasks} failed:\n{result.stdout}\n{result.stderr}")
+        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
