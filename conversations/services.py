@@ -121,7 +121,13 @@ def _save_user_message(
             return conversation, _add_user_message(conversation, user_message, task_id=""), None
         question = Message.objects.filter(task_id=task_id, role=MessageRole.USER).first()
         if question is None:
-            question = _add_user_message(conversation, user_message, task_id=task_id)
+            try:
+                with transaction.atomic():  # a savepoint: the outer transaction survives a clash
+                    question = _add_user_message(conversation, user_message, task_id=task_id)
+            except IntegrityError:
+                # Two deliveries of the task run at once (a re-sent message whose original
+                # resurfaced): the other saved the question first; share it.
+                question = Message.objects.get(task_id=task_id, role=MessageRole.USER)
         reply = Message.objects.filter(task_id=task_id, role=MessageRole.ASSISTANT).first()
         return conversation, question, reply
 

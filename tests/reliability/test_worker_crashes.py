@@ -2,19 +2,22 @@
 
 100 AI tasks run against a slow loopback provider while the worker's pool processes are
 SIGKILLed three times (late ack + reject_on_worker_lost requeue them), then the whole node is
-SIGKILLed and a new one started (the lifeline hands the dead node's tasks back).
+SIGKILLed and a new one started (the lifeline hands the dead node's tasks back, and the stuck-task
+job re-sends a message the node had taken from Redis but not yet recorded as unacknowledged).
 """
 
 import signal
 import time
 import uuid
 from collections import Counter
+from datetime import timedelta
 
 import psutil
 import pytest
 
 from conversations.models import Conversation, Message, MessageRole
 from tasks_app.lifeline import rescue_orphaned_tasks
+from tasks_app.maintenance import resend_lost_tasks
 from tasks_app.models import TaskRecord, TaskState
 from tasks_app.tasks.ai_tasks import generate_ai_response
 from tests.support.fake_llm import FakeLLM, answer, slow
@@ -78,11 +81,18 @@ def test_ai_tasks_survive_pool_kills_and_a_node_crash(slow_llm, start_worker, ca
     worker.kill()
     crashed_at = time.monotonic()
     start_worker(queues=[queue], concurrency=4, env=provider_env)
+    # the lifeline job, as beat runs it once its grace period has passed
     rescued = rescue_orphaned_tasks(grace_seconds=0)
+
+    def stuck_task_job_then_all_done() -> bool:
+        # A message the dead node had popped from Redis but not yet noted as unacknowledged died
+        # with it; the stuck-task job (beat, every few minutes) re-sends such records.
+        resend_lost_tasks(pending_for=timedelta(seconds=5))
+        return succeeded(ids) == TASKS
 
     # then every task succeeds
     try:
-        wait_for(lambda: succeeded(ids) == TASKS, timeout=120, what="all 100 tasks to succeed")
+        wait_for(stuck_task_job_then_all_done, timeout=120, interval=2, what="all 100 tasks to succeed")
     except AssertionError as timeout:
         unfinished = TaskRecord.objects.filter(task_id__in=ids).exclude(state=TaskState.SUCCESS)
         detail = [(r.task_id, r.state, r.worker, r.resent_count, r.error[:80]) for r in unfinished]
