@@ -10,6 +10,7 @@ Prints a table and writes it to bench/RESULTS.md with the machine's core count.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import signal
@@ -22,10 +23,12 @@ from pathlib import Path
 
 import celery
 import django
+import psycopg
+import requests
 
 from bench import db_profile
 from bench.fake_llm_server import FakeLLMServer
-from bench.processes import ROOT, Worker, run_json, run_tasks, system_env
+from bench.processes import ROOT, Gunicorn, Worker, bare_env, run_json, run_tasks, system_env
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 PARTS = ["overhead", "profile", "ai", "api", "submit", "memory"]
@@ -119,6 +122,116 @@ def measure_ai(
         f"≥ {0.8 * ceiling:.0f}/s (80% of c ÷ latency)",
         system >= 0.8 * ceiling,
     )
+
+
+def big_database_url() -> str:
+    """DATABASE_URL with `_big` after the database name, created if missing: measurement 3's
+    million rows stay out of the other measurements' way (and are kept for the next run)."""
+    url = os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1)
+    base, _, name = url.rpartition("/")
+    name, query = (name.split("?", 1) + [""])[:2]
+    with psycopg.connect(url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [f"{name}_big"]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}_big"')
+    return f"{base}/{name}_big" + (f"?{query}" if query else "")
+
+
+def http_medians(session: requests.Session, urls: list[str], **kwargs) -> float:
+    """Median milliseconds of GETs of `urls` one after another (each must answer 200)."""
+    times = []
+    for url in urls:
+        started = time.perf_counter()
+        response = session.get(url, timeout=30, **kwargs)
+        times.append((time.perf_counter() - started) * 1000)
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {url}: {response.status_code} {response.text[:300]}")
+    return statistics.median(times)
+
+
+def measure_api(*, records: int, repeats: int, requests_per_run: int) -> list[Row]:
+    """3. The API and the admin over HTTP (gunicorn, as `make run` starts it) on `records` task records."""
+    env = system_env(DATABASE_URL=big_database_url())
+    log(f"api: migrating and loading {records:,} records (once; kept for later runs)")
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    # Debug off, as in production: the admin's static files come from the manifest, as in the image.
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    log(f"api: {run_json('bench.big_table', 'load', str(records), env=env, timeout=3600)}")
+    access = run_json("bench.big_table", "credentials", env=env)
+    ids_path = ROOT / ".devdata" / "bench" / "big-task-ids.json"
+    ids_path.write_text(json.dumps(access["task_ids"]))
+    ids, n = access["task_ids"], requests_per_run
+    api = requests.Session()
+    api.headers["Authorization"] = f"Token {access['token']}"
+    admin = requests.Session()
+    admin.cookies.update(access["session_cookie"])
+    runs: dict[str, list[float]] = {key: [] for key in ("status", "list", "stats", "admin", "admin_base")}
+    plain: list[dict] = []
+    with Gunicorn(env) as web:
+        v1 = f"{web.url}/api/v1/tasks"
+        calls = {
+            "status": (api, [f"{v1}/status/{ids[i % len(ids)]}" for i in range(n)]),
+            "list": (api, [f"{v1}/list?status=SUCCESS&limit=50"] * n),
+            "stats": (api, [f"{v1}/stats"] * n),
+            "admin": (admin, [f"{web.url}/admin/tasks_app/taskrecord/"] * max(10, n // 10)),
+            "admin_base": (admin, [f"{web.url}/admin/django_celery_results/taskresult/"] * max(10, n // 10)),
+        }
+        for session, urls in calls.values():  # warm-up: every gunicorn thread's connection and caches
+            http_medians(session, urls[:20])
+        for repeat in range(repeats):
+            for key, (session, urls) in calls.items():
+                runs[key].append(http_medians(session, urls))
+            plain.append(
+                run_json("bench.big_table", "baseline", str(ids_path), env=bare_env(DATABASE_URL=env["DATABASE_URL"]))
+            )
+            log(
+                f"api {repeat + 1}/{repeats}: "
+                + ", ".join(f"{key} {values[-1]:.1f} ms" for key, values in runs.items())
+                + f"; plain ORM {plain[-1]}"
+            )
+
+    def ms(values: list[float]) -> str:
+        return f"{statistics.median(values):.1f} ms"
+
+    def plain_ms(key: str) -> str:
+        return f"{statistics.median(p[key] for p in plain):.1f} ms in-process ORM, no HTTP"
+
+    prefix = f"3. API, {records:,} records, median over HTTP (gunicorn 2×8 threads):"
+    status, listing, stats = (statistics.median(runs[k]) for k in ("status", "list", "stats"))
+    admin_ms = statistics.median(runs["admin"])
+    return [
+        Row(
+            f"{prefix} GET /status/{{id}}",
+            ms(runs["status"]),
+            plain_ms("status") + " (AsyncResult.result)",
+            "—",
+            "≤ 10 ms",
+            status <= 10,
+        ),
+        Row(
+            f"{prefix} GET /list?status=SUCCESS&limit=50",
+            ms(runs["list"]),
+            plain_ms("list") + " (TaskResult filter, 50 newest)",
+            "—",
+            "≤ 20 ms",
+            listing <= 20,
+        ),
+        Row(
+            f"{prefix} GET /stats",
+            ms(runs["stats"]),
+            plain_ms("stats") + " (TaskResult count by status)",
+            "—",
+            "≤ 20 ms",
+            stats <= 20,
+        ),
+        Row(
+            f"{prefix} admin task changelist (logged in)",
+            ms(runs["admin"]),
+            ms(runs["admin_base"]) + " (django-celery-results' TaskResult changelist)",
+            f"{statistics.median(a / b for a, b in zip(runs['admin'], runs['admin_base'], strict=True)):.2f}",
+            "≤ 300 ms",
+            admin_ms <= 300,
+        ),
+    ]
 
 
 def measure_memory(*, first: int, total: int, repeats: int, concurrency: int) -> list[Row]:
@@ -240,6 +353,12 @@ def main() -> int:
                 pool_size=20,
                 latency=1.0,
             )
+        )
+    if "api" in only:
+        rows += measure_api(
+            records=100_000 if args.quick else 1_000_000,
+            repeats=args.repeats,
+            requests_per_run=40 if args.quick else 200,
         )
     if "memory" in only:
         rows += measure_memory(

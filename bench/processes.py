@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -151,3 +152,42 @@ def run_json(module: str, *args: str, env: dict[str, str], timeout: float = 1800
     if result.returncode != 0:
         raise RuntimeError(f"{module} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+class Gunicorn:
+    """`gunicorn claw_ai.wsgi` as `make run` starts it (Procfile: 2 workers × 8 threads), on a free port."""
+
+    def __init__(self, env: dict[str, str], *, workers: int = 2, threads: int = 8) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"gunicorn-{os.getpid()}.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
+        command = [sys.executable, "-m", "gunicorn", "claw_ai.wsgi:application", "--bind", f"127.0.0.1:{self.port}"]
+        command += ["--workers", str(workers), "--threads", str(threads), "--graceful-timeout", "5"]
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def __enter__(self) -> Gunicorn:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited; log:\n{self.log_path.read_text()}")
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            time.sleep(0.2)
+        raise TimeoutError(f"gunicorn not listening after 60 s; log in {self.log_path}")
+
+    def __exit__(self, *exc) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self._log.close()
