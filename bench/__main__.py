@@ -234,6 +234,53 @@ def measure_api(*, records: int, repeats: int, requests_per_run: int) -> list[Ro
     ]
 
 
+def measure_submit(*, clients: int, seconds: float, repeats: int) -> Row:
+    """4. POST /ai/generate from `clients` concurrent clients against gunicorn, no worker running
+    (the tasks stay queued and are purged after each run) vs bare apply_async from as many threads."""
+    limits = {
+        # The per-user throttle and unfinished-task limit stay on, out of reach (their checks are part of the cost).
+        "AI_GENERATE_THROTTLE_RATE": "1000000/min",
+        "MAX_UNFINISHED_TASKS_PER_USER": "100000000",
+    }
+    env = system_env(**limits)
+    token = run_json("bench.submit_load", "token", env=env)["token"]
+    pairs = []
+    with Gunicorn(env) as web:
+        for repeat in range(repeats):
+            order = ("http", "bare") if repeat % 2 == 0 else ("bare", "http")
+            outcome = {}
+            for kind in order:
+                args = (web.url, token) if kind == "http" else ("-", "-")
+                outcome[kind] = run_json(
+                    "bench.submit_load",
+                    kind,
+                    *args,
+                    str(clients),
+                    str(seconds),
+                    env=env if kind == "http" else bare_env(),
+                )
+                run_json("bench.submit_load", "purge", env=env if kind == "http" else bare_env())
+            pairs.append((outcome["http"], outcome["bare"]))
+            log(f"submit {repeat + 1}/{repeats}: http {outcome['http']}, bare {outcome['bare']}")
+
+    def describe(runs: list[dict]) -> str:
+        med = {key: statistics.median(run[key] for run in runs) for key in ("per_second", "p50_ms", "p99_ms")}
+        errors = sum(run["errors"] for run in runs)
+        return f"{med['per_second']:.0f}/s, p50 {med['p50_ms']:.0f} ms, p99 {med['p99_ms']:.0f} ms, {errors} errors"
+
+    http_rate = statistics.median(h["per_second"] for h, _ in pairs)
+    errors = sum(h["errors"] for h, _ in pairs)
+    return Row(
+        f"4. submit rate: POST /ai/generate, {clients} concurrent clients × {seconds:g} s, gunicorn 2×8 threads, "
+        "no worker (baseline: bare `apply_async` from as many threads)",
+        describe([h for h, _ in pairs]),
+        describe([b for _, b in pairs]),
+        f"{statistics.median(h['per_second'] / b['per_second'] for h, b in pairs):.2f}",
+        "≥ 250/s, no errors",
+        http_rate >= 250 and errors == 0,
+    )
+
+
 def measure_memory(*, first: int, total: int, repeats: int, concurrency: int) -> list[Row]:
     """5. Resident memory (worker + pool) after `total` tasks vs after `first`, on a fresh worker."""
     growth: dict[str, list[float]] = {"system": [], "bare": []}
@@ -360,6 +407,8 @@ def main() -> int:
             repeats=args.repeats,
             requests_per_run=40 if args.quick else 200,
         )
+    if "submit" in only:
+        rows.append(measure_submit(clients=32, seconds=5 if args.quick else 20, repeats=args.repeats))
     if "memory" in only:
         rows += measure_memory(
             first=100,

@@ -1,0 +1,142 @@
+"""Measurement 4: submissions from many concurrent clients for a fixed time.
+
+    python -m bench.submit_load http URL TOKEN 32 20     # POST URL/api/v1/tasks/ai/generate
+    python -m bench.submit_load bare - - 32 20           # the baseline: bare Celery apply_async
+
+The clients are threads spread over 4 processes (one Python process would be its own
+bottleneck on the GIL). Each client sends one request after another until the time is up.
+Prints {"requests", "per_second", "p50_ms", "p99_ms", "errors", "statuses"} as JSON.
+"""
+
+import collections
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+
+PROCESSES = 4
+
+
+def http_client(url: str, token: str):
+    import requests
+
+    session = requests.Session()
+    session.headers["Authorization"] = f"Token {token}"
+    endpoint = f"{url}/api/v1/tasks/ai/generate"
+
+    def call(n: int) -> int:
+        body = {"conversation_id": f"bench-{uuid.uuid4().hex}", "user_message": f"question {n}", "user_id": "user_1"}
+        return session.post(endpoint, json=body, timeout=30).status_code
+
+    return call
+
+
+def bare_client():
+    import django
+
+    django.setup()
+    from bench.bare_app import noop
+
+    def call(n: int) -> int:
+        noop.apply_async(args=[n], kwargs={})
+        return 202
+
+    return call
+
+
+def run_clients(kind: str, url: str, token: str, clients: int, seconds: float, start_at: float) -> dict:
+    """One process's share of the clients; returns their latencies and status codes."""
+    latencies: list[float] = []
+    statuses: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+
+    def client() -> None:
+        call = http_client(url, token) if kind == "http" else bare_client()
+        mine, codes, n = [], collections.Counter(), 0
+        time.sleep(max(0.0, start_at - time.time()))
+        deadline = start_at + seconds
+        while time.time() < deadline:
+            started = time.perf_counter()
+            try:
+                code = call(n)
+            except Exception as error:  # a refused connection or a timeout counts as an error
+                code = type(error).__name__
+            mine.append((time.perf_counter() - started) * 1000)
+            codes[code] += 1
+            n += 1
+        with lock:
+            latencies.extend(mine)
+            statuses.update(codes)
+
+    if kind == "bare":
+        bare_client()  # django.setup() once, before the threads
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"latencies": latencies, "statuses": {str(k): v for k, v in statuses.items()}}
+
+
+def main(kind: str, url: str, token: str, clients: int, seconds: float) -> None:
+    start_at = time.time() + 3  # every process set up before the clock starts
+    shares = [clients // PROCESSES + (1 if i < clients % PROCESSES else 0) for i in range(PROCESSES)]
+    with ProcessPoolExecutor(PROCESSES) as pool:
+        parts = list(
+            pool.map(run_clients, *zip(*[(kind, url, token, n, seconds, start_at) for n in shares], strict=True))
+        )
+    latencies = sorted(x for part in parts for x in part["latencies"])
+    statuses: collections.Counter = collections.Counter()
+    for part in parts:
+        statuses.update(part["statuses"])
+    ok = statuses.get("202", 0)
+    print(
+        json.dumps(
+            {
+                "requests": len(latencies),
+                "per_second": ok / seconds,
+                "p50_ms": statistics.median(latencies),
+                "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+                "errors": len(latencies) - ok,
+                "statuses": dict(statuses),
+                "pid": os.getpid(),
+            }
+        )
+    )
+
+
+def token() -> None:
+    """An ordinary (non-staff) API user's token: the throttle and the unfinished-task limit apply."""
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    user, _ = get_user_model().objects.get_or_create(username="bench-submitter")
+    print(json.dumps({"token": Token.objects.get_or_create(user=user)[0].key}))
+
+
+def purge() -> None:
+    """Drop the queued messages the run left (no worker consumed them), for either app."""
+    import django
+
+    django.setup()
+    if os.environ["DJANGO_SETTINGS_MODULE"] == "bench.bare_settings":
+        from bench.bare_app import app
+    else:
+        from claw_ai.celery import celery_app as app
+    print(json.dumps({"purged": app.control.purge()}))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "token":
+        token()
+    elif sys.argv[1] == "purge":
+        purge()
+    else:
+        main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
