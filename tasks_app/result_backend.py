@@ -38,31 +38,44 @@ class TaskRecordBackend(DatabaseBackend):
 
     def _store_result(self, task_id, result, status, traceback=None, request=None, using=None):
         with transaction.atomic():
-            record = TaskRecord.objects.select_for_update().filter(task_id=task_id).first()
-            if record is not None and record.state == TaskState.REVOKED and status != states.REVOKED:
+            # One conditional UPDATE (it also locks the row against a concurrent cancel_task).
+            updated = self._update_record(task_id, result, status, traceback, request)
+            if not updated and status != states.REVOKED and self._revoked(task_id):
+                # Cancelled through the system: this worker had not heard yet. Drop the write, and
+                # tell ClawTask (same request context) not to run the task.
+                if request is not None:
+                    request.claw_cancelled = True
                 return result
             stored = super()._store_result(task_id, result, status, traceback=traceback, request=request, using=using)
-            if record is not None:
-                self._update_record(record, result, status, traceback, request)
+        if request is not None and status == states.STARTED:
+            request.claw_record_checked = True  # ClawTask needs no query of its own
         return stored
 
     @staticmethod
-    def _update_record(record: TaskRecord, result, status: str, traceback, request) -> None:
+    def _revoked(task_id: str) -> bool:
+        return TaskRecord.objects.filter(task_id=task_id, state=TaskState.REVOKED).exists()
+
+    @staticmethod
+    def _update_record(task_id: str, result, status: str, traceback, request) -> int:
+        """Write the new state onto the record (unless it is REVOKED); the number of rows updated."""
         now = timezone.now()
-        record.state = status if status in TaskState.values else record.state
-        changed = ["state"]
+        fields: dict = {}
+        if status in TaskState.values:
+            fields["state"] = status
         hostname = getattr(request, "hostname", None)
         if hostname:
-            record.worker, changed = hostname, [*changed, "worker"]
+            fields["worker"] = hostname
         if status == states.STARTED:
-            record.started_at, changed = now, [*changed, "started_at"]
+            fields["started_at"] = now
         if status in states.READY_STATES:
-            record.done_at, changed = now, [*changed, "done_at"]
+            fields["done_at"] = now
         if status in (states.FAILURE, states.RETRY):
-            record.error = describe_error(result)
-            record.traceback = traceback or ""
-            changed += ["error", "traceback"]
+            fields["error"] = describe_error(result)
+            fields["traceback"] = traceback or ""
         retries = getattr(request, "retries", None)
         if retries is not None:
-            record.retries, changed = retries, [*changed, "retries"]
-        record.save(update_fields=changed)
+            fields["retries"] = retries
+        records = TaskRecord.objects.filter(task_id=task_id)
+        if status != states.REVOKED:
+            records = records.exclude(state=TaskState.REVOKED)
+        return records.update(**fields) if fields else records.count()

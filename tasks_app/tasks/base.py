@@ -36,9 +36,16 @@ class ClawTask(Task):
     def __call__(self, *args, **kwargs):
         from tasks_app.selectors import task_is_cancelled
 
-        task_id = getattr(self.request, "id", None)
-        if task_id and not self.request.called_directly and self._cancelled(task_id, task_is_cancelled):
-            raise Ignore(f"task {task_id} was cancelled")
+        request = self.request
+        task_id = getattr(request, "id", None)
+        if task_id and not request.called_directly:
+            # The result backend's STARTED write already looked at the record (and flagged a
+            # cancelled task); without task_track_started, ask the database.
+            checked = getattr(request, "claw_record_checked", False)
+            if getattr(request, "claw_cancelled", False) or (
+                not checked and self._cancelled(task_id, task_is_cancelled)
+            ):
+                raise Ignore(f"task {task_id} was cancelled")
         return super().__call__(*args, **kwargs)
 
     @staticmethod
