@@ -6,8 +6,10 @@ could make a worker process hold any amount of JSON.
 """
 
 from django.conf import settings
-from django.http import JsonResponse
+from django.utils import translation
 from django.utils.translation import gettext as _
+
+from claw_ai.errors import error_response
 
 
 class RequestBodyLimitMiddleware:
@@ -19,11 +21,15 @@ class RequestBodyLimitMiddleware:
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            return JsonResponse({"detail": _("Invalid Content-Length header.")}, status=400)
-        if length > limit:
-            return JsonResponse(
-                {"detail": _("Request body too large: %(size)d bytes, the limit is %(limit)d bytes.")
-                 % {"size": length, "limit": limit}},
-                status=413,
-            )
-        return self.get_response(request)
+            length = None
+        if length is not None and length <= limit:
+            return self.get_response(request)
+        # This runs before LocaleMiddleware: answer in the caller's language all the same.
+        with translation.override(translation.get_language_from_request(request)):
+            if length is None:
+                return error_response(_("Invalid Content-Length header."), code="invalid_content_length", status=400)
+            message = _("Request body too large: %(size)d bytes, the limit is %(limit)d bytes.") % {
+                "size": length,
+                "limit": limit,
+            }
+            return error_response(message, code="request_too_large", status=413)

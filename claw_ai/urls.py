@@ -13,3 +13,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api-auth/", include("rest_framework.urls")),
 ]
+
+# Unknown /api/ paths and server errors answer API clients in the API's one JSON error shape.
+handler404 = "claw_ai.errors.not_found"
+handler500 = "claw_ai.errors.server_error"

@@ -4,6 +4,7 @@ Every caller is an authenticated API user. A conversation or document is created
 for one chat user (`user_id`); non-staff callers see and change only what they created.
 """
 
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -11,6 +12,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from claw_ai.errors import ErrorSerializer
 from conversations.api.serializers import (
     ConversationCreateSerializer,
     ConversationDetailSerializer,
@@ -30,22 +32,20 @@ def user_id_filter(request: Request) -> str | None:
     """The optional ?user_id= filter; NUL would make PostgreSQL fail the query (a 500), so it is a 400."""
     user_id = request.query_params.get("user_id")
     if user_id is not None and "\x00" in user_id:
-        raise ValidationError({"user_id": ["Null characters are not allowed."]})
+        raise ValidationError({"user_id": [_("Null characters are not allowed.")]})
     return user_id or None
 
 
-# These endpoints answer errors in DRF's own shapes; the schema says so (schemathesis found them undocumented).
-DETAIL = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
-FIELD_ERRORS = OpenApiResponse(
-    {"anyOf": [{"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}}, DETAIL]},
-    description="Invalid input: a list of messages per field, or a detail when the body could not be parsed.",
-)
-NOT_AUTHENTICATED = OpenApiResponse(DETAIL, description="Not authenticated.")
-NOT_FOUND = OpenApiResponse(DETAIL, description="No such object (or not yours).")
+ERROR_DESCRIPTIONS = {
+    400: "Invalid input: field errors under `errors` (none when the body could not be parsed).",
+    401: "Not authenticated.",
+    404: "No such object (or not yours).",
+}
 
 
 def errors(*codes: int) -> dict:
-    return {code: {400: FIELD_ERRORS, 401: NOT_AUTHENTICATED, 404: NOT_FOUND}[code] for code in codes}
+    """Error answers, in the API's one shape (claw_ai.errors)."""
+    return {code: OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS[code]) for code in codes}
 
 
 @extend_schema_view(list=extend_schema(responses={200: ConversationSerializer(many=True), **errors(401)}))

@@ -15,15 +15,6 @@ from tasks_app.models import TaskRecord, TaskState
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 500
 
 
-# --- errors ----------------------------------------------------------------------------------
-class ErrorSerializer(serializers.Serializer):
-    message = serializers.CharField(help_text=_("What went wrong, for a person."))
-    code = serializers.CharField(help_text=_("Machine-readable error code."))
-    errors = serializers.DictField(
-        child=serializers.JSONField(), required=False, help_text=_("Field errors (400 only).")
-    )
-
-
 # --- task records ------------------------------------------------------------------------------
 class TaskSummarySerializer(serializers.ModelSerializer):
     """One task in /list."""

@@ -2,7 +2,7 @@
 
 The rates are REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][scope] ("120/min"; None for no limit),
 counted per API user in the default cache (Redis, so shared by every web process). A throttled
-request answers 429 with Retry-After (tasks_app.api.errors).
+request answers 429 with Retry-After, in the API's error shape (claw_ai.errors).
 """
 
 from rest_framework.settings import api_settings

@@ -13,9 +13,10 @@ from rest_framework.exceptions import NotFound, PermissionDenied, ValidationErro
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
+from claw_ai.errors import Conflict, ErrorSerializer, ServiceUnavailable
 from tasks_app import selectors, services, workers
 from tasks_app.api import serializers as s
-from tasks_app.api.errors import Conflict, ServiceUnavailable, TooManyTasks, json_error_handler
+from tasks_app.api.errors import TooManyTasks
 from tasks_app.api.throttles import SubmitRateThrottle
 from tasks_app.models import TaskRecord, TaskState
 
@@ -33,7 +34,7 @@ def errors(*codes: int) -> dict:
         "unfinished tasks of the caller (code `too_many_unfinished_tasks`): try again later.",
         503: "The broker cannot be reached; nothing was queued.",
     }
-    return {code: OpenApiResponse(s.ErrorSerializer, description=descriptions[code]) for code in codes}
+    return {code: OpenApiResponse(ErrorSerializer, description=descriptions[code]) for code in codes}
 
 
 def too_many_tasks(refused: services.TooManyUnfinishedTasks) -> TooManyTasks:
@@ -60,10 +61,7 @@ class TaskCursorPagination(CursorPagination):
 
 
 class TaskApiViewSet(viewsets.GenericViewSet):
-    """Shared by the task and worker viewsets: JSON errors with a message."""
-
-    def get_exception_handler(self):
-        return json_error_handler
+    """Shared by the task and worker viewsets."""
 
     def get_serializer_class(self):
         return self.serializer_classes.get(self.action, s.EmptySerializer)

@@ -67,9 +67,10 @@ def test_bad_input_is_a_400_with_field_errors(api):
     Conversation.objects.create(public_id="conv_taken", user_id="u")
     response = api.post("/api/v1/conversations/", {"conversation_id": "conv taken!"}, format="json")
     assert response.status_code == 400
-    assert set(response.data) == {"conversation_id", "user_id"}
+    assert response.data["code"] == "invalid"
+    assert set(response.data["errors"]) == {"conversation_id", "user_id"}
     taken = api.post("/api/v1/conversations/", {"conversation_id": "conv_taken", "user_id": "u"}, format="json")
-    assert "already exists" in str(taken.data["conversation_id"])
+    assert "already exists" in str(taken.data["errors"]["conversation_id"])
 
 
 def test_anonymous_callers_are_refused():
@@ -96,4 +97,4 @@ def test_a_binary_file_is_refused(api):
     upload = SimpleUploadedFile("blob.txt", b"text\x00with nul")
     response = api.post("/api/v1/knowledge/documents/", {"user_id": "u1", "file": upload}, format="multipart")
     assert response.status_code == 400
-    assert "file" in response.data
+    assert "file" in response.data["errors"]

@@ -162,7 +162,7 @@ def test_documents_are_listed_to_their_uploader_only(api, other_user, llm_worker
 def test_a_document_needs_content(api):
     response = api.post("/api/v1/knowledge/documents/", {"user_id": "u1", "title": "Empty"}, format="json")
     assert response.status_code == 400
-    assert "content" in response.data
+    assert "content" in response.data["errors"]
 
 
 def test_editing_a_document_queues_its_reindexing(api, user, llm_worker):

@@ -26,11 +26,16 @@ def test_a_body_over_the_limit_is_refused_with_413(client, settings):
     response = client.post("/api/v1/tasks/ai/generate", data=body, content_type="application/json")
 
     # then it is refused before any view reads it, with a message a person can act on
+    # (in the API's one error shape, like every other error)
     assert response.status_code == 413
-    assert "limit is 1000 bytes" in response.json()["detail"]
+    body = response.json()
+    assert body["code"] == "request_too_large"
+    assert "limit is 1000 bytes" in body["message"]
 
 
 def test_a_garbled_content_length_is_a_400(client):
-    response = client.generic("POST", "/api/v1/tasks/ai/generate", data="{}", content_type="application/json",
-                              CONTENT_LENGTH="ten")
+    response = client.generic(
+        "POST", "/api/v1/tasks/ai/generate", data="{}", content_type="application/json", CONTENT_LENGTH="ten"
+    )
     assert response.status_code == 400
+    assert response.json()["code"] == "invalid_content_length"
