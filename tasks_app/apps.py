@@ -1,9 +1,10 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class TasksAppConfig(AppConfig):
     name = "tasks_app"
-    verbose_name = "Tasks"
+    verbose_name = _("Tasks")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

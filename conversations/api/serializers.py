@@ -3,11 +3,12 @@
 from pathlib import PurePath
 
 from django.core.validators import RegexValidator
+from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from conversations.models import Conversation, DocumentFormat, KnowledgeDocument, Message
 
-PUBLIC_ID = RegexValidator(r"^[A-Za-z0-9_-]+$", "Use letters, digits, '_' and '-' only.")
+PUBLIC_ID = RegexValidator(r"^[A-Za-z0-9_-]+$", _("Use letters, digits, '_' and '-' only."))
 # Largest uploaded document file, in bytes.
 MAX_DOCUMENT_FILE_BYTES = 2 * 1024 * 1024
 
@@ -41,14 +42,14 @@ class ConversationDetailSerializer(ConversationSerializer):
 
 class ConversationCreateSerializer(serializers.Serializer):
     conversation_id = serializers.CharField(
-        max_length=255, required=False, validators=[PUBLIC_ID], help_text="Omit to get a generated id."
+        max_length=255, required=False, validators=[PUBLIC_ID], help_text=_("Omit to get a generated id.")
     )
-    user_id = serializers.CharField(max_length=255, help_text='The chat user, e.g. "user_456".')
+    user_id = serializers.CharField(max_length=255, help_text=_('The chat user, e.g. "user_456".'))
     title = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
 
     def validate_conversation_id(self, value: str) -> str:
         if Conversation.objects.filter(public_id=value).exists():
-            raise serializers.ValidationError("A conversation with this id already exists.")
+            raise serializers.ValidationError(_("A conversation with this id already exists."))
         return value
 
 
@@ -87,20 +88,21 @@ class KnowledgeUploadSerializer(serializers.Serializer):
         upload = data.pop("file", None)
         if upload is not None:
             if upload.size > MAX_DOCUMENT_FILE_BYTES:
-                raise serializers.ValidationError({"file": f"Files up to {MAX_DOCUMENT_FILE_BYTES} bytes."})
+                too_big = _("Files up to %(size)d bytes.") % {"size": MAX_DOCUMENT_FILE_BYTES}
+                raise serializers.ValidationError({"file": too_big})
             try:
                 data.setdefault("content", upload.read().decode("utf-8"))
             except UnicodeDecodeError:
-                raise serializers.ValidationError({"file": "Upload UTF-8 text or Markdown."}) from None
+                raise serializers.ValidationError({"file": _("Upload UTF-8 text or Markdown.")}) from None
             if "\x00" in data["content"]:  # binary, and PostgreSQL text cannot hold NUL
-                raise serializers.ValidationError({"file": "Upload UTF-8 text or Markdown."})
+                raise serializers.ValidationError({"file": _("Upload UTF-8 text or Markdown.")})
             name = PurePath(upload.name or "document.txt")
             data.setdefault("title", name.stem[:255] or "document")
             if name.suffix.lower() in (".md", ".markdown"):
                 data.setdefault("format", DocumentFormat.MARKDOWN)
         if not data.get("content", "").strip():
-            raise serializers.ValidationError({"content": "Send the document's text as content or as a file."})
+            raise serializers.ValidationError({"content": _("Send the document's text as content or as a file.")})
         if not data.get("title"):
-            raise serializers.ValidationError({"title": "This field is required."})
+            raise serializers.ValidationError({"title": _("This field is required.")})
         data.setdefault("format", DocumentFormat.TEXT)
         return data
