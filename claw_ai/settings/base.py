@@ -264,7 +264,8 @@ AI_USER_MESSAGE_MAX_LENGTH = env.int("AI_USER_MESSAGE_MAX_LENGTH", default=10_00
 TASK_PENDING_EXPLAIN_AFTER = env.float("TASK_PENDING_EXPLAIN_AFTER", default=5.0)
 # Seconds /workers and /status wait for workers' remote-control replies (workers that miss it are named).
 WORKER_INSPECT_TIMEOUT = env.float("WORKER_INSPECT_TIMEOUT", default=0.8)
-# Seconds the live workers and their queues are cached for /status and /stats.
+# Age after which /status and /stats refresh the live workers in the background (they never wait;
+# they answer with the last discovery and its time).
 WORKER_DISCOVERY_CACHE_SECONDS = env.int("WORKER_DISCOVERY_CACHE_SECONDS", default=10)
 # Most unfinished (PENDING/STARTED/RETRY) tasks one non-staff API user may have: /ai/generate and
 # /retry answer 429 past it, so one client cannot fill the broker (0 = no limit; staff are exempt).
