@@ -50,19 +50,24 @@ def record_published_task(
         TaskRecord.objects.filter(task_id=task_id).update(retries=retries, eta=eta)
         return
     kwargs = kwargs if isinstance(kwargs, dict) else {}
-    TaskRecord.objects.update_or_create(
-        task_id=task_id,
-        defaults={
-            "task_name": headers.get("task") or sender or "",
-            "args": list(args) if isinstance(args, (list, tuple)) else [],
-            "kwargs": kwargs,
-            "queue": _queue_of(routing_key, declare),
-            "priority": (properties or {}).get("priority"),
-            "eta": eta,
-            "submitted_by_id": headers.get(HEADER_SUBMITTED_BY),
-            "retry_of_id": headers.get(HEADER_RETRY_OF),
-            "user_id": str(kwargs.get("user_id") or "")[:255],
-            "conversation_id": str(kwargs.get("conversation_id") or "")[:255],
-            "periodic_task_name": (headers.get("periodic_task_name") or "")[:255],
-        },
+    fields = {
+        "task_name": headers.get("task") or sender or "",
+        "args": list(args) if isinstance(args, (list, tuple)) else [],
+        "kwargs": kwargs,
+        "queue": _queue_of(routing_key, declare),
+        "priority": (properties or {}).get("priority"),
+        "eta": eta,
+        "submitted_by_id": headers.get(HEADER_SUBMITTED_BY),
+        "retry_of_id": headers.get(HEADER_RETRY_OF),
+        "user_id": str(kwargs.get("user_id") or "")[:255],
+        "conversation_id": str(kwargs.get("conversation_id") or "")[:255],
+        "periodic_task_name": (headers.get("periodic_task_name") or "")[:255],
+    }
+    # One INSERT ... ON CONFLICT statement (a re-send of a lost task keeps its record's state and
+    # creation time): publishing costs a single round trip to PostgreSQL.
+    TaskRecord.objects.bulk_create(
+        [TaskRecord(task_id=task_id, **fields)],
+        update_conflicts=True,
+        unique_fields=["task_id"],
+        update_fields=list(fields),
     )
