@@ -141,8 +141,8 @@ class TaskCount(models.Model):
 
     Every statement that inserts, deletes or changes the state, queue or owner of task records
     adds its grouped +/- deltas (migration 0003): once under owner ALL_OWNERS, spread over a few
-    slots so concurrent writers rarely wait on one row, and once under the submitting user's id.
-    A count is the sum over slots.
+    slots so concurrent writers rarely wait on one row, and once under the submitting user's id
+    (spread over the slots too since migration 0005). A count is the sum over slots.
     """
 
     ALL_OWNERS = -1
