@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import celery
@@ -31,6 +31,8 @@ from bench.fake_llm_server import FakeLLMServer
 from bench.processes import ROOT, Gunicorn, Worker, bare_env, run_json, run_tasks, system_env
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+# Every row of the latest full-size run of each measurement: a run of some (--only) keeps the others.
+RESULTS_JSON = Path(__file__).resolve().parent / "results.json"
 PARTS = ["overhead", "profile", "ai", "api", "submit", "memory"]
 
 
@@ -42,10 +44,15 @@ class Row:
     ratio: str
     target: str
     met: bool | None
+    run: str = ""  # when, under what load, how many repeats (filled in by main)
 
     def cells(self) -> list[str]:
         met = "—" if self.met is None else ("yes" if self.met else "**no**")
-        return [self.measurement, self.system, self.baseline, self.ratio, self.target, met]
+        return [self.measurement, self.system, self.baseline, self.ratio, self.target, met, self.run]
+
+    @property
+    def number(self) -> str:
+        return self.measurement.split(" ", 1)[0]
 
 
 def log(message: str) -> None:
@@ -315,7 +322,7 @@ def measure_memory(*, first: int, total: int, repeats: int, concurrency: int) ->
 
 
 def table(rows: list[Row]) -> str:
-    header = ["measurement", "CLAW.AI", "plain Celery + django-celery-results", "ratio", "target", "met"]
+    header = ["measurement", "CLAW.AI", "plain Celery + django-celery-results", "ratio", "target", "met", "run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
     return "\n".join(lines)
@@ -336,28 +343,45 @@ def profile_table(profile: dict[str, dict[str, float]], tasks: int) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def merged_rows(rows: list[Row], profile: dict, profile_tasks: int, keep: bool) -> tuple[list[Row], dict, int]:
+    """This run's rows, and the latest rows of the measurements it did not run (from results.json)."""
+    saved = json.loads(RESULTS_JSON.read_text()) if keep and RESULTS_JSON.exists() else {}
+    measured = {row.number for row in rows}
+    kept = [Row(**row) for row in saved.get("rows", []) if Row(**row).number not in measured]
+    merged = sorted(kept + rows, key=lambda row: float(row.number.rstrip(".")))
+    if not profile and saved.get("profile"):
+        profile, profile_tasks = saved["profile"], saved["profile_tasks"]
+    if keep:
+        RESULTS_JSON.write_text(
+            json.dumps(
+                {"rows": [asdict(row) for row in merged], "profile": profile, "profile_tasks": profile_tasks},
+                indent=1,
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
+    return merged, profile, profile_tasks
+
+
 def write_results(rows: list[Row], args: argparse.Namespace, profile: dict, profile_tasks: int) -> None:
+    rows, profile, profile_tasks = merged_rows(rows, profile, profile_tasks, keep=not args.quick)
     RESULTS.write_text(
         "# Benchmark results\n\n"
         f"Written by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
         f"{' (--quick: small sizes, not the targets)' if args.quick else ''}.\n\n"
         f"Machine: {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python "
         f"{platform.python_version()}, Celery {celery.__version__}, Django {django.get_version()}. "
-        f"Load average (1 min) at the start {args.load_at_start:.1f}, at the end {os.getloadavg()[0]:.1f}: "
-        "anything else running on the machine shows up in the figures.\n"
-        f"Every figure is the median of {args.repeats} runs (memory: {args.memory_repeats}); the ratio is the "
-        "median of the per-run ratios (each run pairs the system with its baseline, in alternating order).\n\n"
+        "The `run` column gives each row's time (UTC), the 1-minute load average at its start and end, and the "
+        "number of repeated runs: anything else running on the machine shows up in the figures.\n"
+        "Every figure is a median of repeated runs; a ratio is the median of the per-run ratios (each run pairs "
+        "the system with its baseline, in alternating order).\n\n"
         + table(rows)
         + "\n\n"
-        "Method. The baseline is a separate Celery app (`bench/bare_app.py`) with django-celery-results and "
-        "the same broker, database and worker settings (JSON, late acks, prefetch 1, extended results, "
-        "STARTED tracked, task events on), without any CLAW.AI code: no task records, the stock Redis "
-        "transport, the stock result backend. End to end = from the first `apply_async` to the `date_done` "
-        "of the last stored result, publishing from one process. Memory = VmRSS of the worker and its "
-        "pool processes, on a fresh worker per run.\n\n"
+        + (Path(__file__).resolve().parent / "METHOD.md").read_text()
+        + "\n"
         + profile_table(profile, profile_tasks)
-        + "Not measured yet (issue 7): 2. I/O-bound AI throughput, 3. API on a big table, 4. submit rate. "
-        "`bench/fake_llm_server.py` is the loopback provider for 2.\n"
+        # Why the targets that are missed are missed: profiles read by hand, kept beside the code.
+        + (Path(__file__).resolve().parent / "ANALYSIS.md").read_text()
     )
 
 
@@ -381,41 +405,60 @@ def main() -> int:
     log("migrating the benchmark database")
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=system_env(), check=True)
     rows: list[Row] = []
-    if "overhead" in only:
-        rows.append(
-            measure_overhead(tasks=200 if args.quick else 2000, repeats=args.repeats, concurrency=args.concurrency)
-        )
+
+    def run(part: str, repeats: int, measure) -> None:
+        """Measure one part if asked for, stamping its rows with the time, load and repeats."""
+        if part not in only:
+            return
+        when, load = time.strftime("%H:%M", time.gmtime()), os.getloadavg()[0]
+        measured = measure()
+        for row in measured if isinstance(measured, list) else [measured]:
+            row.run = f"{when}, load {load:.1f}→{os.getloadavg()[0]:.1f}, {repeats} runs"
+            rows.append(row)
+
+    run(
+        "overhead",
+        args.repeats,
+        lambda: measure_overhead(tasks=200 if args.quick else 2000, repeats=args.repeats, concurrency=args.concurrency),
+    )
     profile, profile_tasks = {}, 50 if args.quick else 500
     if "profile" in only:
         log("profile: database work per task")
         url = os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1)
         profile = {kind: db_profile.profile(kind, profile_tasks, url) for kind in ("system", "bare")}
-    if "ai" in only:
-        rows.append(
-            measure_ai(
-                tasks=200 if args.quick else 1000,
-                baseline_tasks=20 if args.quick else 100,
-                repeats=args.repeats,
-                concurrency=100,
-                pool_size=20,
-                latency=1.0,
-            )
-        )
-    if "api" in only:
-        rows += measure_api(
+    run(
+        "ai",
+        args.repeats,
+        lambda: measure_ai(
+            tasks=200 if args.quick else 1000,
+            baseline_tasks=20 if args.quick else 100,
+            repeats=args.repeats,
+            concurrency=100,
+            pool_size=20,
+            latency=1.0,
+        ),
+    )
+    run(
+        "api",
+        args.repeats,
+        lambda: measure_api(
             records=100_000 if args.quick else 1_000_000,
             repeats=args.repeats,
             requests_per_run=40 if args.quick else 200,
-        )
-    if "submit" in only:
-        rows.append(measure_submit(clients=32, seconds=5 if args.quick else 20, repeats=args.repeats))
-    if "memory" in only:
-        rows += measure_memory(
-            first=100,
-            total=1000 if args.quick else 10_000,
-            repeats=args.memory_repeats,
-            concurrency=args.concurrency,
-        )
+        ),
+    )
+    run(
+        "submit",
+        args.repeats,
+        lambda: measure_submit(clients=32, seconds=5 if args.quick else 20, repeats=args.repeats),
+    )
+    run(
+        "memory",
+        args.memory_repeats,
+        lambda: measure_memory(
+            first=100, total=1000 if args.quick else 10_000, repeats=args.memory_repeats, concurrency=args.concurrency
+        ),
+    )
     print()
     print(table(rows))
     print(profile_table(profile, profile_tasks))
