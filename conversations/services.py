@@ -191,7 +191,9 @@ def _recent_history(conversation: Conversation, *, before: Message) -> list[Chat
     budget = settings.LLM_HISTORY_TOKEN_BUDGET
     kept: list[ChatMessage] = []
     earlier = (
-        conversation.messages.filter(id__lt=before.id).order_by("-id").only("role", "content")[:HISTORY_SCAN_LIMIT]
+        conversation.messages.filter(id__lt=before.id)
+        .order_by("-id")
+        .only("role", "content", "conversation_id")[:HISTORY_SCAN_LIMIT]
     )
     for message in earlier:
         cost = estimate_tokens(message.content)
