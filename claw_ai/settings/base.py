@@ -222,13 +222,9 @@ CELERY_VISIBILITY_TIMEOUT = REDIS_VISIBILITY_TIMEOUT
 # Keep retrying to reach the broker when a worker starts before Redis does.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
-# The worker pool. The work is I/O-bound (an AI reply waits seconds on its provider), so one
-# process with many threads serves far more at once than prefork's one task per process: 20x
-# in bench/RESULTS.md (measurement 2). The price: Celery enforces no time limits on threads
-# (the AI task bounds each provider call with LLM_TIMEOUT) and pool_restart cannot work there.
-# Run such a worker with DJANGO_DB_POOL_MAX_SIZE set, so its threads share a few connections.
-CELERY_WORKER_POOL = env("CELERY_WORKER_POOL", default="threads")
-CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=100)
+# The worker pool is chosen on the command line (Procfile, compose), not here: Celery's CLI
+# treats `-P prefork` as "not given" once worker_pool is configured, so a setting would silently
+# turn every prefork worker into threads. Why threads there: see the Procfile.
 
 # Acknowledge after the task ran, and hand a task back when its process dies (SIGKILL, OOM):
 # a task accepted is finished or failed visibly, never dropped. Tasks must be safe to run twice.

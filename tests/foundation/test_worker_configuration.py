@@ -1,6 +1,8 @@
-"""The worker of `make run` and compose: threads from the settings, sharing pooled connections."""
+"""The worker of `make run` and compose: 100 threads sharing a few pooled connections."""
 
+import re
 import uuid
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -21,15 +23,32 @@ def connections_named(application_name: str) -> int:
         return cursor.fetchone()[0]
 
 
-def test_the_default_worker_runs_threads_on_a_few_pooled_connections(start_worker):
-    # given a worker started as the Procfile starts it: no -P / -c, a connection pool of 3
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_make_run_and_compose_start_the_worker_with_threads_and_a_connection_pool():
+    procfile = (ROOT / "Procfile").read_text()
+    assert re.search(
+        r"^worker: DJANGO_DB_POOL_MAX_SIZE=\$\{DJANGO_DB_POOL_MAX_SIZE:-20\} celery .* "
+        r"-P \$\{CELERY_WORKER_POOL:-threads\} -c \$\{CELERY_WORKER_CONCURRENCY:-100\}",
+        procfile,
+        re.MULTILINE,
+    )
+    for compose in ("docker-compose.yml", "docker-compose.prod.yml"):
+        text = (ROOT / compose).read_text()
+        assert '"-P", "${CELERY_WORKER_POOL:-threads}", "-c", "${CELERY_WORKER_CONCURRENCY:-100}"' in text
+        assert "DJANGO_DB_POOL_MAX_SIZE: ${DJANGO_DB_POOL_MAX_SIZE:-20}" in text
+
+
+def test_a_threads_worker_runs_on_a_few_pooled_connections(start_worker):
+    # given a worker configured as make run's (threads, a connection pool; here 30 threads, 3 connections)
     queue = f"pooled-{uuid.uuid4().hex[:6]}"
     probe = f"claw-pool-probe-{uuid.uuid4().hex[:6]}"
     worker = start_worker(
         queues=[queue],
-        pool=None,
-        concurrency=None,
-        env={"DJANGO_DB_POOL_MAX_SIZE": str(POOL_SIZE), "PGAPPNAME": probe, "CELERY_WORKER_CONCURRENCY": "30"},
+        pool="threads",
+        concurrency=30,
+        env={"DJANGO_DB_POOL_MAX_SIZE": str(POOL_SIZE), "PGAPPNAME": probe},
     )
     stats = worker_stats(worker.name)
     assert stats["pool"]["implementation"].endswith("thread:TaskPool")
