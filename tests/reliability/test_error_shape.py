@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from tests.tasks_app.api.conftest import client_for
+from tests.support.schema import client_for
 
 pytestmark = pytest.mark.django_db
 

@@ -8,8 +8,9 @@ from django.contrib.auth import get_user_model
 from claw_ai.celery import celery_app
 from tasks_app.models import TaskRecord, TaskState
 from tests.support import tasks as support_tasks
+from tests.support.schema import client_for
 from tests.support.waiting import wait_for
-from tests.tasks_app.api.conftest import API, client_for
+from tests.tasks_app.api.conftest import API
 from tests.tasks_app.api.test_submit_and_read import wait_status
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]

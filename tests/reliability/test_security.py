@@ -10,11 +10,10 @@ import re
 import pytest
 from django.contrib.auth import get_user_model
 from django.urls import URLPattern, URLResolver, get_resolver
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tasks_app.models import TaskRecord, TaskState
-from tests.support.schema import SchemaCheckingClient
+from tests.support.schema import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -105,13 +104,6 @@ def test_a_wrong_token_is_a_401_too(path):
     response = client.get(path)
     assert response.status_code == 401
     assert response["Content-Type"].startswith("application/json")
-
-
-def client_for(user) -> SchemaCheckingClient:
-    client = SchemaCheckingClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
 
 
 @pytest.fixture

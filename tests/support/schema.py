@@ -76,3 +76,13 @@ class SchemaCheckingClient(APIClient):
         if response.request["PATH_INFO"].startswith("/api/v1/") and is_json:
             assert_matches_schema(response)
         return response
+
+
+def client_for(user) -> SchemaCheckingClient:
+    """A schema-checking client authenticated as `user` with a DRF token, as API callers are."""
+    from rest_framework.authtoken.models import Token
+
+    client = SchemaCheckingClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client

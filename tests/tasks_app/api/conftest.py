@@ -2,19 +2,11 @@ import socket
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
 from claw_ai.celery import celery_app
-from tests.support.schema import SchemaCheckingClient
+from tests.support.schema import SchemaCheckingClient, client_for
 
 API = "/api/v1/tasks"
-
-
-def client_for(user) -> SchemaCheckingClient:
-    client = SchemaCheckingClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
 
 
 @pytest.fixture
