@@ -38,7 +38,8 @@ class RescueReport:
     skipped: str = ""
 
 
-def _task_ids_held_by_live_workers() -> tuple[list[str], set[str]]:
+def task_ids_held_by_live_workers() -> tuple[list[str], set[str]]:
+    """The live workers, and the ids of every task they run, hold reserved or wait to run (eta)."""
     inspector = celery_app.control.inspect(timeout=INSPECT_TIMEOUT_SECONDS)
     live = inspector.ping() or {}
     held: set[str] = set()
@@ -57,7 +58,7 @@ def rescue_orphaned_tasks(*, grace_seconds: float = 60) -> RescueReport:
     if not celery_app.conf.broker_url.startswith(("redis://", "rediss://")):
         report.skipped = "the broker is not Redis (RabbitMQ returns a dead consumer's messages itself)"
         return report
-    report.live_workers, held = _task_ids_held_by_live_workers()
+    report.live_workers, held = task_ids_held_by_live_workers()
     with celery_app.connection_for_write() as connection:
         channel = connection.default_channel
         client, qos = channel.client, channel.qos

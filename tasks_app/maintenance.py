@@ -18,7 +18,7 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from claw_ai.celery import celery_app
-from tasks_app.lifeline import _task_ids_held_by_live_workers
+from tasks_app.lifeline import task_ids_held_by_live_workers
 from tasks_app.models import FINISHED_STATES, TaskRecord, TaskState
 from tasks_app.recording import HEADER_RETRY_OF, HEADER_SUBMITTED_BY
 
@@ -108,7 +108,7 @@ def resend_lost_tasks(*, pending_for: timedelta, limit: int = 100) -> ResendRepo
     )
     if not candidates:
         return report
-    report.live_workers, held = _task_ids_held_by_live_workers()
+    report.live_workers, held = task_ids_held_by_live_workers()
     with celery_app.connection_for_write() as connection:
         broker = BrokerView(connection.default_channel)
         for record in candidates:
