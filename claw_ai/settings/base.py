@@ -3,6 +3,7 @@
 Every variable is listed, with a comment, in `.env.example`.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -14,8 +15,15 @@ env = environ.Env()
 # A .env file in the project root is read when present; real environment variables win.
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
+
+def secret(name: str, default: str = "") -> str:
+    """A secret, verbatim. django-environ reads a value starting with "$" as the name of another
+    variable to expand, and a generated key or password may well start with one."""
+    return os.environ.get(name, default)
+
+
 # --- Django core -----------------------------------------------------------------------
-SECRET_KEY = env("DJANGO_SECRET_KEY", default="django-insecure-development-only-key")
+SECRET_KEY = secret("DJANGO_SECRET_KEY", default="django-insecure-development-only-key")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
@@ -259,7 +267,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 # --- Flower ----------------------------------------------------------------------------
 FLOWER_USER = env("FLOWER_USER", default="admin")
-FLOWER_PASSWORD = env("FLOWER_PASSWORD", default="")
+FLOWER_PASSWORD = secret("FLOWER_PASSWORD")
 
 # --- Task API (tasks_app, issue 3) ------------------------------------------------------------
 # Longest user_message /ai/generate accepts, in characters (a bound on what one request can queue).
@@ -281,7 +289,7 @@ MAX_UNFINISHED_TASKS_PER_USER = env.int("MAX_UNFINISHED_TASKS_PER_USER", default
 LLM_PROVIDER = env("LLM_PROVIDER", default="offline")
 # Base URL of the OpenAI-compatible API; empty means the SDK's default (api.openai.com).
 LLM_BASE_URL = env("LLM_BASE_URL", default="")
-LLM_API_KEY = env("LLM_API_KEY", default="")
+LLM_API_KEY = secret("LLM_API_KEY")
 LLM_MODEL = env("LLM_MODEL", default="gpt-4o-mini")
 # Seconds one provider request may take before it counts as a (retried) timeout.
 LLM_TIMEOUT = env.float("LLM_TIMEOUT", default=60.0)
@@ -303,7 +311,7 @@ KNOWLEDGE_CHUNKS_PER_PROMPT = env.int("KNOWLEDGE_CHUNKS_PER_PROMPT", default=3)
 # PostgreSQL text search configuration of knowledge chunks ("simple" works for every language).
 KNOWLEDGE_SEARCH_CONFIG = env("KNOWLEDGE_SEARCH_CONFIG", default="simple")
 # Webhook callbacks are signed with HMAC-SHA256 of the body under this secret (X-Claw-Signature).
-WEBHOOK_SIGNING_SECRET = env("WEBHOOK_SIGNING_SECRET", default="development-only-webhook-secret")
+WEBHOOK_SIGNING_SECRET = secret("WEBHOOK_SIGNING_SECRET", default="development-only-webhook-secret")
 # Seconds a callback receiver may take to answer before the delivery is retried.
 WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", default=10.0)
 # Email notifications go through Django's email framework; the console backend prints them.

@@ -48,6 +48,30 @@ def test_production_starts_with_a_real_secret_key_and_flower_password():
     assert result.returncode == 0, result.stderr
 
 
+def test_secrets_are_read_verbatim_even_when_they_start_with_a_dollar():
+    # given secrets as generators make them, starting with "$" (django-environ would expand that)
+    key, password = "$" + get_random_secret_key()[1:], "$flower-password"
+    code = (
+        "import json, django; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps([s.SECRET_KEY, s.FLOWER_PASSWORD, s.LLM_API_KEY, s.WEBHOOK_SIGNING_SECRET]))"
+    )
+
+    # when production loads them
+    result = run_python(
+        code,
+        DJANGO_SETTINGS_MODULE=PRODUCTION,
+        **SERVERS,
+        DJANGO_SECRET_KEY=key,
+        FLOWER_PASSWORD=password,
+        LLM_API_KEY="$sk-1",
+        WEBHOOK_SIGNING_SECRET="$hook",
+    )
+
+    # then it starts, with each secret exactly as given
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [key, password, "$sk-1", "$hook"]
+
+
 @pytest.mark.parametrize(
     "secret_key",
     [
