@@ -32,6 +32,9 @@ app.conf.update(
     worker_send_task_events=True,
     task_send_sent_event=True,
     task_default_queue=QUEUE,
+    # As the system: keep database connections between tasks (Celery's Django fixup closes them
+    # after every task otherwise), so the comparison is not about connection set-up.
+    CELERY_DB_REUSE_MAX=1000,
 )
 
 

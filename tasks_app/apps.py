@@ -8,5 +8,6 @@ class TasksAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Publishing a task records it; importing the module connects the signal handler.
-        from tasks_app import recording  # noqa: F401
+        # Importing the modules connects their signal handlers: publishing a task records it
+        # (recording), and workers keep healthy database connections between tasks (connections).
+        from tasks_app import connections, recording  # noqa: F401

@@ -240,6 +240,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # Long AI tasks: a worker takes one message per free slot, so others are not stuck behind it.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes every database connection after every task unless this is set:
+# each task then pays for a new PostgreSQL backend (and its first-use trigger compilation).
+# With it set, the fixup closes them only every this many tasks, and tasks_app.connections
+# applies Django's own rules around each task instead (CONN_MAX_AGE, CONN_HEALTH_CHECKS; a
+# pooled connection goes back to the pool).
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 # Retry result writes when PostgreSQL blips, instead of losing the outcome.
 CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
 CELERY_RESULT_BACKEND_MAX_RETRIES = 10
