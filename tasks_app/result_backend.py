@@ -1,21 +1,38 @@
 """django-celery-results' database backend, keeping the task record in step.
 
 TaskRecord.state is the source of truth for a task's state. Each result a worker
-writes updates TaskResult and the TaskRecord in one transaction, so the API, the
-admin and the stats never see them disagree. A record cancelled through the
-system stays REVOKED: later writes from a worker that had not yet heard are dropped.
+writes updates the TaskRecord and django-celery-results' TaskResult in one SQL
+statement (one round trip, one commit), so the API, the admin and the stats never
+see them disagree. A record cancelled through the system stays REVOKED: later
+writes from a worker that had not yet heard are dropped.
 """
 
 from celery import states
 from django.db import InterfaceError as DjangoInterfaceError
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, connection
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
+from django_celery_results.models import TaskResult
 from psycopg import OperationalError as PsycopgOperationalError
 
 from tasks_app.models import TaskRecord, TaskState
 
 TRANSIENT_DATABASE_ERRORS = (OperationalError, DjangoInterfaceError, PsycopgOperationalError)
+
+# TaskResult columns written from django-celery-results' own properties (content, meta, extended).
+RESULT_COLUMNS = (
+    "status",
+    "content_type",
+    "content_encoding",
+    "result",
+    "traceback",
+    "meta",
+    "task_args",
+    "task_kwargs",
+    "task_name",
+    "worker",
+    "periodic_task_name",
+)
 
 
 def describe_error(result) -> str:
@@ -28,6 +45,40 @@ def describe_error(result) -> str:
     return str(result)
 
 
+def _write_state_sql(record_fields: list[str], *, keep_revoked: bool) -> str:
+    """UPDATE the record and upsert the TaskResult in one statement; a row comes back when written.
+
+    The TaskResult is written when the record was updated, or when there is no record (a task
+    published outside the system), but not over a REVOKED record or TaskResult (unless the new
+    state is REVOKED itself). The last guard also covers a cancel committed while this
+    statement waited for the record's row lock: the UPDATE then skips the now REVOKED record,
+    and the upsert finds the REVOKED TaskResult the cancel wrote.
+    """
+    record = TaskRecord._meta
+    columns = {name: record.get_field(name).column for name in record_fields}
+    sets = ", ".join(f"{column} = %(record_{name})s" for name, column in columns.items())
+    revoked = f"'{TaskState.REVOKED}'"
+    not_revoked = f" AND state <> {revoked}" if keep_revoked else ""
+    if sets:
+        update = f"UPDATE {record.db_table} SET {sets} WHERE task_id = %(task_id)s{not_revoked} RETURNING 1"
+    else:  # a custom state (update_state): nothing of the record changes
+        update = f"SELECT 1 FROM {record.db_table} WHERE task_id = %(task_id)s{not_revoked}"
+    insert_columns = ", ".join(("task_id", *RESULT_COLUMNS, "date_created", "date_done", "date_started"))
+    values = ", ".join(f"%({name})s" for name in ("task_id", *RESULT_COLUMNS))
+    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in RESULT_COLUMNS)
+    sticky = "" if not keep_revoked else f" WHERE stored.status <> {revoked}"
+    return f"""
+        WITH record AS ({update})
+        INSERT INTO {TaskResult._meta.db_table} AS stored ({insert_columns})
+        SELECT {values}, %(now)s, %(now)s, %(date_started)s
+        WHERE EXISTS (SELECT 1 FROM record)
+           OR NOT EXISTS (SELECT 1 FROM {record.db_table} WHERE task_id = %(task_id)s AND state = {revoked})
+        ON CONFLICT (task_id) DO UPDATE SET {updates}, date_done = EXCLUDED.date_done,
+            date_started = COALESCE(EXCLUDED.date_started, stored.date_started){sticky}
+        RETURNING 1
+    """
+
+
 class TaskRecordBackend(DatabaseBackend):
     def exception_safe_to_retry(self, exc) -> bool:
         # A dropped or restarted PostgreSQL connection: reconnect and write again.
@@ -37,28 +88,42 @@ class TaskRecordBackend(DatabaseBackend):
         return super().exception_safe_to_retry(exc)
 
     def _store_result(self, task_id, result, status, traceback=None, request=None, using=None):
-        with transaction.atomic():
-            # One conditional UPDATE (it also locks the row against a concurrent cancel_task).
-            updated = self._update_record(task_id, result, status, traceback, request)
-            if not updated and status != states.REVOKED and self._revoked(task_id):
-                # Cancelled through the system: this worker had not heard yet. Drop the write, and
-                # tell ClawTask (same request context) not to run the task.
-                if request is not None:
-                    request.claw_cancelled = True
-                return result
-            stored = super()._store_result(task_id, result, status, traceback=traceback, request=request, using=using)
-        if request is not None and status == states.STARTED:
-            request.claw_record_checked = True  # ClawTask needs no query of its own
-        return stored
-
-    @staticmethod
-    def _revoked(task_id: str) -> bool:
-        return TaskRecord.objects.filter(task_id=task_id, state=TaskState.REVOKED).exists()
-
-    @staticmethod
-    def _update_record(task_id: str, result, status: str, traceback, request) -> int:
-        """Write the new state onto the record (unless it is REVOKED); the number of rows updated."""
         now = timezone.now()
+        record_fields = self._record_fields(result, status, traceback, request, now)
+        params = self._result_fields(result, status, traceback, request)
+        params.update({f"record_{name}": value for name, value in record_fields.items()})
+        params.update(task_id=task_id, now=now, date_started=now if status == states.STARTED else None)
+        sql = _write_state_sql(list(record_fields), keep_revoked=status != states.REVOKED)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            written = cursor.fetchone() is not None
+        if request is not None:
+            if not written:
+                # Cancelled through the system: this worker had not heard yet. Tell ClawTask (same
+                # request context) not to run the task.
+                request.claw_cancelled = True
+            elif status == states.STARTED:
+                request.claw_record_checked = True  # ClawTask needs no query of its own
+        return result
+
+    def _result_fields(self, result, status, traceback, request) -> dict:
+        """TaskResult's columns, encoded as django-celery-results' own _store_result encodes them."""
+        content_type, content_encoding, encoded = self.encode_content(result)
+        meta = {**self._get_meta_from_request(request), "children": self.current_task_children(request)}
+        fields = {
+            "status": status,
+            "content_type": content_type,
+            "content_encoding": content_encoding,
+            "result": encoded,
+            "traceback": traceback,
+            "meta": self.encode_content(meta)[2],
+        }
+        fields.update(self._get_extended_properties(request, traceback))
+        return {column: fields.get(column) for column in RESULT_COLUMNS}
+
+    @staticmethod
+    def _record_fields(result, status: str, traceback, request, now) -> dict:
+        """The record's fields this state sets."""
         fields: dict = {}
         if status in TaskState.values:
             fields["state"] = status
@@ -75,7 +140,4 @@ class TaskRecordBackend(DatabaseBackend):
         retries = getattr(request, "retries", None)
         if retries is not None:
             fields["retries"] = retries
-        records = TaskRecord.objects.filter(task_id=task_id)
-        if status != states.REVOKED:
-            records = records.exclude(state=TaskState.REVOKED)
-        return records.update(**fields) if fields else records.count()
+        return fields
