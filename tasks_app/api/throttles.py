@@ -5,6 +5,8 @@ counted per API user in the default cache (Redis, so shared by every web process
 request answers 429 with Retry-After, in the API's error shape (claw_ai.errors).
 """
 
+import math
+
 from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 
@@ -13,10 +15,16 @@ SUBMIT_SCOPES = {"ai_generate": "ai_generate", "retry": "task_retry"}
 
 
 class SubmitRateThrottle(ScopedRateThrottle):
-    """ScopedRateThrottle whose scope is the view's action, reading the rates at request time.
+    """ScopedRateThrottle whose scope is the view's action, counting in fixed windows.
 
-    DRF's throttles copy the rates when the module is imported; reading them per request lets
-    a changed setting (and a test's settings fixture) take effect at once.
+    DRF's throttles keep every request's timestamp in one cached list, read and written whole
+    on each request: a chat backend submitting for all its users under one token needs a rate
+    of thousands a minute, and then that list costs more than the rest of the request. Here
+    each user has one counter per window of the rate's period (e.g. per minute), incremented
+    atomically in the cache, so concurrent requests cannot both take the last place either.
+    A fixed window lets a client use its rate at the end of one window and again at the start
+    of the next. DRF's throttles also copy the rates when the module is imported; reading them
+    per request lets a changed setting (and a test's settings fixture) take effect at once.
     """
 
     def allow_request(self, request, view) -> bool:
@@ -25,5 +33,19 @@ class SubmitRateThrottle(ScopedRateThrottle):
             return True
         self.rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
         self.num_requests, self.duration = self.parse_rate(self.rate)
-        # SimpleRateThrottle.allow_request, skipping ScopedRateThrottle's own scope lookup.
-        return super(ScopedRateThrottle, self).allow_request(request, view)
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        self.now = self.timer()
+        window = int(self.now // self.duration)
+        self.window_ends_at = (window + 1) * self.duration
+        key = f"{self.key}:{window}"
+        # The counter outlives its window a little, so it cannot expire between add and incr.
+        self.cache.add(key, 0, timeout=self.duration + 5)
+        return self.cache.incr(key) <= self.num_requests
+
+    def wait(self) -> float:
+        """Seconds until the window ends (Retry-After)."""
+        return max(1, math.ceil(self.window_ends_at - self.now))
