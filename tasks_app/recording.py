@@ -11,6 +11,7 @@ by tasks_app.services, so this one place records every path alike.
 """
 
 import logging
+import threading
 
 from celery.signals import before_task_publish
 from django.db import connection
@@ -22,6 +23,17 @@ logger = logging.getLogger(__name__)
 
 HEADER_SUBMITTED_BY = "claw_submitted_by"
 HEADER_RETRY_OF = "claw_retry_of"
+
+# The record this thread wrote last, for tasks_app.services.submit_task to return without reading
+# it back (the signal's return value does not reach the publisher).
+_written = threading.local()
+
+
+def record_written_for(task_id: str) -> TaskRecord | None:
+    """The record this thread's last publish wrote, if it was for `task_id`."""
+    record = getattr(_written, "record", None)
+    _written.record = None
+    return record if record is not None and record.task_id == task_id else None
 
 
 def _queue_of(routing_key: str | None, declare) -> str:
@@ -65,9 +77,8 @@ def record_published_task(
     }
     # One INSERT ... ON CONFLICT statement (a re-send of a lost task keeps its record's state and
     # creation time): publishing costs a single round trip to PostgreSQL.
+    record = TaskRecord(task_id=task_id, **fields)
     TaskRecord.objects.bulk_create(
-        [TaskRecord(task_id=task_id, **fields)],
-        update_conflicts=True,
-        unique_fields=["task_id"],
-        update_fields=list(fields),
+        [record], update_conflicts=True, unique_fields=["task_id"], update_fields=list(fields)
     )
+    _written.record = record

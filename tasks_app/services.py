@@ -26,7 +26,7 @@ from claw_ai.celery import celery_app
 from conversations.services import ConversationForbidden, conversation_for_generation  # noqa: F401 (re-exported for the API)
 from tasks_app.cancellation import flag_cancelled
 from tasks_app.models import TaskRecord, TaskState
-from tasks_app.recording import HEADER_RETRY_OF, HEADER_SUBMITTED_BY
+from tasks_app.recording import HEADER_RETRY_OF, HEADER_SUBMITTED_BY, record_written_for
 from tasks_app.selectors import unfinished_task_count
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,8 @@ def submit_task(
         TaskRecord.objects.filter(task_id=task_id).delete()
         logger.warning("could not publish %s (%s): %s", task_name, task_id, exc)
         raise BrokerUnavailable(str(exc)) from exc
-    return TaskRecord.objects.get(task_id=task_id)
+    # A new task id cannot clash, so the record as recording.py wrote it is the stored row.
+    return record_written_for(task_id) or TaskRecord.objects.get(task_id=task_id)
 
 
 def submit_ai_generation(
