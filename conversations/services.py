@@ -14,7 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from conversations.knowledge import knowledge_relevant_chunks
-from conversations.llm import get_provider
+from conversations.llm import discard_provider, get_provider
 from conversations.llm.base import ChatMessage, Completion, LLMProvider
 from conversations.models import Conversation, Message, MessageRole
 from conversations.tokens import completion_cost, estimate_tokens
@@ -119,7 +119,9 @@ def _save_user_message(
             raise ConversationForbidden(f"conversation {conversation_id} belongs to another user, not {user_id}")
         if not task_id:
             return conversation, _add_user_message(conversation, user_message, task_id=""), None
-        question = Message.objects.filter(task_id=task_id, role=MessageRole.USER).first()
+        # An earlier run of this task may have saved the question, or the reply too: one query for both.
+        saved = {message.role: message for message in Message.objects.filter(task_id=task_id)}
+        question = saved.get(MessageRole.USER)
         if question is None:
             try:
                 with transaction.atomic():  # a savepoint: the outer transaction survives a clash
@@ -128,8 +130,7 @@ def _save_user_message(
                 # Two deliveries of the task run at once (a re-sent message whose original
                 # resurfaced): the other saved the question first; share it.
                 question = Message.objects.get(task_id=task_id, role=MessageRole.USER)
-        reply = Message.objects.filter(task_id=task_id, role=MessageRole.ASSISTANT).first()
-        return conversation, question, reply
+        return conversation, question, saved.get(MessageRole.ASSISTANT)
 
 
 def _add_user_message(conversation: Conversation, content: str, *, task_id: str) -> Message:
@@ -213,7 +214,8 @@ def complete_unless_stopped(
     inside. Waiting here in short slices lets the task notice a cancellation within
     CANCEL_POLL_INTERVAL, and keeps the main thread free to receive Celery's soft time limit
     (a signal, delivered to the main thread only). On either, the request in flight is abandoned
-    (the client is closed); the daemon thread ends at the latest when the request times out.
+    (the client is closed; the thread's next task builds a new one); the daemon thread ends at the
+    latest when the request times out.
     (Short provider timeouts in a loop would not do: a long answer would never finish.)
     """
     outcome: dict[str, object] = {}
@@ -237,7 +239,7 @@ def complete_unless_stopped(
             if should_stop():
                 raise GenerationCancelled("the task was cancelled while waiting on the provider")
     except BaseException:
-        provider.close()
+        discard_provider(provider)
         raise
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]

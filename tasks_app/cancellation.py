@@ -1,19 +1,21 @@
 """A cheap "was this task cancelled?" for tasks that wait on I/O and poll.
 
-The task record (REVOKED) is the truth, and ClawTask checks it before a task
-runs. A task that waits seconds on a provider polls every half second; asking
-PostgreSQL each time would keep one database connection per waiting task (100
-threads, 100 connections). cancel_task also raises this flag in the cache
-(Redis), which costs a waiting task no database connection at all; CancellationWatch
-checks the flag often and the record now and then.
+The task record (REVOKED) is the truth, and ClawTask checks it before a task runs. cancel_task
+also raises a flag in the cache (Redis). A task waiting seconds on a provider has to notice a
+cancellation while it waits; with 100 such tasks in one threads worker, each asking Redis and
+PostgreSQL on its own would cost hundreds of round trips a second. Instead, one monitor thread
+per worker process watches every waiting task of the process: one MGET of their flags every
+FLAG_INTERVAL, one query for REVOKED records every RECORD_INTERVAL (the backstop for a flag
+that never reached the cache). A waiting task's check reads memory only.
 """
 
-import logging
-import time
+from __future__ import annotations
 
-from django.conf import settings
+import logging
+import threading
+
 from django.core.cache import cache
-from django.db import connection
+from django.db import close_old_connections
 
 logger = logging.getLogger(__name__)
 
@@ -32,39 +34,108 @@ def flag_cancelled(task_id: str) -> None:
         logger.warning("could not flag %s as cancelled in the cache", task_id, exc_info=True)
 
 
-def cancellation_flagged(task_id: str) -> bool:
-    try:
-        return bool(cache.get(_key(task_id)))
-    except Exception:
-        logger.warning("could not read the cancellation flag of %s", task_id, exc_info=True)
-        return False
+class CancellationMonitor:
+    """Watches the tasks registered with it; a daemon thread, started on the first watch."""
+
+    FLAG_INTERVAL = 0.25
+    RECORD_INTERVAL = 1.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._watchers: dict[str, int] = {}  # task id -> how many watches are open
+        self._cancelled: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self.rounds = 0  # checks done so far (tests wait on it)
+
+    def watch(self, task_id: str) -> None:
+        with self._lock:
+            idle = not self._watchers
+            self._watchers[task_id] = self._watchers.get(task_id, 0) + 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="cancellation-monitor", daemon=True)
+                self._thread.start()
+            elif idle:
+                self._wake.notify()  # a busy monitor finds the new task at its next round
+
+    def unwatch(self, task_id: str) -> None:
+        with self._lock:
+            left = self._watchers.get(task_id, 0) - 1
+            if left > 0:
+                self._watchers[task_id] = left
+            else:
+                self._watchers.pop(task_id, None)
+                self._cancelled.discard(task_id)
+
+    def cancelled(self, task_id: str) -> bool:
+        return task_id in self._cancelled
+
+    def _run(self) -> None:
+        checks_per_record_check = round(self.RECORD_INTERVAL / self.FLAG_INTERVAL)
+        tick = 0
+        while True:
+            with self._lock:
+                while not self._watchers:
+                    self._wake.wait()
+                watched = list(self._watchers)
+            try:
+                found = self._flagged(watched)
+                if tick % checks_per_record_check == 0:
+                    found |= self._revoked(watched)
+            except Exception:  # a broken check must not end the monitor; the next one retries
+                logger.warning("cancellation check failed", exc_info=True)
+                found = set()
+            if found:
+                with self._lock:
+                    self._cancelled |= found & set(self._watchers)
+            tick += 1
+            self.rounds += 1
+            with self._lock:
+                self._wake.wait(self.FLAG_INTERVAL)
+
+    @staticmethod
+    def _flagged(task_ids: list[str]) -> set[str]:
+        keys = {_key(task_id): task_id for task_id in task_ids}
+        try:
+            return {keys[key] for key, value in cache.get_many(list(keys)).items() if value}
+        except Exception:
+            logger.warning("could not read the cancellation flags", exc_info=True)
+            return set()
+
+    @staticmethod
+    def _revoked(task_ids: list[str]) -> set[str]:
+        from tasks_app.models import TaskRecord, TaskState
+
+        try:
+            return set(
+                TaskRecord.objects.filter(task_id__in=task_ids, state=TaskState.REVOKED).values_list(
+                    "task_id", flat=True
+                )
+            )
+        finally:
+            # Django's rules for a connection between uses: a pooled one goes back to the pool.
+            close_old_connections()
+
+
+_monitor = CancellationMonitor()
 
 
 class CancellationWatch:
-    """`should_stop` for a task waiting on I/O: the cache flag at every poll, the record each second.
+    """`should_stop` for a task waiting on I/O, watched while the `with` block runs:
+    `with CancellationWatch(task_id) as should_stop: ...`."""
 
-    The record check covers a cancellation whose flag never reached the cache. With a connection
-    pool, the connection goes back to the pool right after, so waiting costs no held connection.
-    """
-
-    RECORD_CHECK_INTERVAL = 1.0
-
-    def __init__(self, task_id: str) -> None:
+    def __init__(self, task_id: str, monitor: CancellationMonitor = _monitor) -> None:
         self.task_id = task_id
-        self.next_record_check = 0.0
+        self.monitor = monitor
+
+    def __enter__(self) -> CancellationWatch:
+        if self.task_id:
+            self.monitor.watch(self.task_id)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.task_id:
+            self.monitor.unwatch(self.task_id)
 
     def __call__(self) -> bool:
-        if not self.task_id:
-            return False
-        if cancellation_flagged(self.task_id):
-            return True
-        now = time.monotonic()
-        if now < self.next_record_check:
-            return False
-        self.next_record_check = now + self.RECORD_CHECK_INTERVAL
-        from tasks_app.selectors import task_is_cancelled
-
-        cancelled = task_is_cancelled(task_id=self.task_id)
-        if settings.DB_POOL_MAX_SIZE:
-            connection.close()
-        return cancelled
+        return bool(self.task_id) and self.monitor.cancelled(self.task_id)

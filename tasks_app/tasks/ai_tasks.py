@@ -53,14 +53,15 @@ def generate_ai_response(
     """Generate and save the assistant's reply to `user_message` (conversations.services)."""
     task_id = self.request.id or ""
     try:
-        return conversation_generate_reply(
-            conversation_id=conversation_id,
-            user_message=user_message,
-            temperature=temperature,
-            user_id=user_id,
-            task_id=task_id,
-            should_stop=CancellationWatch(task_id),
-        )
+        with CancellationWatch(task_id) as should_stop:
+            return conversation_generate_reply(
+                conversation_id=conversation_id,
+                user_message=user_message,
+                temperature=temperature,
+                user_id=user_id,
+                task_id=task_id,
+                should_stop=should_stop,
+            )
     except GenerationCancelled:
         # The record is REVOKED already; Ignore leaves it so and writes nothing more.
         logger.info("AI task %s cancelled while waiting on the provider", task_id)
