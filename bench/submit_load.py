@@ -3,11 +3,15 @@
     python -m bench.submit_load http URL TOKEN 32 20     # POST URL/api/v1/tasks/ai/generate
     python -m bench.submit_load bare - - 32 20           # the baseline: bare Celery apply_async
 
-The clients are threads spread over 4 processes (one Python process would be its own
-bottleneck on the GIL). Each client sends one request after another until the time is up.
+HTTP clients: one asyncio process, one keep-alive connection per client, each sending one
+request after another until the time is up. The requests are written as raw HTTP/1.1 so the
+load generator costs the machine (whose two cores it shares with the server) as little as it
+can: a `requests` client spends about as much CPU per request as the server does. The bare
+baseline runs its clients as threads over 4 processes (apply_async needs Celery's own client).
 Prints {"requests", "per_second", "p50_ms", "p99_ms", "errors", "statuses"} as JSON.
 """
 
+import asyncio
 import collections
 import json
 import os
@@ -17,22 +21,68 @@ import threading
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from urllib.parse import urlsplit
 
 PROCESSES = 4
 
 
-def http_client(url: str, token: str):
-    import requests
+async def http_client(url: str, token: str, deadline: float, latencies: list, statuses: collections.Counter) -> None:
+    """One client: a keep-alive connection, POSTing until the deadline (reconnecting if it closes)."""
+    address = urlsplit(url)
+    reader = writer = None
+    n = 0
+    while time.time() < deadline:
+        body = json.dumps(
+            {"conversation_id": f"bench-{uuid.uuid4().hex}", "user_message": f"question {n}", "user_id": "user_1"}
+        ).encode()
+        request = (
+            f"POST /api/v1/tasks/ai/generate HTTP/1.1\r\nHost: {address.netloc}\r\n"
+            f"Authorization: Token {token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        started = time.perf_counter()
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection(address.hostname, address.port)
+            writer.write(request)
+            status_line = await asyncio.wait_for(reader.readline(), 30)
+            if not status_line:
+                raise ConnectionError("server closed the connection")
+            code: int | str = int(status_line.split()[1])
+            length, close = 0, False
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+                elif name.lower() == "connection" and value.strip().lower() == "close":
+                    close = True
+            await reader.readexactly(length)
+            if close:
+                writer.close()
+                writer = None
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, IndexError) as error:
+            code = type(error).__name__
+            if writer is not None:
+                writer.close()
+            writer = None
+        latencies.append((time.perf_counter() - started) * 1000)
+        statuses[code] += 1
+        n += 1
+    if writer is not None:
+        writer.close()
 
-    session = requests.Session()
-    session.headers["Authorization"] = f"Token {token}"
-    endpoint = f"{url}/api/v1/tasks/ai/generate"
 
-    def call(n: int) -> int:
-        body = {"conversation_id": f"bench-{uuid.uuid4().hex}", "user_message": f"question {n}", "user_id": "user_1"}
-        return session.post(endpoint, json=body, timeout=30).status_code
+def run_http(url: str, token: str, clients: int, seconds: float, start_at: float) -> dict:
+    latencies: list[float] = []
+    statuses: collections.Counter = collections.Counter()
 
-    return call
+    async def main() -> None:
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        deadline = start_at + seconds
+        await asyncio.gather(*(http_client(url, token, deadline, latencies, statuses) for _ in range(clients)))
+
+    asyncio.run(main())
+    return {"latencies": latencies, "statuses": {str(k): v for k, v in statuses.items()}}
 
 
 def bare_client():
@@ -48,14 +98,14 @@ def bare_client():
     return call
 
 
-def run_clients(kind: str, url: str, token: str, clients: int, seconds: float, start_at: float) -> dict:
-    """One process's share of the clients; returns their latencies and status codes."""
+def run_bare(clients: int, seconds: float, start_at: float) -> dict:
+    """One process's share of the bare clients (threads); returns their latencies and status codes."""
     latencies: list[float] = []
     statuses: collections.Counter = collections.Counter()
     lock = threading.Lock()
 
     def client() -> None:
-        call = http_client(url, token) if kind == "http" else bare_client()
+        call = bare_client()
         mine, codes, n = [], collections.Counter(), 0
         time.sleep(max(0.0, start_at - time.time()))
         deadline = start_at + seconds
@@ -72,8 +122,7 @@ def run_clients(kind: str, url: str, token: str, clients: int, seconds: float, s
             latencies.extend(mine)
             statuses.update(codes)
 
-    if kind == "bare":
-        bare_client()  # django.setup() once, before the threads
+    bare_client()  # django.setup() once, before the threads
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
@@ -84,11 +133,12 @@ def run_clients(kind: str, url: str, token: str, clients: int, seconds: float, s
 
 def main(kind: str, url: str, token: str, clients: int, seconds: float) -> None:
     start_at = time.time() + 3  # every process set up before the clock starts
-    shares = [clients // PROCESSES + (1 if i < clients % PROCESSES else 0) for i in range(PROCESSES)]
-    with ProcessPoolExecutor(PROCESSES) as pool:
-        parts = list(
-            pool.map(run_clients, *zip(*[(kind, url, token, n, seconds, start_at) for n in shares], strict=True))
-        )
+    if kind == "http":
+        parts = [run_http(url, token, clients, seconds, start_at)]
+    else:
+        shares = [clients // PROCESSES + (1 if i < clients % PROCESSES else 0) for i in range(PROCESSES)]
+        with ProcessPoolExecutor(PROCESSES) as pool:
+            parts = list(pool.map(run_bare, *zip(*[(n, seconds, start_at) for n in shares], strict=True)))
     latencies = sorted(x for part in parts for x in part["latencies"])
     statuses: collections.Counter = collections.Counter()
     for part in parts:
