@@ -1,4 +1,4 @@
-"""The worker of `make run` and compose: 100 threads sharing a few pooled connections."""
+"""The workers of `make run` and compose: one per core, 50 threads each sharing a few pooled connections."""
 
 import re
 import uuid
@@ -28,16 +28,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_make_run_and_compose_start_the_worker_with_threads_and_a_connection_pool():
     procfile = (ROOT / "Procfile").read_text()
-    assert re.search(
-        r"^worker: DJANGO_DB_POOL_MAX_SIZE=\$\{DJANGO_DB_POOL_MAX_SIZE:-20\} celery .* "
-        r"-P \$\{CELERY_WORKER_POOL:-threads\} -c \$\{CELERY_WORKER_CONCURRENCY:-100\}",
-        procfile,
-        re.MULTILINE,
-    )
+    for number in (1, 2):  # one worker per core, each with its own node name
+        assert re.search(
+            rf"^worker{number}: DJANGO_DB_POOL_MAX_SIZE=\$\{{DJANGO_DB_POOL_MAX_SIZE:-10\}} celery .* "
+            rf"-n worker{number}@%h .*-P \$\{{CELERY_WORKER_POOL:-threads\}} -c \$\{{CELERY_WORKER_CONCURRENCY:-50\}}",
+            procfile,
+            re.MULTILINE,
+        )
     for compose in ("docker-compose.yml", "docker-compose.prod.yml"):
         text = (ROOT / compose).read_text()
-        assert '"-P", "${CELERY_WORKER_POOL:-threads}", "-c", "${CELERY_WORKER_CONCURRENCY:-100}"' in text
-        assert "DJANGO_DB_POOL_MAX_SIZE: ${DJANGO_DB_POOL_MAX_SIZE:-20}" in text
+        assert '"-P", "${CELERY_WORKER_POOL:-threads}", "-c", "${CELERY_WORKER_CONCURRENCY:-50}"' in text
+        assert "DJANGO_DB_POOL_MAX_SIZE: ${DJANGO_DB_POOL_MAX_SIZE:-10}" in text
+        assert "replicas: 2" in text
 
 
 def test_a_threads_worker_runs_on_a_few_pooled_connections(start_worker):
