@@ -106,6 +106,19 @@ def test_a_wrong_token_is_a_401_too(path):
     assert response["Content-Type"].startswith("application/json")
 
 
+def test_the_token_of_a_deactivated_user_is_a_401(mallory):
+    # given mallory's token
+    client = client_for(mallory)
+    assert client.get("/api/v1/tasks/list").status_code == 200
+
+    # when her account is deactivated, then the same token is refused
+    mallory.is_active = False
+    mallory.save(update_fields=["is_active"])
+    response = client.get("/api/v1/tasks/list")
+    assert response.status_code == 401
+    assert response.json()["message"] == "User inactive or deleted."
+
+
 @pytest.fixture
 def mallory(db):
     return get_user_model().objects.create_user("mallory", password="pw")
