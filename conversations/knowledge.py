@@ -8,9 +8,9 @@ indexed or changed after its last indexing (KnowledgeDocument.objects.stale()).
 import re
 
 from django.conf import settings
-from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
+from django.contrib.postgres.search import SearchVector
 from django.db import transaction
-from django.db.models import F, Value
+from django.db.models import Value
 from django.utils import timezone
 
 from conversations.models import DocumentFormat, KnowledgeChunk, KnowledgeDocument
@@ -79,27 +79,35 @@ def knowledge_reindex(document: KnowledgeDocument) -> KnowledgeDocument:
     return document
 
 
-def _search_query(text: str) -> SearchQuery | None:
+def _search_terms(text: str) -> str | None:
+    """A raw tsquery matching any of the message's words, e.g. "'refund' | 'desk'"."""
     # Any term may match (OR): a question's words rarely all appear in one passage, and the
     # "simple" configuration keeps stop words. Ranking puts passages matching more terms first.
     terms = list(dict.fromkeys(word.lower() for word in _WORD.findall(text)))[:MAX_QUERY_TERMS]
     if not terms:
         return None
-    raw = " | ".join(f"'{term}'" for term in terms)  # \w+ only: nothing to escape
-    return SearchQuery(raw, search_type="raw", config=settings.KNOWLEDGE_SEARCH_CONFIG)
+    return " | ".join(f"'{term}'" for term in terms)  # \w+ only: nothing to escape
 
 
 def knowledge_relevant_chunks(*, user_id: str, text: str, limit: int) -> list[KnowledgeChunk]:
-    """The chat user's chunks that best match `text`, best first (a ranked full-text query)."""
-    query = _search_query(text)
-    if query is None or limit <= 0:
+    """The chat user's chunks that best match `text`, best first (a ranked full-text query).
+
+    Each chunk carries its document's title as `document_title`. Written as SQL: it runs for
+    every AI reply, and compiling the ORM's ranked full-text query (SearchQuery, SearchRank,
+    select_related) cost the worker more CPU than PostgreSQL spends running it.
+    """
+    terms = _search_terms(text)
+    if terms is None or limit <= 0:
         return []
-    return list(
-        KnowledgeChunk.objects.filter(user_id=user_id, search_vector=query)
-        .annotate(rank=SearchRank(F("search_vector"), query))
-        .select_related("document")
-        .order_by("-rank", "document_id", "position")[:limit]
-    )
+    chunks, documents = KnowledgeChunk._meta.db_table, KnowledgeDocument._meta.db_table
+    sql = f"""
+        SELECT c.*, d.title AS document_title
+        FROM {chunks} c JOIN {documents} d ON d.id = c.document_id, to_tsquery(%s::regconfig, %s) query
+        WHERE c.user_id = %s AND c.search_vector @@ query
+        ORDER BY ts_rank(c.search_vector, query) DESC, c.document_id, c.position
+        LIMIT %s
+    """
+    return list(KnowledgeChunk.objects.raw(sql, [settings.KNOWLEDGE_SEARCH_CONFIG, terms, user_id, limit]))
 
 
 def knowledge_document_save(

@@ -179,7 +179,7 @@ def build_prompt(conversation: Conversation, question: Message) -> list[ChatMess
     )
     if chunks:
         passages = "\n".join(
-            f"[{number}] ({chunk.document.title}) {chunk.content}" for number, chunk in enumerate(chunks, 1)
+            f"[{number}] ({chunk.document_title}) {chunk.content}" for number, chunk in enumerate(chunks, 1)
         )
         prompt.append(
             ChatMessage("system", f"Passages from the user's knowledge base; use them when they help:\n{passages}")

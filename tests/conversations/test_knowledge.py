@@ -67,6 +67,7 @@ def test_uploaded_document_is_indexed_and_its_best_chunks_reach_the_prompt(api, 
     # then the provider received the refund passage, not the shipping one nor another user's document
     system_text = "\n".join(m["content"] for m in fake_llm.requests[0].messages if m["role"] == "system")
     assert "refunded within 30 days" in system_text
+    assert "(policies)" in system_text  # the passage names its document
     assert "Hangzhou" not in system_text
     assert "Bob" not in system_text
 
