@@ -5,6 +5,7 @@ run twice for one task id (late acks redeliver a task whose worker died): the us
 the reply are unique per (task id, role), and a reply already saved is returned, not regenerated.
 """
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Callable
@@ -110,27 +111,40 @@ def reply_result(reply: Message) -> dict:
 def _save_user_message(
     *, conversation_id: str, user_message: str, user_id: str | None, task_id: str
 ) -> tuple[Conversation, Message, Message | None]:
-    """The conversation, this task's user message, and its reply if an earlier run saved one."""
-    with transaction.atomic():
-        conversation, created = Conversation.objects.get_or_create(
-            public_id=conversation_id, defaults={"user_id": user_id or ""}
-        )
-        if user_id and conversation.user_id != user_id:
-            raise ConversationForbidden(f"conversation {conversation_id} belongs to another user, not {user_id}")
-        if not task_id:
-            return conversation, _add_user_message(conversation, user_message, task_id=""), None
-        # An earlier run of this task may have saved the question, or the reply too: one query for both.
-        saved = {message.role: message for message in Message.objects.filter(task_id=task_id)}
-        question = saved.get(MessageRole.USER)
-        if question is None:
-            try:
-                with transaction.atomic():  # a savepoint: the outer transaction survives a clash
-                    question = _add_user_message(conversation, user_message, task_id=task_id)
-            except IntegrityError:
-                # Two deliveries of the task run at once (a re-sent message whose original
-                # resurfaced): the other saved the question first; share it.
-                question = Message.objects.get(task_id=task_id, role=MessageRole.USER)
-        return conversation, question, saved.get(MessageRole.ASSISTANT)
+    """The conversation, this task's user message, and its reply if an earlier run saved one.
+
+    Each step is a statement of its own (autocommit), not one transaction: an AI task holds a
+    pooled connection meanwhile, and every BEGIN, SAVEPOINT and COMMIT is one more round trip,
+    each waiting its turn for the GIL among the worker's threads. Nothing is lost by it: a run
+    that stops halfway is repeated by the task's next delivery, which finds what was saved.
+    """
+    conversation, _created = Conversation.objects.get_or_create(
+        public_id=conversation_id, defaults={"user_id": user_id or ""}
+    )
+    if user_id and conversation.user_id != user_id:
+        raise ConversationForbidden(f"conversation {conversation_id} belongs to another user, not {user_id}")
+    if not task_id:
+        return conversation, _add_user_message(conversation, user_message, task_id=""), None
+    # An earlier run of this task may have saved the question, or the reply too: one query for both.
+    saved = {message.role: message for message in Message.objects.filter(task_id=task_id)}
+    question = saved.get(MessageRole.USER) or _create_once(
+        lambda: _add_user_message(conversation, user_message, task_id=task_id), task_id=task_id, role=MessageRole.USER
+    )
+    return conversation, question, saved.get(MessageRole.ASSISTANT)
+
+
+def _create_once(create: Callable[[], Message], *, task_id: str, role: str) -> Message:
+    """create() this task's message of `role`, or take the one another delivery saved first.
+
+    Two deliveries of a task can run at once (a re-sent message whose original resurfaced); the
+    unique (task_id, role) lets only one message of each role in. In autocommit mode the refused
+    INSERT needs no savepoint; inside a caller's transaction it does.
+    """
+    try:
+        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+            return create()
+    except IntegrityError:
+        return Message.objects.get(task_id=task_id, role=role)
 
 
 def _add_user_message(conversation: Conversation, content: str, *, task_id: str) -> Message:
@@ -152,21 +166,20 @@ def _save_reply(conversation: Conversation, completion: Completion, *, task_id: 
     cost = completion_cost(
         model=completion.model, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens
     )
-    try:
-        with transaction.atomic():
-            reply = Message.objects.create(
-                conversation=conversation,
-                role=MessageRole.ASSISTANT,
-                content=completion.text,
-                model=completion.model,
-                prompt_tokens=completion.prompt_tokens,
-                completion_tokens=completion.completion_tokens,
-                cost=cost,
-                task_id=task_id,
-            )
-    except IntegrityError:
-        # Another delivery of the same task saved its reply first: keep that one.
-        reply = Message.objects.get(task_id=task_id, role=MessageRole.ASSISTANT)
+    reply = _create_once(
+        lambda: Message.objects.create(
+            conversation=conversation,
+            role=MessageRole.ASSISTANT,
+            content=completion.text,
+            model=completion.model,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            cost=cost,
+            task_id=task_id,
+        ),
+        task_id=task_id,
+        role=MessageRole.ASSISTANT,
+    )
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
     return reply
 

@@ -10,6 +10,7 @@ from conversations.models import Conversation, Message
 from conversations.services import (
     ConversationForbidden,
     GenerationCancelled,
+    _create_once,
     build_prompt,
     complete_unless_stopped,
     conversation_for_generation,
@@ -33,6 +34,33 @@ def test_running_the_same_task_twice_keeps_one_question_and_one_reply():
         "user",
         "assistant",
     ]
+
+
+@pytest.mark.parametrize(
+    "in_a_transaction",
+    [pytest.param(True, id="inside-a-transaction"), pytest.param(False, marks=pytest.mark.django_db(transaction=True))],
+)
+def test_a_delivery_that_lost_the_race_shares_the_question_and_reply_saved_first(in_a_transaction):
+    # given another delivery of the same task saved the question and the reply while this one ran
+    conversation = Conversation.objects.create(public_id="conv_race", user_id="u")
+    question = Message.objects.create(conversation=conversation, role="user", content="hi", task_id="task-race")
+    reply = Message.objects.create(conversation=conversation, role="assistant", content="hello", task_id="task-race")
+
+    # when this delivery tries to save its own (its INSERTs are refused by the unique task/role pair)
+    saved = [
+        _create_once(
+            lambda role=role: Message.objects.create(
+                conversation=conversation, role=role, content="x", task_id="task-race"
+            ),
+            task_id="task-race",
+            role=role,
+        )
+        for role in ("user", "assistant")
+    ]
+
+    # then it takes the saved ones, and the connection is still usable
+    assert saved == [question, reply]
+    assert Message.objects.filter(task_id="task-race").count() == 2
 
 
 def test_a_new_conversation_is_created_for_the_caller(user):
