@@ -237,7 +237,7 @@ def measure_api(*, records: int, repeats: int, requests_per_run: int) -> list[Ro
     def plain_ms(key: str) -> str:
         return f"{statistics.median(p[key] for p in plain):.1f} ms in-process ORM, no HTTP"
 
-    prefix = f"3. API, {records:,} records, median over HTTP (gunicorn 2×8 threads):"
+    prefix = f"3. API, {records:,} records, median over HTTP (gunicorn 4×2 threads):"
     status, listing, stats = (statistics.median(runs[k]) for k in ("status", "list", "stats"))
     admin_ms = statistics.median(runs["admin"])
     return [
@@ -313,7 +313,7 @@ def measure_submit(*, clients: int, seconds: float, repeats: int) -> Row:
     http_rate = statistics.median(h["per_second"] for h, _ in pairs)
     errors = sum(h["errors"] for h, _ in pairs)
     return Row(
-        f"4. submit rate: POST /ai/generate, {clients} concurrent clients × {seconds:g} s, gunicorn 2×8 threads, "
+        f"4. submit rate: POST /ai/generate, {clients} concurrent clients × {seconds:g} s, gunicorn 4×2 threads, "
         "no worker (baseline: bare `apply_async` from as many threads)",
         describe([h for h, _ in pairs]),
         describe([b for _, b in pairs]),

@@ -155,9 +155,9 @@ def run_json(module: str, *args: str, env: dict[str, str], timeout: float = 1800
 
 
 class Gunicorn:
-    """`gunicorn claw_ai.wsgi` as `make run` starts it (Procfile: 2 workers × 8 threads), on a free port."""
+    """`gunicorn claw_ai.wsgi` as `make run` starts it (Procfile: 4 workers × 2 threads), on a free port."""
 
-    def __init__(self, env: dict[str, str], *, workers: int = 2, threads: int = 8) -> None:
+    def __init__(self, env: dict[str, str], *, workers: int = 4, threads: int = 2) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
