@@ -72,7 +72,6 @@ class CancellationMonitor:
 
     def _run(self) -> None:
         checks_per_record_check = round(self.RECORD_INTERVAL / self.FLAG_INTERVAL)
-        tick = 0
         while True:
             with self._lock:
                 while not self._watchers:
@@ -80,7 +79,7 @@ class CancellationMonitor:
                 watched = list(self._watchers)
             try:
                 found = self._flagged(watched)
-                if tick % checks_per_record_check == 0:
+                if self.rounds % checks_per_record_check == 0:
                     found |= self._revoked(watched)
             except Exception:  # a broken check must not end the monitor; the next one retries
                 logger.warning("cancellation check failed", exc_info=True)
@@ -88,7 +87,6 @@ class CancellationMonitor:
             if found:
                 with self._lock:
                     self._cancelled |= found & set(self._watchers)
-            tick += 1
             self.rounds += 1
             with self._lock:
                 self._wake.wait(self.FLAG_INTERVAL)

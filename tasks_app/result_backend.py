@@ -7,6 +7,8 @@ see them disagree. A record cancelled through the system stays REVOKED: later
 writes from a worker that had not yet heard are dropped.
 """
 
+import functools
+
 from celery import states
 from django.db import InterfaceError as DjangoInterfaceError
 from django.db import OperationalError, connection
@@ -45,7 +47,8 @@ def describe_error(result) -> str:
     return str(result)
 
 
-def _write_state_sql(record_fields: list[str], *, keep_revoked: bool) -> str:
+@functools.cache  # a handful of shapes (which record fields a state sets), built once each
+def _write_state_sql(record_fields: tuple[str, ...], *, keep_revoked: bool) -> str:
     """UPDATE the record and upsert the TaskResult in one statement; a row comes back when written.
 
     The TaskResult is written when the record was updated, or when there is no record (a task
@@ -93,7 +96,7 @@ class TaskRecordBackend(DatabaseBackend):
         params = self._result_fields(result, status, traceback, request)
         params.update({f"record_{name}": value for name, value in record_fields.items()})
         params.update(task_id=task_id, now=now, date_started=now if status == states.STARTED else None)
-        sql = _write_state_sql(list(record_fields), keep_revoked=status != states.REVOKED)
+        sql = _write_state_sql(tuple(record_fields), keep_revoked=status != states.REVOKED)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             written = cursor.fetchone() is not None
