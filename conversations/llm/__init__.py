@@ -1,11 +1,14 @@
 """LLM providers behind one interface (conversations.llm.base.LLMProvider), chosen by settings."""
 
+import logging
 import threading
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from conversations.llm.base import LLMProvider
+
+logger = logging.getLogger(__name__)
 
 # One provider per thread, kept between requests: building the OpenAI SDK's client costs ~1-2 ms
 # of CPU, and a kept client reuses its keep-alive connection to the provider.
@@ -31,6 +34,21 @@ def discard_provider(provider: LLMProvider) -> None:
     if getattr(_per_thread, "provider", None) is provider:
         _per_thread.provider = None
     provider.close()
+
+
+def warm_up() -> None:
+    """Build (and close) one provider, so the imports and one-time set-up it needs are done.
+
+    A worker calls this before it consumes: the OpenAI SDK takes ~0.3 s of CPU to import and
+    ~40 ms more for its first client. Left to the first tasks, a threads worker started with a
+    full queue ran its first wave of AI tasks ~1 s slower, every thread waiting on the import
+    lock while one imported under the GIL (bench/RESULTS.md, measurement 2). A provider that
+    cannot be built is logged here and fails its tasks as before, so the worker still starts.
+    """
+    try:
+        _new_provider().close()
+    except Exception:
+        logger.exception("could not build the LLM provider (LLM_PROVIDER=%r)", settings.LLM_PROVIDER)
 
 
 def _new_provider() -> LLMProvider:

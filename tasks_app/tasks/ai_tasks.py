@@ -2,17 +2,26 @@
 
 import logging
 
-from celery import shared_task, states
+from celery import shared_task, signals, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
+from conversations import llm
 from conversations.llm.base import ProviderUnavailable
 from conversations.services import GenerationCancelled, conversation_generate_reply
 from tasks_app.cancellation import CancellationWatch
 from tasks_app.tasks.base import BaseTaskWithRetry
 
 logger = logging.getLogger(__name__)
+
+
+@signals.worker_init.connect(dispatch_uid="tasks_app.tasks.ai_tasks.warm_up_provider")
+def warm_up_provider(**_kwargs) -> None:
+    # Sent in the worker's main process before its pool starts: threads share the imports, and
+    # prefork children inherit them. No database or network work here (children must not
+    # inherit connections).
+    llm.warm_up()
 
 
 class AIGenerationTimeout(Exception):
