@@ -94,7 +94,8 @@ if DB_POOL_MAX_SIZE:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL")
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+# Django's Redis cache with one shared client and a one-round-trip counter (claw_ai.cache).
+CACHES = {"default": {"BACKEND": "claw_ai.cache.RedisCache", "LOCATION": REDIS_URL}}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

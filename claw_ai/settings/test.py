@@ -16,7 +16,7 @@ def _with_db(url: str, db: int) -> str:
 
 REDIS_URL = _with_db(REDIS_URL, REDIS_TEST_DB)
 CELERY_BROKER_URL = _with_db(CELERY_BROKER_URL, REDIS_TEST_DB)
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+CACHES = {"default": {"BACKEND": "claw_ai.cache.RedisCache", "LOCATION": REDIS_URL}}
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 STORAGES = {

@@ -41,10 +41,15 @@ class SubmitRateThrottle(ScopedRateThrottle):
         self.now = self.timer()
         window = int(self.now // self.duration)
         self.window_ends_at = (window + 1) * self.duration
-        key = f"{self.key}:{window}"
-        # The counter outlives its window a little, so it cannot expire between add and incr.
-        self.cache.add(key, 0, timeout=self.duration + 5)
-        return self.cache.incr(key) <= self.num_requests
+        return self._count(f"{self.key}:{window}", timeout=self.duration + 5) <= self.num_requests
+
+    def _count(self, key: str, timeout: int) -> int:
+        # claw_ai.cache.RedisCache (the default cache) counts in one round trip; any other cache
+        # takes two steps. The counter outlives its window a little, so it cannot expire between them.
+        if hasattr(self.cache, "count"):
+            return self.cache.count(key, timeout)
+        self.cache.add(key, 0, timeout=timeout)
+        return self.cache.incr(key)
 
     def wait(self) -> float:
         """Seconds until the window ends (Retry-After)."""
