@@ -6,6 +6,7 @@ the reply are unique per (task id, role), and a reply already saved is returned,
 """
 
 import contextlib
+import functools
 import threading
 import uuid
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from claw_ai.inserts import column_list, insert_fields, insert_values, loaded, placeholders
 from conversations.knowledge import knowledge_relevant_chunks
 from conversations.llm import discard_provider, get_provider
 from conversations.llm.base import ChatMessage, Completion, LLMProvider
@@ -47,6 +49,33 @@ def conversation_create(
     )
 
 
+@functools.cache
+def _get_or_create_sql() -> str:
+    meta, quote = Conversation._meta, connection.ops.quote_name
+    table, fields = quote(meta.db_table), column_list(meta.concrete_fields)
+    public_id = quote(meta.get_field("public_id").column)
+    return (
+        f"WITH new AS (INSERT INTO {table} ({column_list(insert_fields(Conversation))}) "
+        f"VALUES ({placeholders(Conversation)}) ON CONFLICT ({public_id}) DO NOTHING RETURNING {fields}) "
+        f"SELECT {fields}, true FROM new UNION ALL SELECT {fields}, false FROM {table} WHERE {public_id} = %s"
+    )
+
+
+def conversation_get_or_create(*, public_id: str, user_id: str, created_by=None) -> tuple[Conversation, bool]:
+    """The conversation `public_id` and whether it is new: created for `user_id` and `created_by`
+    when missing. Like get_or_create, but one statement in autocommit (get_or_create takes a
+    SELECT, then BEGIN, INSERT and COMMIT for a new one: four round trips on every submit)."""
+    new = Conversation(public_id=public_id, user_id=user_id, created_by=created_by)
+    with connection.cursor() as cursor:
+        cursor.execute(_get_or_create_sql(), [*insert_values(new), public_id])
+        row = cursor.fetchone()
+    if row is None:
+        # Another transaction inserted it and committed while this INSERT waited on it, after
+        # this statement's snapshot: a new statement sees the row.
+        return Conversation.objects.get(public_id=public_id), False
+    return loaded(Conversation, Conversation._meta.concrete_fields, row[:-1]), row[-1]
+
+
 def conversation_for_generation(*, conversation_id: str, user_id: str | None, requested_by) -> Conversation:
     """The conversation an API caller asks a reply for; created (for `user_id`) when unknown.
 
@@ -54,9 +83,8 @@ def conversation_for_generation(*, conversation_id: str, user_id: str | None, re
     callers — was created by another API user. A conversation started from code (no API owner)
     becomes the first non-staff caller's, if the chat user matches.
     """
-    conversation, created = Conversation.objects.get_or_create(
-        public_id=conversation_id,
-        defaults={"user_id": user_id or "", "created_by": requested_by},
+    conversation, created = conversation_get_or_create(
+        public_id=conversation_id, user_id=user_id or "", created_by=requested_by
     )
     if created:
         return conversation
@@ -118,9 +146,7 @@ def _save_user_message(
     each waiting its turn for the GIL among the worker's threads. Nothing is lost by it: a run
     that stops halfway is repeated by the task's next delivery, which finds what was saved.
     """
-    conversation, _created = Conversation.objects.get_or_create(
-        public_id=conversation_id, defaults={"user_id": user_id or ""}
-    )
+    conversation, _created = conversation_get_or_create(public_id=conversation_id, user_id=user_id or "")
     if user_id and conversation.user_id != user_id:
         raise ConversationForbidden(f"conversation {conversation_id} belongs to another user, not {user_id}")
     if not task_id:

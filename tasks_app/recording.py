@@ -10,6 +10,7 @@ Who submitted a task and which task it retries travel as message headers, set
 by tasks_app.services, so this one place records every path alike.
 """
 
+import functools
 import logging
 import threading
 
@@ -17,6 +18,7 @@ from celery.signals import before_task_publish
 from django.db import connection
 from django.utils.dateparse import parse_datetime
 
+from claw_ai.inserts import column_list, insert_fields, insert_values, placeholders
 from tasks_app.models import TaskRecord
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,24 @@ def _queue_of(routing_key: str | None, declare) -> str:
         if name:
             return name
     return routing_key or ""
+
+
+@functools.cache
+def _record_sql(published_fields: tuple[str, ...]) -> str:
+    """INSERT the record, or for a re-send of a lost task (same id) update only what publishing
+    sets, keeping its state, creation time and re-send count. The stored row's id, state and
+    creation time come back."""
+    meta, quote = TaskRecord._meta, connection.ops.quote_name
+    updates = ", ".join(
+        f"{quote(column)} = EXCLUDED.{quote(column)}"
+        for column in (meta.get_field(name).column for name in published_fields)
+    )
+    returned = column_list(meta.get_field(name) for name in ("id", "state", "created_at"))
+    return (
+        f"INSERT INTO {quote(meta.db_table)} ({column_list(insert_fields(TaskRecord))}) "
+        f"VALUES ({placeholders(TaskRecord)}) "
+        f"ON CONFLICT ({quote(meta.get_field('task_id').column)}) DO UPDATE SET {updates} RETURNING {returned}"
+    )
 
 
 @before_task_publish.connect(dispatch_uid="tasks_app.record_published_task")
@@ -75,10 +95,10 @@ def record_published_task(
         "conversation_id": str(kwargs.get("conversation_id") or "")[:255],
         "periodic_task_name": (headers.get("periodic_task_name") or "")[:255],
     }
-    # One INSERT ... ON CONFLICT statement (a re-send of a lost task keeps its record's state and
-    # creation time): publishing costs a single round trip to PostgreSQL.
+    # One INSERT ... ON CONFLICT statement: publishing costs a single round trip to PostgreSQL.
     record = TaskRecord(task_id=task_id, **fields)
-    TaskRecord.objects.bulk_create(
-        [record], update_conflicts=True, unique_fields=["task_id"], update_fields=list(fields)
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_record_sql(tuple(fields)), insert_values(record))
+        record.pk, record.state, record.created_at = cursor.fetchone()
+    record._state.adding, record._state.db = False, connection.alias
     _written.record = record

@@ -1,9 +1,11 @@
 """conversations.services without workers: idempotency, ownership, prompt building, cost."""
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
+from django.db import connection, connections
 
 from conversations.llm.base import ChatMessage, Completion
 from conversations.models import Conversation, Message
@@ -15,8 +17,10 @@ from conversations.services import (
     complete_unless_stopped,
     conversation_for_generation,
     conversation_generate_reply,
+    conversation_get_or_create,
 )
 from conversations.tokens import completion_cost
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -61,6 +65,53 @@ def test_a_delivery_that_lost_the_race_shares_the_question_and_reply_saved_first
     # then it takes the saved ones, and the connection is still usable
     assert saved == [question, reply]
     assert Message.objects.filter(task_id="task-race").count() == 2
+
+
+def test_get_or_create_creates_once_then_finds_it(user):
+    created, is_new = conversation_get_or_create(public_id="conv_goc", user_id="user_1", created_by=user)
+    found, found_new = conversation_get_or_create(public_id="conv_goc", user_id="user_2")
+
+    assert (is_new, found_new) == (True, False)
+    assert found.pk == created.pk
+    # the row is the one created, whatever the second call asked for
+    stored = Conversation.objects.get(public_id="conv_goc")
+    assert (stored.user_id, stored.created_by, stored.title) == ("user_1", user, "")
+    assert (found.user_id, found.created_by_id, found.created_at) == ("user_1", user.pk, stored.created_at)
+    assert stored.created_at is not None and stored.updated_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_get_or_create_finds_a_conversation_another_transaction_was_inserting():
+    # given another connection inserting conv_concurrent in a transaction it has not committed yet
+    other = connections.create_connection("default")
+    other_cursor = other.cursor()
+    other_cursor.execute("BEGIN")
+    other_cursor.execute(
+        "INSERT INTO conversations_conversation (public_id, user_id, title, created_at, updated_at) "
+        "VALUES ('conv_concurrent', 'user_other', '', now(), now())"
+    )
+
+    # when this connection asks for the same conversation (its INSERT waits for the other's
+    # transaction), and the other commits meanwhile
+    with ThreadPoolExecutor(1) as pool:
+        asked = pool.submit(conversation_get_or_create, public_id="conv_concurrent", user_id="user_me")
+        wait_for(lambda: backends_waiting_on_a_lock() > 0, timeout=10, what="the INSERT to wait on the other's row")
+        other_cursor.execute("COMMIT")
+        conversation, created = asked.result(timeout=10)
+    other.close()
+
+    # then it gets the other transaction's row, not an error and not a second row
+    assert created is False
+    assert conversation.user_id == "user_other"
+    assert Conversation.objects.filter(public_id="conv_concurrent").count() == 1
+
+
+def backends_waiting_on_a_lock() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return cursor.fetchone()[0]
 
 
 def test_a_new_conversation_is_created_for_the_caller(user):

@@ -1,0 +1,39 @@
+"""One-row INSERTs for the hottest writes, as SQL built once per model and reused.
+
+The ORM compiles an INSERT (and get_or_create its SELECT and transaction) anew on every call. On
+the submit path, where each request writes a task record and often a conversation, compiling
+cost more CPU than PostgreSQL spends running the statements (bench/ANALYSIS.md, measurement 4).
+The values are prepared as Model.save() prepares them: pre_save() fills auto_now fields and
+get_db_prep_save() adapts JSON and dates.
+"""
+
+import functools
+
+from django.db import connection
+from django.db.models import Field, Model
+
+
+@functools.cache
+def insert_fields(model: type[Model]) -> tuple[Field, ...]:
+    """The fields an INSERT of `model` writes: every concrete field but a generated primary key."""
+    return tuple(field for field in model._meta.concrete_fields if not (field.primary_key and field.db_returning))
+
+
+def column_list(fields) -> str:
+    return ", ".join(connection.ops.quote_name(field.column) for field in fields)
+
+
+def placeholders(model: type[Model]) -> str:
+    return ", ".join(["%s"] * len(insert_fields(model)))
+
+
+def insert_values(instance: Model) -> list:
+    """The values of `instance`'s INSERT, in insert_fields order."""
+    return [
+        field.get_db_prep_save(field.pre_save(instance, True), connection) for field in insert_fields(type(instance))
+    ]
+
+
+def loaded(model: type[Model], fields, row) -> Model:
+    """An instance of `model` from the `fields` values of a row read from the database."""
+    return model.from_db(connection.alias, [field.attname for field in fields], row)
