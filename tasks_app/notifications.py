@@ -5,11 +5,14 @@ A callback POSTs the task's status document (the shape of GET /api/v1/tasks/stat
   WEBHOOK_SIGNING_SECRET; receivers recompute it and compare in constant time.
 - `Idempotency-Key: <task id>` — the same for every attempt, so a receiver that got a delivery
   whose answer was lost can ignore the retry.
-Redirects are never followed: a callback goes to the host the client named, or nowhere.
+Redirects are never followed: a callback goes to the host the client named, or nowhere; and that
+host must be a public address or in WEBHOOK_ALLOWED_NETWORKS (tasks_app.callback_addresses).
+Callbacks connect directly, not through a proxy named in the environment.
 """
 
 import hashlib
 import hmac
+import http.client
 import json
 import smtplib
 import urllib.error
@@ -21,6 +24,7 @@ from django.core.mail import send_mail
 from django.core.serializers.json import DjangoJSONEncoder
 
 from tasks_app import selectors
+from tasks_app.callback_addresses import CallbackAddressRefused, connect_to_allowed_address
 from tasks_app.models import TaskRecord
 
 SIGNATURE_HEADER = "X-Claw-Signature"
@@ -62,7 +66,31 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None  # the 3xx surfaces as an HTTPError instead of being followed
 
 
-_opener = urllib.request.build_opener(_NoRedirects)
+class _CheckedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = connect_to_allowed_address
+
+
+class _CheckedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = connect_to_allowed_address
+
+
+class _CheckedHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_CheckedHTTPConnection, req)
+
+
+class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_CheckedHTTPSConnection, req, context=self._context)
+
+
+_opener = urllib.request.build_opener(
+    urllib.request.ProxyHandler({}), _CheckedHTTPHandler, _CheckedHTTPSHandler, _NoRedirects
+)
 
 
 def webhook_deliver(*, callback_url: str, document: dict) -> int:
@@ -95,6 +123,8 @@ def webhook_deliver(*, callback_url: str, document: dict) -> int:
         if error.code in (408, 429) or error.code >= 500:
             raise WebhookDeliveryFailed(f"callback answered {error.code}") from None
         raise WebhookRejected(f"callback answered {error.code}") from None
+    except CallbackAddressRefused as error:
+        raise WebhookRejected(str(error)) from None
     except (TimeoutError, urllib.error.URLError, ConnectionError) as error:
         raise WebhookDeliveryFailed(f"callback unreachable: {error}") from None
 

@@ -3,6 +3,7 @@
 Every variable is listed, with a comment, in `.env.example`.
 """
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -319,6 +320,14 @@ KNOWLEDGE_CHUNKS_PER_PROMPT = env.int("KNOWLEDGE_CHUNKS_PER_PROMPT", default=3)
 KNOWLEDGE_SEARCH_CONFIG = env("KNOWLEDGE_SEARCH_CONFIG", default="simple")
 # Webhook callbacks are signed with HMAC-SHA256 of the body under this secret (X-Claw-Signature).
 WEBHOOK_SIGNING_SECRET = secret("WEBHOOK_SIGNING_SECRET", default="development-only-webhook-secret")
+# Callbacks go to public addresses only (a client must not make workers call internal services),
+# and to these networks: comma-separated CIDRs, e.g. "10.20.0.0/16" for a receiver inside your
+# own network (tasks_app.callback_addresses).
+WEBHOOK_ALLOWED_NETWORKS = [
+    ipaddress.ip_network(network.strip(), strict=False)
+    for network in env.list("WEBHOOK_ALLOWED_NETWORKS", default=[])
+    if network.strip()
+]
 # Seconds a callback receiver may take to answer before the delivery is retried.
 WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", default=10.0)
 # Email notifications go through Django's email framework; the console backend prints them.

@@ -1,5 +1,6 @@
 """Settings for `make test`: real PostgreSQL, Redis and workers, nothing eager."""
 
+import ipaddress
 from urllib.parse import urlsplit, urlunsplit
 
 from .base import *  # noqa: F403
@@ -17,6 +18,9 @@ def _with_db(url: str, db: int) -> str:
 REDIS_URL = _with_db(REDIS_URL, REDIS_TEST_DB)
 CELERY_BROKER_URL = _with_db(CELERY_BROKER_URL, REDIS_TEST_DB)
 CACHES = {"default": {"BACKEND": "claw_ai.cache.RedisCache", "LOCATION": REDIS_URL}}
+
+# The tests' webhook receivers listen on loopback (tests of the address rules set their own).
+WEBHOOK_ALLOWED_NETWORKS = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 STORAGES = {

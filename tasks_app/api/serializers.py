@@ -10,6 +10,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from tasks_app.callback_addresses import refused_host
 from tasks_app.models import TaskRecord, TaskState
 
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 500
@@ -155,7 +156,16 @@ class HttpUrlField(serializers.URLField):
 
 @extend_schema_field(OpenApiTypes.URI)
 class CallbackUrlField(HttpUrlField):
-    pass
+    """An http(s) URL whose host may be a callback's (a name is checked again when it is sent)."""
+
+    def to_internal_value(self, data):
+        url = super().to_internal_value(data)
+        host = refused_host(url)
+        if host:
+            raise serializers.ValidationError(
+                _("Callbacks go to public addresses only; %(host)s is not one.") % {"host": host}
+            )
+        return url
 
 
 class AIGenerateSerializer(serializers.Serializer):

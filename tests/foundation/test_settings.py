@@ -169,3 +169,20 @@ def test_celery_broker_url_overrides_the_broker_only():
     assert resolved["broker"] == "amqp://guest:guest@mq.internal:5672//"
     assert resolved["cache"] == "redis://cache.internal:6390/3"
     assert resolved["transport"] is None
+
+
+def test_webhook_allowed_networks_default_to_none_and_read_a_cidr_list():
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print([str(network) for network in s.WEBHOOK_ALLOWED_NETWORKS])"
+    )
+    development = {"DJANGO_SETTINGS_MODULE": "claw_ai.settings.development", **SERVERS}
+
+    empty = run_python(code, **development, WEBHOOK_ALLOWED_NETWORKS="")
+    listed = run_python(code, **development, WEBHOOK_ALLOWED_NETWORKS=" 10.20.0.0/16, 192.168.1.7 ,fd00::/8")
+    wrong = run_python(code, **development, WEBHOOK_ALLOWED_NETWORKS="10.20.0.0/16,not-a-network")
+
+    assert empty.stdout.strip() == "[]", empty.stderr
+    assert listed.stdout.strip() == "['10.20.0.0/16', '192.168.1.7/32', 'fd00::/8']", listed.stderr
+    # a mistyped network stops the process with the value named, instead of being ignored
+    assert wrong.returncode != 0 and "'not-a-network' does not appear to be an IPv4 or IPv6 network" in wrong.stderr
