@@ -9,7 +9,7 @@ import contextlib
 import functools
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -106,15 +106,22 @@ def conversation_generate_reply(
     temperature: float = 0.7,
     user_id: str | None = None,
     task_id: str = "",
+    retried_task_ids: Sequence[str] = (),
     should_stop: Callable[[], bool] = lambda: False,
 ) -> dict:
     """Save the user's message, ask the provider, save and return the reply.
 
-    `should_stop` is polled while the provider works; when it turns true the wait ends with
-    GenerationCancelled and nothing more is saved.
+    `retried_task_ids` are the tasks this one retries (a retry through the API or the admin has a
+    new id): a question one of them saved and nobody answered is this task's question too, so
+    the conversation does not show it twice. `should_stop` is polled while the provider works;
+    when it turns true the wait ends with GenerationCancelled and nothing more is saved.
     """
     conversation, question, reply = _save_user_message(
-        conversation_id=conversation_id, user_message=user_message, user_id=user_id, task_id=task_id
+        conversation_id=conversation_id,
+        user_message=user_message,
+        user_id=user_id,
+        task_id=task_id,
+        retried_task_ids=retried_task_ids,
     )
     if reply is None:
         provider = get_provider()
@@ -137,7 +144,7 @@ def reply_result(reply: Message) -> dict:
 
 
 def _save_user_message(
-    *, conversation_id: str, user_message: str, user_id: str | None, task_id: str
+    *, conversation_id: str, user_message: str, user_id: str | None, task_id: str, retried_task_ids: Sequence[str] = ()
 ) -> tuple[Conversation, Message, Message | None]:
     """The conversation, this task's user message, and its reply if an earlier run saved one.
 
@@ -153,10 +160,27 @@ def _save_user_message(
         return conversation, _add_user_message(conversation, user_message, task_id=""), None
     # An earlier run of this task may have saved the question, or the reply too: one query for both.
     saved = {message.role: message for message in Message.objects.filter(task_id=task_id)}
-    question = saved.get(MessageRole.USER) or _create_once(
-        lambda: _add_user_message(conversation, user_message, task_id=task_id), task_id=task_id, role=MessageRole.USER
+    question = (
+        saved.get(MessageRole.USER)
+        or _unanswered_question(conversation, retried_task_ids)
+        or _create_once(
+            lambda: _add_user_message(conversation, user_message, task_id=task_id),
+            task_id=task_id,
+            role=MessageRole.USER,
+        )
     )
     return conversation, question, saved.get(MessageRole.ASSISTANT)
+
+
+def _unanswered_question(conversation: Conversation, task_ids: Sequence[str]) -> Message | None:
+    """The question the nearest of `task_ids` saved in `conversation`, unless one of them got a reply."""
+    if not task_ids:
+        return None
+    messages = list(Message.objects.filter(conversation=conversation, task_id__in=task_ids))
+    if any(message.role == MessageRole.ASSISTANT for message in messages):
+        return None  # answered before (e.g. cancelled after the reply): the retry asks again
+    questions = {message.task_id: message for message in messages if message.role == MessageRole.USER}
+    return next((questions[task_id] for task_id in task_ids if task_id in questions), None)
 
 
 def _create_once(create: Callable[[], Message], *, task_id: str, role: str) -> Message:

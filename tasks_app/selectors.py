@@ -98,6 +98,27 @@ def unfinished_task_count(*, user: AbstractBaseUser) -> int:
         return cursor.fetchone()[0]
 
 
+def retried_task_ids(*, record_id: int | None, depth: int = 100) -> list[str]:
+    """The task id of the record `record_id`, then those of the tasks it retries, nearest first."""
+    if record_id is None:
+        return []
+    table = TaskRecord._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH RECURSIVE chain(id, task_id, retry_of_id, depth) AS (
+                SELECT id, task_id, retry_of_id, 1 FROM {table} WHERE id = %s
+                UNION ALL
+                SELECT r.id, r.task_id, r.retry_of_id, c.depth + 1
+                FROM {table} r JOIN chain c ON r.id = c.retry_of_id WHERE c.depth < %s
+            )
+            SELECT task_id FROM chain ORDER BY depth
+            """,
+            [record_id, depth],
+        )
+        return [task_id for (task_id,) in cursor.fetchall()]
+
+
 def task_result_value(*, record: TaskRecord) -> Any:
     """The task's return value, parsed from django-celery-results' TaskResult (SUCCESS only)."""
     if record.state != TaskState.SUCCESS:

@@ -10,7 +10,9 @@ from django.conf import settings
 from conversations import llm
 from conversations.llm.base import ProviderUnavailable
 from conversations.services import GenerationCancelled, conversation_generate_reply
+from tasks_app import selectors
 from tasks_app.cancellation import CancellationWatch
+from tasks_app.recording import HEADER_RETRY_OF
 from tasks_app.tasks.base import BaseTaskWithRetry
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,8 @@ def generate_ai_response(
 ) -> dict:
     """Generate and save the assistant's reply to `user_message` (conversations.services)."""
     task_id = self.request.id or ""
+    # A retry through the API or the admin is a new task whose message names the record it retries.
+    retry_of = getattr(self.request, HEADER_RETRY_OF, None)
     try:
         with CancellationWatch(task_id) as should_stop:
             return conversation_generate_reply(
@@ -69,6 +73,7 @@ def generate_ai_response(
                 temperature=temperature,
                 user_id=user_id,
                 task_id=task_id,
+                retried_task_ids=selectors.retried_task_ids(record_id=retry_of),
                 should_stop=should_stop,
             )
     except GenerationCancelled:

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from django_celery_results.models import TaskResult
+from rest_framework.test import APIClient
 
 from conversations.models import Conversation, Message
 from tasks_app.models import TaskRecord, TaskState
@@ -213,3 +214,30 @@ def test_the_same_message_delivered_twice_saves_one_reply(llm_worker, fake_llm):
     asked = [r for r in fake_llm.requests if r.messages[-1]["content"] == "hello"]
     assert len(asked) == 1
     assert stored_result(task_id)["response"] == "the only answer"
+
+
+def test_retrying_a_failed_reply_asks_the_same_question_once(llm_worker, fake_llm, staff_user):
+    # given a reply that failed for good (the provider refused it) after its question was saved,
+    # and a retry of it through the API that failed the same way
+    fake_llm.script(error(400, "context too long"), error(400, "context too long"), answer("third time lucky"))
+    staff = APIClient()
+    staff.force_authenticate(staff_user)
+    failed = send("conv_retry", "what is 2 + 2?").id
+    assert finished(failed).state == TaskState.FAILURE
+    first_retry = staff.post(f"/api/v1/tasks/retry/{failed}").json()["task_id"]
+    assert finished(first_retry).state == TaskState.FAILURE
+
+    # when the retry is retried, and succeeds
+    second_retry = staff.post(f"/api/v1/tasks/retry/{first_retry}").json()["task_id"]
+    assert finished(second_retry).state == TaskState.SUCCESS
+
+    # then the conversation shows the question once (saved by the first task), answered by the last
+    messages = Message.objects.filter(conversation__public_id="conv_retry").order_by("created_at", "id")
+    assert [(m.role, m.content, m.task_id) for m in messages] == [
+        ("user", "what is 2 + 2?", failed),
+        ("assistant", "third time lucky", second_retry),
+    ]
+    # and every attempt asked the provider the question once
+    assert len(fake_llm.requests) == 3
+    for request in fake_llm.requests:
+        assert [m["content"] for m in request.messages if m["role"] == "user"] == ["what is 2 + 2?"]

@@ -67,6 +67,48 @@ def test_a_delivery_that_lost_the_race_shares_the_question_and_reply_saved_first
     assert Message.objects.filter(task_id="task-race").count() == 2
 
 
+def test_a_retry_answers_the_question_its_failed_task_left_unanswered():
+    # given a task that saved its question and failed before a reply
+    conversation = Conversation.objects.create(public_id="conv_retried", user_id="u")
+    Message.objects.create(conversation=conversation, role="user", content="hi", task_id="task-failed")
+
+    # when its retry (a new task id) runs
+    conversation_generate_reply(
+        conversation_id="conv_retried",
+        user_message="hi",
+        user_id="u",
+        task_id="task-retry",
+        retried_task_ids=["task-failed"],
+    )
+
+    # then the question is not saved again: the retry's reply answers it
+    messages = Message.objects.filter(conversation=conversation).order_by("id")
+    assert [(m.role, m.task_id) for m in messages] == [("user", "task-failed"), ("assistant", "task-retry")]
+
+
+def test_a_retry_of_an_answered_task_asks_again():
+    # given a task whose question was answered (it was cancelled after the reply was saved)
+    conversation_generate_reply(conversation_id="conv_answered", user_message="hi", user_id="u", task_id="task-done")
+
+    # when it is retried
+    conversation_generate_reply(
+        conversation_id="conv_answered",
+        user_message="hi",
+        user_id="u",
+        task_id="task-again",
+        retried_task_ids=["task-done"],
+    )
+
+    # then the retry is a turn of its own, question and reply
+    messages = Message.objects.filter(conversation__public_id="conv_answered").order_by("id")
+    assert [(m.role, m.task_id) for m in messages] == [
+        ("user", "task-done"),
+        ("assistant", "task-done"),
+        ("user", "task-again"),
+        ("assistant", "task-again"),
+    ]
+
+
 def test_get_or_create_creates_once_then_finds_it(user):
     created, is_new = conversation_get_or_create(public_id="conv_goc", user_id="user_1", created_by=user)
     found, found_new = conversation_get_or_create(public_id="conv_goc", user_id="user_2")

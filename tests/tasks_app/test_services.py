@@ -7,6 +7,7 @@ from django_celery_results.models import TaskResult
 
 from claw_ai.celery import celery_app
 from tasks_app.models import TaskCount, TaskRecord, TaskState
+from tasks_app.selectors import retried_task_ids
 from tasks_app.services import TaskStateConflict, cancel_task, retry_task, submit_task
 from tests.support.waiting import wait_for
 
@@ -112,3 +113,16 @@ def test_task_counts_follow_inserts_state_changes_and_deletes(user):
     assert kept(user.pk) == counted(TaskRecord.objects.filter(submitted_by=user))
     assert kept(other.pk) == {("knowledge_default", "PENDING"): 1}
     assert kept(TaskCount.ALL_OWNERS)[("default", "PENDING")] == 2
+
+
+def test_retried_task_ids_follow_the_retry_chain_nearest_first():
+    # given a task, its retry, and the retry's retry
+    first = TaskRecord.objects.create(task_id="chain-1", task_name="t", state=TaskState.FAILURE)
+    second = TaskRecord.objects.create(task_id="chain-2", task_name="t", state=TaskState.FAILURE, retry_of=first)
+    third = TaskRecord.objects.create(task_id="chain-3", task_name="t", retry_of=second)
+
+    # then each record's chain runs back to the first task
+    assert retried_task_ids(record_id=third.pk) == ["chain-3", "chain-2", "chain-1"]
+    assert retried_task_ids(record_id=first.pk) == ["chain-1"]
+    assert retried_task_ids(record_id=third.pk, depth=2) == ["chain-3", "chain-2"]
+    assert retried_task_ids(record_id=None) == []
