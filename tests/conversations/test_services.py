@@ -135,8 +135,14 @@ def test_get_or_create_finds_a_conversation_another_transaction_was_inserting():
 
     # when this connection asks for the same conversation (its INSERT waits for the other's
     # transaction), and the other commits meanwhile
+    def ask() -> tuple[Conversation, bool]:
+        try:
+            return conversation_get_or_create(public_id="conv_concurrent", user_id="user_me")
+        finally:
+            connection.close()  # this thread's own connection
+
     with ThreadPoolExecutor(1) as pool:
-        asked = pool.submit(conversation_get_or_create, public_id="conv_concurrent", user_id="user_me")
+        asked = pool.submit(ask)
         wait_for(lambda: backends_waiting_on_a_lock() > 0, timeout=10, what="the INSERT to wait on the other's row")
         other_cursor.execute("COMMIT")
         conversation, created = asked.result(timeout=10)
