@@ -3,6 +3,12 @@
 No embedding model is needed: each chunk stores a tsvector (GIN-indexed) and a prompt takes the
 chunks that rank best for the user's message. A document counts as stale when it was never
 indexed or changed after its last indexing (KnowledgeDocument.objects.stale()).
+
+Chinese and Japanese are written without spaces between words, and PostgreSQL's parser (core
+PostgreSQL has no Chinese dictionary) reads a whole run of such characters as one word, so no
+question could ever match it. Such runs are indexed and searched as overlapping pairs of
+characters ("退款政策" → "退款 款政 政策"): the dictionary-free way of Lucene's CJK bigram analyzer.
+A question shares pairs with the passages that answer it, and ranking puts those sharing most first.
 """
 
 import re
@@ -19,6 +25,19 @@ from conversations.models import DocumentFormat, KnowledgeChunk, KnowledgeDocume
 MAX_QUERY_TERMS = 32
 _WORD = re.compile(r"\w+", re.UNICODE)
 _HEADING = re.compile(r"^#{1,6}\s")
+# Runs of Han (CJK unified ideographs, extension A, compatibility), Hiragana and Katakana.
+_UNSPACED_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+
+
+def searchable(text: str) -> str:
+    """`text` as it is indexed and searched: each run of unspaced script as overlapping pairs."""
+    return _UNSPACED_RUN.sub(lambda run: f" {_pairs(run.group())} ", text)
+
+
+def _pairs(run: str) -> str:
+    if len(run) < 2:
+        return run
+    return " ".join(run[i : i + 2] for i in range(len(run) - 1))
 
 
 def split_into_chunks(text: str, *, size: int, markdown: bool = False) -> list[str]:
@@ -63,15 +82,16 @@ def knowledge_reindex(document: KnowledgeDocument) -> KnowledgeDocument:
             markdown=document.format == DocumentFormat.MARKDOWN,
         )
         document.chunks.all().delete()
-        KnowledgeChunk.objects.bulk_create(
+        chunks = KnowledgeChunk.objects.bulk_create(
             KnowledgeChunk(document=document, user_id=document.user_id, position=position, content=piece)
             for position, piece in enumerate(pieces)
         )
         # The title ranks above the body, so a chunk of a document named like the question wins.
-        document.chunks.update(
-            search_vector=SearchVector(Value(document.title), weight="A", config=config)
-            + SearchVector("content", weight="B", config=config)
-        )
+        title = SearchVector(Value(searchable(document.title)), weight="A", config=config)
+        for chunk in chunks:
+            KnowledgeChunk.objects.filter(pk=chunk.pk).update(
+                search_vector=title + SearchVector(Value(searchable(chunk.content)), weight="B", config=config)
+            )
         indexed_at = timezone.now()
         # update(), not save(): save() would bump updated_at and make the document look stale.
         KnowledgeDocument.objects.filter(pk=document.pk).update(indexed_at=indexed_at, chunk_count=len(pieces))
@@ -83,7 +103,7 @@ def _search_terms(text: str) -> str | None:
     """A raw tsquery matching any of the message's words, e.g. "'refund' | 'desk'"."""
     # Any term may match (OR): a question's words rarely all appear in one passage, and the
     # "simple" configuration keeps stop words. Ranking puts passages matching more terms first.
-    terms = list(dict.fromkeys(word.lower() for word in _WORD.findall(text)))[:MAX_QUERY_TERMS]
+    terms = list(dict.fromkeys(word.lower() for word in _WORD.findall(searchable(text))))[:MAX_QUERY_TERMS]
     if not terms:
         return None
     return " | ".join(f"'{term}'" for term in terms)  # \w+ only: nothing to escape

@@ -1,10 +1,14 @@
 """The knowledge base: upload, indexing by a worker, retrieval into the prompt."""
 
+from datetime import timedelta
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
 
-from conversations.knowledge import knowledge_reindex, knowledge_relevant_chunks, split_into_chunks
+from conversations.knowledge import knowledge_reindex, knowledge_relevant_chunks, searchable, split_into_chunks
 from conversations.models import KnowledgeChunk, KnowledgeDocument
 from tasks_app.models import TaskRecord, TaskState
 from tasks_app.tasks.ai_tasks import generate_ai_response
@@ -177,3 +181,47 @@ def test_editing_a_document_queues_its_reindexing(api, user, llm_worker):
     assert record.kwargs == {"document_id": document.pk}
     assert record.submitted_by == user
     index_task_done(response)
+
+
+def test_chinese_passages_are_found_by_a_chinese_question(settings):
+    # given a Chinese document of three passages (no spaces between words), one chunk each
+    settings.KNOWLEDGE_CHUNK_SIZE = 20
+    document = KnowledgeDocument.objects.create(
+        user_id="u_zh",
+        title="客服手册",
+        content="发货时间：每个工作日从杭州发货。\n\n退款政策：收货后三十天内可以申请退款。\n\n会员积分可以兑换优惠券。",
+    )
+    assert knowledge_reindex(document).chunk_count == 3
+
+    # when a question shares words, not whole sentences, with one of them
+    best = knowledge_relevant_chunks(user_id="u_zh", text="我想申请退款，需要多久？", limit=3)
+
+    # then that passage comes first
+    assert best and best[0].position == 1
+    assert knowledge_relevant_chunks(user_id="u_zh", text="积分怎么用", limit=1)[0].position == 2
+
+
+def test_unspaced_runs_are_searched_as_pairs_and_other_text_is_kept():
+    assert searchable("退款政策 refund desk").split() == ["退款", "款政", "政策", "refund", "desk"]
+    assert searchable("用Django").split() == ["用", "Django"]
+    assert searchable("カタカナ").split() == ["カタ", "タカ", "カナ"]
+    assert searchable("no change, 123") == "no change, 123"
+
+
+def test_the_migration_hands_indexed_chinese_documents_to_the_stale_reindex():
+    # given, before the migration, an indexed Chinese document and an indexed English one
+    executor = MigrationExecutor(connection)
+    before = [("conversations", "0001_initial")]
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps.get_model("conversations", "KnowledgeDocument")
+    indexed_at = timezone.now() + timedelta(minutes=1)  # after updated_at: not stale
+    chinese = old.objects.create(user_id="u", title="手册", content="退款政策", indexed_at=indexed_at)
+    english = old.objects.create(user_id="u", title="Manual", content="refund policy", indexed_at=indexed_at)
+
+    # when the migration runs
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    # then only the Chinese one is stale, for the periodic re-index to rebuild
+    stale = set(KnowledgeDocument.objects.stale().values_list("pk", flat=True))
+    assert chinese.pk in stale and english.pk not in stale
