@@ -15,7 +15,7 @@ import logging
 import threading
 
 from django.core.cache import cache
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +74,12 @@ class CancellationMonitor:
         checks_per_record_check = round(self.RECORD_INTERVAL / self.FLAG_INTERVAL)
         while True:
             with self._lock:
-                while not self._watchers:
-                    self._wake.wait()
+                if not self._watchers:
+                    # Nothing to watch, perhaps for hours: hold no database connection meanwhile
+                    # (without a pool, a kept connection would stay open in this thread).
+                    connection.close()
+                    while not self._watchers:
+                        self._wake.wait()
                 watched = list(self._watchers)
             try:
                 found = self._flagged(watched)

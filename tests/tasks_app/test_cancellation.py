@@ -4,6 +4,7 @@ the record as backstop; a waiting task's own check reads memory only."""
 import uuid
 
 import pytest
+from django.db import connection
 
 from tasks_app.cancellation import CancellationMonitor, CancellationWatch, flag_cancelled
 from tasks_app.models import TaskRecord, TaskState
@@ -64,3 +65,25 @@ def test_without_a_task_id_nothing_is_watched(monitor):
     with CancellationWatch("", monitor) as should_stop:
         assert should_stop() is False
     assert monitor.rounds == 0
+
+
+def test_an_idle_monitor_holds_no_database_connection(monitor):
+    # given a monitor that checked a task's record (on a connection of its own thread)
+    task = record(TaskState.STARTED)
+    with CancellationWatch(task.task_id, monitor):
+        wait_for(lambda: monitor.rounds >= 3, timeout=10, what="a record check")
+        assert wait_for(lambda: monitor_sessions() == 1, timeout=10, what="the monitor's connection")
+
+    # when its last watch ends, then it closes that connection while it waits for the next
+    wait_for(lambda: monitor_sessions() == 0, timeout=10, what="the idle monitor to close its connection")
+
+
+def monitor_sessions() -> int:
+    """Sessions of the test database, other than this test's own, whose last query was the monitor's."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND query LIKE %s",
+            ["%tasks_app_taskrecord%REVOKED%"],
+        )
+        return cursor.fetchone()[0]
