@@ -72,18 +72,18 @@ def test_an_idle_monitor_holds_no_database_connection(monitor):
     task = record(TaskState.STARTED)
     with CancellationWatch(task.task_id, monitor):
         wait_for(lambda: monitor.rounds >= 3, timeout=10, what="a record check")
-        assert wait_for(lambda: monitor_sessions() == 1, timeout=10, what="the monitor's connection")
+        assert wait_for(lambda: monitor_sessions(task) == 1, timeout=10, what="the monitor's connection")
 
     # when its last watch ends, then it closes that connection while it waits for the next
-    wait_for(lambda: monitor_sessions() == 0, timeout=10, what="the idle monitor to close its connection")
+    wait_for(lambda: monitor_sessions(task) == 0, timeout=10, what="the idle monitor to close its connection")
 
 
-def monitor_sessions() -> int:
-    """Sessions of the test database, other than this test's own, whose last query was the monitor's."""
+def monitor_sessions(task: TaskRecord) -> int:
+    """Sessions of the test database whose last query was the monitor's record check of `task`."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND query LIKE %s",
-            ["%tasks_app_taskrecord%REVOKED%"],
+            " AND query LIKE %s AND query LIKE %s",
+            ["%REVOKED%", f"%{task.task_id}%"],
         )
         return cursor.fetchone()[0]
