@@ -16,7 +16,7 @@ import re
 from django.conf import settings
 from django.contrib.postgres.search import SearchVector
 from django.db import transaction
-from django.db.models import Value
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from conversations.models import DocumentFormat, KnowledgeChunk, KnowledgeDocument
@@ -87,10 +87,11 @@ def knowledge_reindex(document: KnowledgeDocument) -> KnowledgeDocument:
             for position, piece in enumerate(pieces)
         )
         # The title ranks above the body, so a chunk of a document named like the question wins.
-        title = SearchVector(Value(searchable(document.title)), weight="A", config=config)
-        for chunk in chunks:
-            KnowledgeChunk.objects.filter(pk=chunk.pk).update(
-                search_vector=title + SearchVector(Value(searchable(chunk.content)), weight="B", config=config)
+        if chunks:
+            body = Case(*(When(pk=chunk.pk, then=Value(searchable(chunk.content))) for chunk in chunks))
+            document.chunks.update(
+                search_vector=SearchVector(Value(searchable(document.title)), weight="A", config=config)
+                + SearchVector(body, weight="B", config=config)
             )
         indexed_at = timezone.now()
         # update(), not save(): save() would bump updated_at and make the document look stale.

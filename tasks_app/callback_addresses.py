@@ -66,16 +66,10 @@ def connect_to_allowed_address(address: tuple[str, int], timeout=None, source_ad
         if not is_allowed(resolved):
             raise CallbackAddressRefused(_refusal(host, resolved))
     error: OSError | None = None
-    for family, kind, protocol, _name, sockaddr in candidates:
-        sock = socket.socket(family, kind, protocol)
+    for *_, sockaddr in candidates:
         try:
-            if timeout is None or isinstance(timeout, (int, float)):  # not http.client's "default" marker
-                sock.settimeout(timeout)
-            if source_address:
-                sock.bind(source_address)
-            sock.connect(sockaddr)
-            return sock
+            # An address, not the name: what is connected to is what was checked.
+            return socket.create_connection(sockaddr[:2], timeout, source_address)
         except OSError as failure:
             error = failure
-            sock.close()
     raise error or OSError(f"no address for {host}")
