@@ -51,6 +51,8 @@ def json_error_handler(exc, context):
     elif isinstance(exc, exceptions.APIException):
         detail = exc.detail
         response.data = {"message": str(detail), "code": getattr(detail, "code", None) or exc.default_code}
+        # Fields an error adds for a program (e.g. the id of the task a 409 is about).
+        response.data.update(getattr(exc, "extra", {}))
     return response
 
 

@@ -4,6 +4,8 @@ Messages are written by the AI task (conversations.services), so they are read-o
 here; a knowledge document edited here is queued for indexing once the edit commits.
 """
 
+from urllib.parse import urlencode
+
 from django.contrib import admin, messages
 from django.db import transaction
 from django.urls import reverse
@@ -77,7 +79,8 @@ class ConversationAdmin(admin.ModelAdmin):
     @admin.display(description=_("tasks"))
     def tasks(self, conversation):
         url = reverse("admin:tasks_app_taskrecord_changelist")
-        return format_html('<a href="{}?q={}">{}</a>', url, conversation.public_id, _("Tasks of this conversation"))
+        query = urlencode({"q": conversation.public_id})
+        return format_html('<a href="{}?{}">{}</a>', url, query, _("Tasks of this conversation"))
 
 
 @admin.register(KnowledgeDocument)
@@ -85,7 +88,16 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):
     list_display = ("title", "user_id", "format", "chunk_count", "indexed_at", "updated_at", "stale")
     list_filter = ("format",)
     search_fields = ("=user_id", "title")
-    readonly_fields = ("created_by", "created_at", "updated_at", "indexed_at", "chunk_count")
+    readonly_fields = (
+        "created_by",
+        "created_at",
+        "updated_at",
+        "indexed_at",
+        "chunk_count",
+        "content_bytes",
+        "index_task_id",
+        "index_requested_at",
+    )
     actions = ["reindex_selected"]
 
     @admin.display(description=_("stale"), boolean=True)
@@ -97,16 +109,17 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
         # Queue the indexing once the admin's transaction has committed the new content.
-        transaction.on_commit(lambda: knowledge_schedule_reindex(obj, requested_by=request.user))
+        transaction.on_commit(lambda: knowledge_schedule_reindex(obj, requested_by=request.user, content_changed=True))
 
     @admin.action(description=_("Re-index selected documents"), permissions=["change"])
     def reindex_selected(self, request, queryset):
         queued, failed = [], []
         for document in queryset:
-            task_id = knowledge_schedule_reindex(document, requested_by=request.user)
-            if task_id:
+            indexing = knowledge_schedule_reindex(document, requested_by=request.user)
+            if indexing.task_id:
                 queued.append(document)
-                self.log_change(request, document, f"Re-index queued as task {task_id}")
+                joined = " (joined the indexing already queued)" if indexing.joined else ""
+                self.log_change(request, document, f"Re-index queued as task {indexing.task_id}{joined}")
             else:
                 failed.append(document)
         if queued:

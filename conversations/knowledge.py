@@ -12,14 +12,29 @@ A question shares pairs with the passages that answer it, and ranking puts those
 """
 
 import re
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.postgres.search import SearchVector
-from django.db import transaction
-from django.db.models import Case, Value, When
+from django.db import connection, transaction
+from django.db.models import Case, Count, Sum, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from conversations.models import DocumentFormat, KnowledgeChunk, KnowledgeDocument
+
+INDEX_DOCUMENT_TASK = "tasks_app.tasks.knowledge_tasks.index_document"
+# Task states in which a document's indexing is joined rather than sent again: while it waits
+# in the queue (or for a retry) it has not read the document yet; once running it has.
+JOINABLE_WHILE_CHANGED = frozenset({"PENDING", "RETRY"})
+JOINABLE = JOINABLE_WHILE_CHANGED | {"STARTED"}
+# A claimed indexing whose record is still missing after this long was never published.
+PUBLISH_GRACE = timedelta(seconds=60)
+# First key of the documents' advisory locks (pg_try_advisory_xact_lock(space, document id)).
+INDEXING_LOCK_SPACE = 0x4B444F43  # "KDOC"
 
 # Search terms taken from one message: enough to rank well, few enough to keep the query cheap.
 MAX_QUERY_TERMS = 32
@@ -70,12 +85,33 @@ def _cut_long(paragraph: str, size: int) -> list[str]:
     return pieces
 
 
+class IndexingBusy(Exception):
+    """Another indexing of the document holds its lock; this one is retried later, not made to wait."""
+
+
+def _try_lock_document(document_id: int) -> bool:
+    """Take the document's indexing lock for this transaction, or say at once that it is taken.
+
+    An advisory lock, not a row lock: the API's edits of the document never wait on an indexing,
+    and an indexing never holds a pooled connection waiting on another one.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [INDEXING_LOCK_SPACE, document_id])
+        return cursor.fetchone()[0]
+
+
 def knowledge_reindex(document: KnowledgeDocument) -> KnowledgeDocument:
-    """Rebuild a document's chunks; readers see the old chunks or the new ones, never a mix."""
+    """Rebuild a document's chunks; readers see the old chunks or the new ones, never a mix.
+
+    Raises IndexingBusy while another indexing of the document runs. The document counts as
+    indexed only if it did not change meanwhile: an edit made during the indexing leaves it stale
+    (and the edit's own indexing, or the periodic one, picks it up).
+    """
     config = settings.KNOWLEDGE_SEARCH_CONFIG
     with transaction.atomic():
-        # The row lock makes concurrent re-indexings of one document take turns.
-        document = KnowledgeDocument.objects.select_for_update().get(pk=document.pk)
+        if not _try_lock_document(document.pk):
+            raise IndexingBusy(f"document {document.pk} is being indexed by another task")
+        document = KnowledgeDocument.objects.get(pk=document.pk)
         pieces = split_into_chunks(
             document.content,
             size=settings.KNOWLEDGE_CHUNK_SIZE,
@@ -93,9 +129,12 @@ def knowledge_reindex(document: KnowledgeDocument) -> KnowledgeDocument:
                 search_vector=SearchVector(Value(searchable(document.title)), weight="A", config=config)
                 + SearchVector(body, weight="B", config=config)
             )
-        indexed_at = timezone.now()
         # update(), not save(): save() would bump updated_at and make the document look stale.
-        KnowledgeDocument.objects.filter(pk=document.pk).update(indexed_at=indexed_at, chunk_count=len(pieces))
+        unchanged = KnowledgeDocument.objects.filter(pk=document.pk, updated_at=document.updated_at)
+        indexed_at = timezone.now() if unchanged.update(indexed_at=timezone.now(), chunk_count=len(pieces)) else None
+        if indexed_at is None:  # edited since it was read: indexed as of the version read, so still stale
+            indexed_at = document.updated_at
+            KnowledgeDocument.objects.filter(pk=document.pk).update(indexed_at=indexed_at, chunk_count=len(pieces))
         document.indexed_at, document.chunk_count = indexed_at, len(pieces)
     return document
 
@@ -110,53 +149,126 @@ def _search_terms(text: str) -> str | None:
     return " | ".join(f"'{term}'" for term in terms)  # \w+ only: nothing to escape
 
 
-def knowledge_relevant_chunks(*, user_id: str, text: str, limit: int) -> list[KnowledgeChunk]:
-    """The chat user's chunks that best match `text`, best first (a ranked full-text query).
+def knowledge_relevant_chunks(*, tenant_id: int | None, user_id: str, text: str, limit: int) -> list[KnowledgeChunk]:
+    """The chunks of the tenant's chat user that best match `text`, best first (a ranked full-text query).
 
-    Each chunk carries its document's title as `document_title`. Written as SQL: it runs for
-    every AI reply, and compiling the ORM's ranked full-text query (SearchQuery, SearchRank,
+    Both the tenant and the chat user must match: a chat user id names a person only inside its
+    tenant. Each chunk carries its document's title as `document_title`. Written as SQL: it runs
+    for every AI reply, and compiling the ORM's ranked full-text query (SearchQuery, SearchRank,
     select_related) cost the worker more CPU than PostgreSQL spends running it.
     """
     terms = _search_terms(text)
     if terms is None or limit <= 0:
         return []
     chunks, documents = KnowledgeChunk._meta.db_table, KnowledgeDocument._meta.db_table
+    tenant = KnowledgeDocument._meta.get_field("created_by").column
+    same_tenant = f"d.{tenant} IS NULL" if tenant_id is None else f"d.{tenant} = %s"
     sql = f"""
         SELECT c.*, d.title AS document_title
         FROM {chunks} c JOIN {documents} d ON d.id = c.document_id, to_tsquery(%s::regconfig, %s) query
-        WHERE c.user_id = %s AND c.search_vector @@ query
+        WHERE c.user_id = %s AND {same_tenant} AND c.search_vector @@ query
         ORDER BY ts_rank(c.search_vector, query) DESC, c.document_id, c.position
         LIMIT %s
     """
-    return list(KnowledgeChunk.objects.raw(sql, [settings.KNOWLEDGE_SEARCH_CONFIG, terms, user_id, limit]))
+    params = [settings.KNOWLEDGE_SEARCH_CONFIG, terms, user_id, *([] if tenant_id is None else [tenant_id]), limit]
+    return list(KnowledgeChunk.objects.raw(sql, params))
+
+
+class KnowledgeQuotaExceeded(Exception):
+    """The tenant's knowledge base is full (documents or bytes)."""
+
+    def __init__(self, *, what: str, used: int, limit: int) -> None:
+        self.what, self.used, self.limit = what, used, limit
+        super().__init__(f"{what}: {used} of {limit}")
+
+
+@dataclass(frozen=True)
+class IndexingRequest:
+    """What asking for a document's indexing did."""
+
+    task_id: str | None  # None: the broker was unreachable; the document stays stale
+    joined: bool = False  # True: an indexing already queued (or running) was joined, nothing new sent
 
 
 def knowledge_document_save(
     *, document: KnowledgeDocument | None = None, created_by=None, **fields
 ) -> KnowledgeDocument:
-    """Create a document (or change one); the caller then schedules its indexing."""
+    """Create a document of the tenant `created_by` (or change one) within the tenant's bounds.
+
+    Raises KnowledgeQuotaExceeded past KNOWLEDGE_MAX_DOCUMENTS_PER_TENANT documents or
+    KNOWLEDGE_MAX_BYTES_PER_TENANT bytes; the caller then schedules its indexing.
+    """
     document = document or KnowledgeDocument(created_by=created_by)
     for name, value in fields.items():
         setattr(document, name, value)
     document.full_clean()
-    document.save()
+    with transaction.atomic():
+        if document.created_by_id is not None:
+            # One tenant's saves take turns (a short lock on its user row), so two uploads cannot
+            # both pass the check and overshoot the bound together.
+            get_user_model().objects.select_for_update().filter(pk=document.created_by_id).exists()
+            _ensure_within_bounds(document)
+        document.save()
     return document
 
 
-def knowledge_schedule_reindex(document: KnowledgeDocument, *, requested_by=None) -> str | None:
-    """Queue the indexing task; returns its task id, or None when the broker is unreachable.
+def _ensure_within_bounds(document: KnowledgeDocument) -> None:
+    others = KnowledgeDocument.objects.filter(created_by_id=document.created_by_id).exclude(pk=document.pk)
+    totals = others.aggregate(documents=Count("id"), stored=Coalesce(Sum("content_bytes"), 0))
+    documents, stored = totals["documents"] + 1, totals["stored"] + len(document.content.encode())
+    if documents > settings.KNOWLEDGE_MAX_DOCUMENTS_PER_TENANT:
+        raise KnowledgeQuotaExceeded(
+            what="documents", used=documents - 1, limit=settings.KNOWLEDGE_MAX_DOCUMENTS_PER_TENANT
+        )
+    if stored > settings.KNOWLEDGE_MAX_BYTES_PER_TENANT:
+        raise KnowledgeQuotaExceeded(what="bytes", used=stored, limit=settings.KNOWLEDGE_MAX_BYTES_PER_TENANT)
 
-    A document that could not be queued stays stale (indexed_at empty or older than updated_at),
-    so the periodic re-index of stale documents picks it up later.
+
+def knowledge_schedule_reindex(
+    document: KnowledgeDocument, *, requested_by=None, content_changed: bool = False
+) -> IndexingRequest:
+    """Queue the document's indexing, or join the one already in hand.
+
+    One indexing per document is in hand at a time (`index_task_id`): a request while it is
+    queued joins it (it reads the document when it runs, so it indexes the newest content), and
+    so does a plain re-index while it runs; a change of content while it runs queues one more,
+    since the running one may have read the old text. A document that could not be queued
+    stays stale, so the periodic re-index of stale documents picks it up later.
     """
     from tasks_app.services import BrokerUnavailable, submit_task
 
+    joinable = JOINABLE_WHILE_CHANGED if content_changed else JOINABLE
+    with transaction.atomic():
+        claimed = KnowledgeDocument.objects.select_for_update().only("index_task_id", "index_requested_at")
+        claimed = claimed.get(pk=document.pk)
+        if _in_hand(claimed, joinable):
+            return IndexingRequest(task_id=claimed.index_task_id, joined=True)
+        task_id = str(uuid.uuid4())
+        claim = {"index_task_id": task_id, "index_requested_at": timezone.now()}
+        KnowledgeDocument.objects.filter(pk=document.pk).update(**claim)
     try:
-        record = submit_task(
-            task_name="tasks_app.tasks.knowledge_tasks.index_document",
+        submit_task(
+            task_name=INDEX_DOCUMENT_TASK,
             kwargs={"document_id": document.pk},
             submitted_by=requested_by,
+            task_id=task_id,
         )
     except BrokerUnavailable:
-        return None
-    return record.task_id
+        KnowledgeDocument.objects.filter(pk=document.pk, index_task_id=task_id).update(index_task_id="")
+        return IndexingRequest(task_id=None)
+    return IndexingRequest(task_id=task_id)
+
+
+def _in_hand(document: KnowledgeDocument, joinable: frozenset[str]) -> bool:
+    """Whether the document's last indexing task is still to be waited for."""
+    from tasks_app.models import TaskRecord
+
+    if not document.index_task_id:
+        return False
+    state = TaskRecord.objects.filter(task_id=document.index_task_id).values_list("state", flat=True).first()
+    if state is None:
+        # Claimed, and its record not written yet: its publish is under way, unless it died.
+        return document.index_requested_at is not None and (
+            timezone.now() - document.index_requested_at < PUBLISH_GRACE
+        )
+    return state in joinable

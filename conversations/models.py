@@ -3,39 +3,63 @@
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
 
+# Conversation ids, the same on every path (API, admin, tasks): safe in a URL path and a query string.
+CONVERSATION_ID = RegexValidator(r"^[A-Za-z0-9_-]{1,255}\Z", _("Use letters, digits, '_' and '-' only."))
+# Permission to read every tenant's conversations and knowledge (not only one's own).
+VIEW_ALL_PERMISSION = "conversations.view_all"
+# Permission to change every tenant's knowledge documents.
+CHANGE_ALL_PERMISSION = "conversations.change_all"
 
-class ConversationQuerySet(models.QuerySet):
+
+class TenantQuerySet(models.QuerySet):
+    """Rows of one tenant: the API user in `created_by` (None: rows made from code)."""
+
+    def of_tenant(self, tenant_id: int | None):
+        return self.filter(created_by__isnull=True) if tenant_id is None else self.filter(created_by_id=tenant_id)
+
     def visible_to(self, user):
-        """Staff see every conversation; other API users the ones they created."""
-        if user.is_staff:
+        """The caller's own rows; every tenant's with conversations.view_all (is_staff alone is not enough)."""
+        if user.has_perm(VIEW_ALL_PERMISSION):
             return self
         return self.filter(created_by=user)
 
 
-class Conversation(models.Model):
-    """A chat between one chat user (`user_id`) and the assistant.
+class ConversationQuerySet(TenantQuerySet):
+    pass
 
-    A conversation belongs to the chat product's user (`user_id`, e.g. "user_456") and to the
-    API user who created it (`created_by`); non-staff API users see only their own.
+
+class Conversation(models.Model):
+    """A chat between one chat user (`user_id`) and the assistant, inside one tenant.
+
+    The tenant is the API user who created it (`created_by`): ids and chat users are the tenant's
+    own, so "conv_123" of one tenant and "conv_123" of another are two conversations, and the same
+    `user_id` under two tenants is two people. Conversations sent from code have no tenant (NULL),
+    which is one more tenant of its own. Deleting an API user deletes its tenant's conversations.
     """
 
     public_id = models.CharField(
-        _("conversation id"), max_length=255, unique=True, help_text=_('Public id, e.g. "conv_123".')
+        _("conversation id"),
+        max_length=255,
+        validators=[CONVERSATION_ID],
+        help_text=_('Public id, e.g. "conv_123"; unique within its tenant.'),
     )
     user_id = models.CharField(_("chat user id"), max_length=255, help_text=_('The chat user, e.g. "user_456".'))
     title = models.CharField(_("title"), max_length=255, blank=True, default="")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
-        verbose_name=_("created by"),
+        verbose_name=_("tenant"),
         null=True,
         blank=True,
-        on_delete=models.SET_NULL,
+        # Not SET_NULL: an orphaned conversation would join the code-made tenant, and its
+        # messages would be readable by whoever names its id there next.
+        on_delete=models.CASCADE,
         related_name="conversations",
-        help_text=_("API user who created the conversation; empty when created from code."),
+        help_text=_("The tenant: API user who created the conversation; empty when created from code."),
     )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True, help_text=_("Last message or change."))
@@ -48,8 +72,20 @@ class Conversation(models.Model):
         ordering = ["-updated_at", "-id"]
         indexes = [
             models.Index(fields=["created_by", "-updated_at"], name="conv_owner_updated_idx"),
+            models.Index(fields=["created_by", "-id"], name="conv_owner_id_idx"),
+            models.Index(fields=["public_id"], name="conv_public_id_idx"),  # the admin's search, across tenants
             models.Index(fields=["user_id", "-updated_at"], name="conv_user_updated_idx"),
             models.Index(fields=["-updated_at", "-id"], name="conv_updated_idx"),
+        ]
+        constraints = [
+            # NULLS NOT DISTINCT: the code-made tenant (NULL) has each id once too.
+            models.UniqueConstraint(
+                fields=["created_by", "public_id"], nulls_distinct=False, name="conv_one_id_per_tenant"
+            ),
+        ]
+        permissions = [
+            ("view_all", _("Can see every tenant's conversations and knowledge documents")),
+            ("change_all", _("Can change and re-index every tenant's knowledge documents")),
         ]
 
     def __str__(self) -> str:
@@ -108,10 +144,10 @@ class DocumentFormat(models.TextChoices):
     MARKDOWN = "markdown", _("Markdown")
 
 
-class KnowledgeDocumentQuerySet(models.QuerySet):
-    def visible_to(self, user):
-        """Staff see every document; other API users the ones they uploaded."""
-        if user.is_staff:
+class KnowledgeDocumentQuerySet(TenantQuerySet):
+    def changeable_by(self, user):
+        """The caller's own documents; every tenant's with conversations.change_all."""
+        if user.has_perm(CHANGE_ALL_PERMISSION):
             return self
         return self.filter(created_by=user)
 
@@ -121,7 +157,11 @@ class KnowledgeDocumentQuerySet(models.QuerySet):
 
 
 class KnowledgeDocument(models.Model):
-    """A text or Markdown document of one chat user, used to ground that user's AI replies."""
+    """A text or Markdown document of one chat user of one tenant, used to ground that user's AI replies.
+
+    Retrieval matches both the tenant (`created_by`) and the chat user: another tenant's chat
+    user of the same id never sees it, nor can another tenant add to what this one's user sees.
+    """
 
     user_id = models.CharField(_("chat user id"), max_length=255, help_text=_("Whose replies this document informs."))
     title = models.CharField(_("title"), max_length=255)
@@ -129,11 +169,15 @@ class KnowledgeDocument(models.Model):
     format = models.CharField(_("format"), max_length=20, choices=DocumentFormat.choices, default=DocumentFormat.TEXT)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
-        verbose_name=_("uploaded by"),
+        verbose_name=_("tenant"),
         null=True,
         blank=True,
-        on_delete=models.SET_NULL,
+        on_delete=models.CASCADE,  # as for conversations: no orphan joins another tenant
         related_name="knowledge_documents",
+        help_text=_("The tenant: API user who uploaded the document; empty when made from code."),
+    )
+    content_bytes = models.PositiveIntegerField(
+        _("size (bytes)"), default=0, help_text=_("UTF-8 size of the content; counts against the tenant's bound.")
     )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
@@ -141,6 +185,14 @@ class KnowledgeDocument(models.Model):
         _("indexed"), null=True, blank=True, help_text=_("When its chunks were last rebuilt; stale if before updated.")
     )
     chunk_count = models.PositiveIntegerField(_("chunks"), default=0)
+    index_task_id = models.CharField(
+        _("indexing task"),
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_("The last indexing task queued; a re-index joins it while it is queued or running."),
+    )
+    index_requested_at = models.DateTimeField(_("indexing requested"), null=True, blank=True)
 
     objects = KnowledgeDocumentQuerySet.as_manager()
 
@@ -151,11 +203,20 @@ class KnowledgeDocument(models.Model):
         indexes = [
             models.Index(fields=["user_id", "-updated_at"], name="kdoc_user_updated_idx"),
             models.Index(fields=["created_by", "-updated_at"], name="kdoc_owner_updated_idx"),
+            models.Index(fields=["created_by", "-id"], name="kdoc_owner_id_idx"),
             models.Index(fields=["indexed_at"], name="kdoc_indexed_idx"),
         ]
 
     def __str__(self) -> str:
         return self.title
+
+    def save(self, *args, **kwargs):
+        # Kept on every save (API and admin alike), so a tenant's stored bytes are a cheap sum.
+        self.content_bytes = len(self.content.encode())
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "content" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "content_bytes"}
+        super().save(*args, **kwargs)
 
     @property
     def is_stale(self) -> bool:

@@ -41,61 +41,68 @@ def new_conversation_id() -> str:
     return f"conv_{uuid.uuid4().hex[:16]}"
 
 
+class ConversationExists(Exception):
+    """The tenant already has a conversation of that id."""
+
+
 def conversation_create(
     *, user_id: str, created_by=None, public_id: str | None = None, title: str = ""
 ) -> Conversation:
-    return Conversation.objects.create(
-        public_id=public_id or new_conversation_id(), user_id=user_id, created_by=created_by, title=title
-    )
+    """A new conversation of the tenant `created_by`. Raises ConversationExists for a taken id."""
+    try:
+        with transaction.atomic():
+            return Conversation.objects.create(
+                public_id=public_id or new_conversation_id(), user_id=user_id, created_by=created_by, title=title
+            )
+    except IntegrityError:
+        raise ConversationExists(public_id) from None
 
 
 @functools.cache
-def _get_or_create_sql() -> str:
+def _get_or_create_sql(*, tenant_is_null: bool) -> str:
     meta, quote = Conversation._meta, connection.ops.quote_name
     table, fields = quote(meta.db_table), column_list(meta.concrete_fields)
     public_id = quote(meta.get_field("public_id").column)
+    tenant = quote(meta.get_field("created_by").column)
+    # Two shapes, so each SELECT is served by the (tenant, public id) unique index.
+    same_tenant = f"{tenant} IS NULL" if tenant_is_null else f"{tenant} = %s"
     return (
         f"WITH new AS (INSERT INTO {table} ({column_list(insert_fields(Conversation))}) "
-        f"VALUES ({placeholders(Conversation)}) ON CONFLICT ({public_id}) DO NOTHING RETURNING {fields}) "
-        f"SELECT {fields}, true FROM new UNION ALL SELECT {fields}, false FROM {table} WHERE {public_id} = %s"
+        f"VALUES ({placeholders(Conversation)}) ON CONFLICT ({tenant}, {public_id}) DO NOTHING RETURNING {fields}) "
+        f"SELECT {fields}, true FROM new UNION ALL "
+        f"SELECT {fields}, false FROM {table} WHERE {same_tenant} AND {public_id} = %s"
     )
 
 
-def conversation_get_or_create(*, public_id: str, user_id: str, created_by=None) -> tuple[Conversation, bool]:
-    """The conversation `public_id` and whether it is new: created for `user_id` and `created_by`
-    when missing. Like get_or_create, but one statement in autocommit (get_or_create takes a
-    SELECT, then BEGIN, INSERT and COMMIT for a new one: four round trips on every submit)."""
-    new = Conversation(public_id=public_id, user_id=user_id, created_by=created_by)
+def conversation_get_or_create(*, public_id: str, user_id: str, tenant_id: int | None) -> tuple[Conversation, bool]:
+    """The tenant's conversation `public_id` and whether it is new (created for `user_id` when missing).
+
+    Like get_or_create, but one statement in autocommit (get_or_create takes a SELECT, then
+    BEGIN, INSERT and COMMIT for a new one: four round trips on every submit).
+    """
+    new = Conversation(public_id=public_id, user_id=user_id, created_by_id=tenant_id)
+    tenant = [] if tenant_id is None else [tenant_id]
     with connection.cursor() as cursor:
-        cursor.execute(_get_or_create_sql(), [*insert_values(new), public_id])
+        cursor.execute(_get_or_create_sql(tenant_is_null=tenant_id is None), [*insert_values(new), *tenant, public_id])
         row = cursor.fetchone()
     if row is None:
         # Another transaction inserted it and committed while this INSERT waited on it, after
         # this statement's snapshot: a new statement sees the row.
-        return Conversation.objects.get(public_id=public_id), False
+        return Conversation.objects.of_tenant(tenant_id).get(public_id=public_id), False
     return loaded(Conversation, Conversation._meta.concrete_fields, row[:-1]), row[-1]
 
 
-def conversation_for_generation(*, conversation_id: str, user_id: str | None, requested_by) -> Conversation:
-    """The conversation an API caller asks a reply for; created (for `user_id`) when unknown.
+def conversation_for_generation(*, conversation_id: str, user_id: str, requested_by) -> Conversation:
+    """The caller's conversation a reply is asked for; created (for `user_id`) when unknown.
 
-    Raises ConversationForbidden when it belongs to another chat user, or — for non-staff
-    callers — was created by another API user. A conversation started from code (no API owner)
-    becomes the first non-staff caller's, if the chat user matches.
+    Only the caller's own tenant is looked in: another tenant's conversation of the same id is
+    another conversation. Raises ConversationForbidden when it belongs to another chat user.
     """
     conversation, created = conversation_get_or_create(
-        public_id=conversation_id, user_id=user_id or "", created_by=requested_by
+        public_id=conversation_id, user_id=user_id, tenant_id=requested_by.pk
     )
-    if created:
-        return conversation
-    if user_id and conversation.user_id != user_id:
-        raise ConversationForbidden(f"conversation {conversation_id} belongs to another user")
-    if requested_by.is_staff or conversation.created_by_id == requested_by.pk:
-        return conversation
-    claimed = Conversation.objects.filter(pk=conversation.pk, created_by__isnull=True).update(created_by=requested_by)
-    if not claimed:
-        raise ConversationForbidden(f"conversation {conversation_id} belongs to another user")
-    conversation.created_by = requested_by
+    if not created and conversation.user_id != user_id:
+        raise ConversationForbidden(f"conversation {conversation_id} belongs to another chat user")
     return conversation
 
 
@@ -105,11 +112,15 @@ def conversation_generate_reply(
     user_message: str,
     temperature: float = 0.7,
     user_id: str | None = None,
+    tenant_id: int | None = None,
     task_id: str = "",
     retried_task_ids: Sequence[str] = (),
     should_stop: Callable[[], bool] = lambda: False,
 ) -> dict:
     """Save the user's message, ask the provider, save and return the reply.
+
+    The conversation is the tenant's `tenant_id` (the API user the task was submitted for; None
+    for a task sent from code); the knowledge the prompt draws on is that tenant's too.
 
     `retried_task_ids` are the tasks this one retries (a retry through the API or the admin has a
     new id): a question one of them saved and nobody answered is this task's question too, so
@@ -120,6 +131,7 @@ def conversation_generate_reply(
         conversation_id=conversation_id,
         user_message=user_message,
         user_id=user_id,
+        tenant_id=tenant_id,
         task_id=task_id,
         retried_task_ids=retried_task_ids,
     )
@@ -144,7 +156,13 @@ def reply_result(reply: Message) -> dict:
 
 
 def _save_user_message(
-    *, conversation_id: str, user_message: str, user_id: str | None, task_id: str, retried_task_ids: Sequence[str] = ()
+    *,
+    conversation_id: str,
+    user_message: str,
+    user_id: str | None,
+    tenant_id: int | None,
+    task_id: str,
+    retried_task_ids: Sequence[str] = (),
 ) -> tuple[Conversation, Message, Message | None]:
     """The conversation, this task's user message, and its reply if an earlier run saved one.
 
@@ -153,7 +171,9 @@ def _save_user_message(
     each waiting its turn for the GIL among the worker's threads. Nothing is lost by it: a run
     that stops halfway is repeated by the task's next delivery, which finds what was saved.
     """
-    conversation, _created = conversation_get_or_create(public_id=conversation_id, user_id=user_id or "")
+    conversation, _created = conversation_get_or_create(
+        public_id=conversation_id, user_id=user_id or "", tenant_id=tenant_id
+    )
     if user_id and conversation.user_id != user_id:
         raise ConversationForbidden(f"conversation {conversation_id} belongs to another user, not {user_id}")
     if not task_id:
@@ -238,7 +258,10 @@ def build_prompt(conversation: Conversation, question: Message) -> list[ChatMess
     """System instructions, the best knowledge passages, recent history within budget, the question."""
     prompt = [ChatMessage("system", settings.LLM_SYSTEM_PROMPT)]
     chunks = knowledge_relevant_chunks(
-        user_id=conversation.user_id, text=question.content, limit=settings.KNOWLEDGE_CHUNKS_PER_PROMPT
+        tenant_id=conversation.created_by_id,
+        user_id=conversation.user_id,
+        text=question.content,
+        limit=settings.KNOWLEDGE_CHUNKS_PER_PROMPT,
     )
     if chunks:
         passages = "\n".join(

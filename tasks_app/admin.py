@@ -22,7 +22,7 @@ from django.utils.translation import ngettext
 from django_celery_results.admin import TaskResultAdmin
 from django_celery_results.models import TaskResult
 
-from tasks_app.models import TaskRecord, TaskState
+from tasks_app.models import TaskRecord, TaskState, WorkerControlEvent
 from tasks_app.paginators import EstimatedCountPaginator
 
 STATE_COLOURS = {
@@ -310,12 +310,18 @@ class TaskRecordAdmin(admin.ModelAdmin):
                 refused.append(f"{record.task_id} ({_('state is')} {conflict.record.state})")
             except services.BrokerUnavailable as exc:
                 refused.append(f"{record.task_id} ({_('broker unavailable')}: {exc})")
+            except services.UnknownTaskName:
+                refused.append(f"{record.task_id} ({_('no worker runs')} {record.task_name})")
+            except services.TooManyUnfinishedTasks as exc:
+                refused.append(f"{record.task_id} ({exc})")
         return done, refused
 
     def _retry_one(self, request, record) -> str:
         from tasks_app import services
 
-        new = services.retry_task(record=record, by=request.user)
+        new, is_new = services.retry_task(record=record, by=request.user)
+        if not is_new:
+            return f"{record.task_id} → {new.task_id} ({_('its earlier retry, still pending')})"
         self.log_change(request, record, f"Retried as task {new.task_id}")
         self.log_addition(request, new, f"Retry of task {record.task_id}")
         return f"{record.task_id} → {new.task_id}"
@@ -343,3 +349,22 @@ class ReadOnlyTaskResultAdmin(TaskResultAdmin):
 
 admin.site.unregister(TaskResult)
 admin.site.register(TaskResult, ReadOnlyTaskResultAdmin)
+
+
+@admin.register(WorkerControlEvent)
+class WorkerControlEventAdmin(admin.ModelAdmin):
+    """Who restarted or shut down which workers through the API (written by tasks_app.workers); read-only."""
+
+    list_display = ("created_at", "action", "username", "destination")
+    list_filter = ("action",)
+    search_fields = ("=username",)
+    readonly_fields = ("created_at", "action", "requested_by", "username", "destination", "outcome")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

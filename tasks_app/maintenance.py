@@ -184,7 +184,6 @@ class BrokerView:
 
 
 # --- stale knowledge --------------------------------------------------------------------------------
-INDEX_DOCUMENT_TASK = "tasks_app.tasks.knowledge_tasks.index_document"
 
 
 def reindex_stale_documents(*, older_than: timedelta, limit: int) -> list[int]:
@@ -192,7 +191,8 @@ def reindex_stale_documents(*, older_than: timedelta, limit: int) -> list[int]:
 
     A document is stale when it was never indexed or changed since (its own save queues an
     indexing; this catches the ones whose queueing failed or whose task was lost). One with an
-    indexing task already pending or running is left to it. Returns the ids queued.
+    indexing task already pending or running is left to it (knowledge_schedule_reindex joins
+    it). Returns the ids queued.
     """
     from conversations.knowledge import knowledge_schedule_reindex
     from conversations.models import KnowledgeDocument
@@ -200,12 +200,8 @@ def reindex_stale_documents(*, older_than: timedelta, limit: int) -> list[int]:
     queued: list[int] = []
     cutoff = timezone.now() - older_than
     for document in KnowledgeDocument.objects.stale().filter(updated_at__lt=cutoff).order_by("updated_at")[:limit]:
-        in_hand = (
-            TaskRecord.objects.unfinished()
-            .filter(task_name=INDEX_DOCUMENT_TASK, kwargs__document_id=document.pk)
-            .exists()
-        )
-        if not in_hand and knowledge_schedule_reindex(document):
+        request = knowledge_schedule_reindex(document, content_changed=True)
+        if request.task_id and not request.joined:
             queued.append(document.pk)
     if queued:
         logger.info("queued indexing of %d stale knowledge document(s): %s", len(queued), queued)

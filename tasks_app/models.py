@@ -26,6 +26,12 @@ FINISHED_STATES = frozenset({TaskState.SUCCESS, TaskState.FAILURE, TaskState.REV
 UNFINISHED_STATES = frozenset({TaskState.PENDING, TaskState.STARTED, TaskState.RETRY})
 
 
+# Named permissions of the task API, granted in the admin (to a group, or to a user).
+VIEW_ALL_TASKS = "tasks_app.view_all_tasks"
+MANAGE_ALL_TASKS = "tasks_app.manage_all_tasks"
+CONTROL_WORKERS = "tasks_app.control_workers"
+
+
 class TaskRecordQuerySet(models.QuerySet):
     def unfinished(self):
         return self.filter(state__in=UNFINISHED_STATES)
@@ -34,8 +40,8 @@ class TaskRecordQuerySet(models.QuerySet):
         return self.filter(state__in=FINISHED_STATES)
 
     def visible_to(self, user):
-        """Staff see every task; other users the tasks they submitted."""
-        if user.is_staff:
+        """The tasks the caller submitted; every task with tasks_app.view_all_tasks (is_staff alone is not enough)."""
+        if user.has_perm(VIEW_ALL_TASKS):
             return self
         return self.filter(submitted_by=user)
 
@@ -120,6 +126,11 @@ class TaskRecord(models.Model):
             models.Index(fields=["state", "queue", "-created_at"], name="taskrec_state_queue_idx2"),
             models.Index(fields=["done_at"], name="taskrec_done_idx"),
         ]
+        permissions = [
+            ("view_all_tasks", _("Can see every tenant's tasks in the API")),
+            ("manage_all_tasks", _("Can cancel and retry every tenant's tasks in the API")),
+            ("control_workers", _("Can inspect, restart and shut down workers")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.task_name} {self.task_id} [{self.state}]"
@@ -164,3 +175,33 @@ class TaskCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner} {self.queue} {self.state}: {self.count}"
+
+
+class WorkerControlEvent(models.Model):
+    """One worker-control call (pool restart, shutdown) through the API: who asked, whom, what came of it.
+
+    The workers log the same request with the user's name (tasks_app.worker_audit), so a worker
+    that stopped says in its own log who stopped it.
+    """
+
+    action = models.CharField(_("action"), max_length=50, help_text=_('"pool_restart" or "shutdown".'))
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("requested by"),
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="worker_control_events",
+    )
+    username = models.CharField(_("username"), max_length=150, help_text=_("Kept if the user is deleted."))
+    destination = models.JSONField(_("destination"), null=True, blank=True, help_text=_("Worker names; empty: all."))
+    outcome = models.JSONField(_("outcome"), default=dict, blank=True, help_text=_("Each worker's answer."))
+    created_at = models.DateTimeField(_("when"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("worker control event")
+        verbose_name_plural = _("worker control events")
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["-created_at", "-id"], name="workerctl_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.username} at {self.created_at:%Y-%m-%d %H:%M:%S}"

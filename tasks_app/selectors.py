@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_celery_results.models import TaskResult
 
-from tasks_app.models import UNFINISHED_STATES, TaskCount, TaskRecord, TaskState
+from tasks_app.models import UNFINISHED_STATES, VIEW_ALL_TASKS, TaskCount, TaskRecord, TaskState
 from tasks_app.workers import Discovery, live_workers
 
 # Longer ids are no Celery task id; they never reach the database.
@@ -30,10 +30,17 @@ def tasks_visible_to(*, user: AbstractBaseUser) -> QuerySet[TaskRecord]:
 
 
 def task_for_user(*, user: AbstractBaseUser, task_id: str) -> TaskRecord:
-    """The caller's task (any task for staff). Raises TaskRecord.DoesNotExist otherwise."""
+    """The caller's task (any task with tasks_app.view_all_tasks). Raises TaskRecord.DoesNotExist otherwise.
+
+    Another tenant's task is as unknown as one never sent: its id tells the caller nothing.
+    """
     if not task_id or len(task_id) > TASK_ID_MAX_LENGTH or "\x00" in task_id:
         raise TaskRecord.DoesNotExist(task_id)
-    return tasks_visible_to(user=user).select_related("retry_of").get(task_id=task_id)
+    record = TaskRecord.objects.select_related("retry_of").get(task_id=task_id)
+    # The permission is looked up only for another's task: the caller's own costs no query more.
+    if record.submitted_by_id != user.pk and not user.has_perm(VIEW_ALL_TASKS):
+        raise TaskRecord.DoesNotExist(task_id)
+    return record
 
 
 def task_list(
@@ -70,9 +77,10 @@ STATE_KEYS = {state: state.lower() for state in TaskState.values}
 def task_stats(*, user: AbstractBaseUser) -> dict[str, Any]:
     """Counts by state and by queue, summed from the trigger-kept TaskCount rows.
 
-    A few rows however many tasks there are: every task for staff, the caller's own otherwise.
+    A few rows however many tasks there are: every task with tasks_app.view_all_tasks, the
+    caller's own otherwise.
     """
-    owner = TaskCount.ALL_OWNERS if user.is_staff else user.pk
+    owner = TaskCount.ALL_OWNERS if user.has_perm(VIEW_ALL_TASKS) else user.pk
     rows = TaskCount.objects.filter(owner=owner).values_list("queue", "state").annotate(count=Sum("count")).order_by()
     totals = dict.fromkeys(STATE_KEYS.values(), 0)
     queues: dict[str, dict[str, int]] = {}

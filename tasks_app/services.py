@@ -25,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from claw_ai.celery import celery_app
 from conversations.services import ConversationForbidden, conversation_for_generation  # noqa: F401 (re-exported for the API)
 from tasks_app.cancellation import flag_cancelled
-from tasks_app.models import TaskRecord, TaskState
+from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord, TaskState
 from tasks_app.recording import HEADER_RETRY_OF, HEADER_SUBMITTED_BY, record_written_for
 from tasks_app.selectors import unfinished_task_count
 
@@ -67,17 +67,18 @@ class TooManyUnfinishedTasks(Exception):
 def ensure_below_unfinished_limit(*, user: AbstractBaseUser | None) -> None:
     """Refuse a new task from a user who already has the maximum number of unfinished ones.
 
-    Bounds what one API user can make the broker and database hold. Staff are exempt: they
-    retry tasks in bulk (admin, API) to recover from incidents. The count is read from the
+    Bounds what one API user can make the broker and database hold. Holders of
+    tasks_app.manage_all_tasks are exempt: they retry tasks in bulk (admin, API) to recover from
+    incidents (asked only at the limit, so the common case costs no permission lookup). The count is read from the
     trigger-kept TaskCount rows (a few rows, however many tasks), so the check is cheap; it is
     not serialised, so concurrent requests of one user may pass it together and overshoot the
     limit by at most the number of requests in flight.
     """
     limit = settings.MAX_UNFINISHED_TASKS_PER_USER
-    if not limit or user is None or user.is_staff:
+    if not limit or user is None:
         return
     unfinished = unfinished_task_count(user=user)
-    if unfinished >= limit:
+    if unfinished >= limit and not user.has_perm(MANAGE_ALL_TASKS):
         raise TooManyUnfinishedTasks(limit=limit, unfinished=unfinished)
 
 
@@ -92,12 +93,17 @@ def submit_task(
     eta: datetime | None = None,
     submitted_by: AbstractBaseUser | None = None,
     retry_of: TaskRecord | None = None,
+    task_id: str | None = None,
 ) -> TaskRecord:
-    """Publish a task and return its committed record. Raises BrokerUnavailable."""
+    """Publish a task and return its committed record. Raises BrokerUnavailable.
+
+    `task_id` is for a caller that must know the id before the task leaves (it claims the work
+    under it first); by default a new one is made.
+    """
     if connection.in_atomic_block:
         # The record must be committed before the message leaves (see module docstring).
         raise RuntimeError("submit_task publishes at once: call it outside a transaction")
-    task_id = str(uuid.uuid4())
+    task_id = task_id or str(uuid.uuid4())
     headers: dict[str, Any] = {}
     if submitted_by is not None:
         headers[HEADER_SUBMITTED_BY] = submitted_by.pk
@@ -145,9 +151,10 @@ def submit_ai_generation(
 ) -> TaskRecord:
     """Send the AI reply generation for one conversation turn.
 
-    An unknown conversation is created for `user_id` and the caller; one of another chat user
-    (or, for non-staff callers, of another API user) raises ConversationForbidden, and a caller
-    at the unfinished-task limit TooManyUnfinishedTasks.
+    The conversation is the caller's (its tenant's): an unknown one is created for `user_id`,
+    one of another chat user raises ConversationForbidden, and a caller at the unfinished-task
+    limit TooManyUnfinishedTasks. The task carries the tenant, so the worker finds the same
+    conversation and the tenant's own knowledge.
     """
     ensure_below_unfinished_limit(user=submitted_by)
     conversation_for_generation(conversation_id=conversation_id, user_id=user_id, requested_by=submitted_by)
@@ -158,6 +165,7 @@ def submit_ai_generation(
             "user_message": user_message,
             "temperature": temperature,
             "user_id": user_id,
+            "tenant_id": submitted_by.pk,
             "callback_url": callback_url,
         },
         priority=priority,
@@ -205,21 +213,33 @@ def _broadcast_revoke(task_id: str, *, terminate: bool) -> None:
         logger.warning("revoke of %s not broadcast: %s", task_id, exc)
 
 
-def retry_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> TaskRecord:
+class UnknownTaskName(Exception):
+    """No worker of this system can run a task of that name."""
+
+
+def retry_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> tuple[TaskRecord, bool]:
     """Send a failed or cancelled task again: same task, args, kwargs, queue and priority, new id.
 
-    The new record points back with retry_of and belongs to the original task's
-    submitter (or to `by` when the original had none). Raises TaskStateConflict
-    unless the task is FAILURE or REVOKED, TooManyUnfinishedTasks when a non-staff `by` is at
-    the unfinished-task limit, and BrokerUnavailable.
+    Returns the retry and whether it is new: a task whose earlier retry is still pending,
+    running or waiting to retry returns that one instead of sending a second. The new record
+    points back with retry_of and belongs to the original task's submitter (or to `by` when the
+    original had none). Raises UnknownTaskName for a task no worker knows, TaskStateConflict
+    unless the task is FAILURE or REVOKED, TooManyUnfinishedTasks when `by` is at the
+    unfinished-task limit, and BrokerUnavailable.
     """
-    ensure_below_unfinished_limit(user=by)
+    if record.task_name not in celery_app.tasks:
+        raise UnknownTaskName(record.task_name)
     with transaction.atomic():
+        # The lock makes a second retry of the same task wait until the first one's check is done.
         original = TaskRecord.objects.select_for_update().get(pk=record.pk)
         if original.state not in RETRYABLE_STATES:
             raise TaskStateConflict(original, "retry")
+        pending = original.retried_by.unfinished().order_by("-created_at").first()
+    if pending is not None:
+        return pending, False
+    ensure_below_unfinished_limit(user=by)
     owner = original.submitted_by if original.submitted_by_id else by
-    return submit_task(
+    again = submit_task(
         task_name=original.task_name,
         args=original.args,
         kwargs=original.kwargs,
@@ -228,3 +248,4 @@ def retry_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> Tas
         submitted_by=owner,
         retry_of=original,
     )
+    return again, True

@@ -24,6 +24,8 @@ from django.conf import settings
 from django.core.cache import cache
 
 from claw_ai.celery import celery_app
+from tasks_app import worker_audit
+from tasks_app.models import WorkerControlEvent
 
 logger = logging.getLogger(__name__)
 
@@ -202,11 +204,24 @@ def refresh_live_workers() -> Discovery:
     return Discovery(queues=discovered, checked_at=time.time())
 
 
-def restart_pools(*, destination: list[str] | None = None) -> ControlReport:
+def _audited(action: str, requested_by, destination: list[str] | None, report: ControlReport) -> ControlReport:
+    WorkerControlEvent.objects.create(
+        action=action,
+        requested_by=requested_by,
+        username=requested_by.get_username(),
+        destination=destination,
+        outcome={"results": report.results, "not_replying": report.not_replying},
+    )
+    logger.warning("worker control: %s of %s requested by %s", action, destination or "all", requested_by)
+    return report
+
+
+def restart_pools(*, destination: list[str] | None = None, requested_by) -> ControlReport:
     """Restart the process pool of each addressed worker that can (prefork with worker_pool_restarts).
 
     Celery's threads and solo pools answer "reload started" to pool_restart and do nothing,
     so the pool type is read from each worker's stats first and such workers are refused.
+    The request is logged with who made it (WorkerControlEvent, and each worker's own log).
     """
     replies = _inspect_all(["stats", "conf"], destination)
     stats, conf = replies["stats"], replies["conf"]
@@ -224,6 +239,7 @@ def restart_pools(*, destination: list[str] | None = None) -> ControlReport:
         else:
             able.append(name)
     if able:
+        worker_audit.announce(action="pool_restart", username=requested_by.get_username(), destination=able)
         answers = celery_app.control.pool_restart(destination=able, reply=True, timeout=_timeout()) or []
         answered = {}
         for answer in answers:
@@ -239,7 +255,7 @@ def restart_pools(*, destination: list[str] | None = None) -> ControlReport:
     if not report.results:
         raise NoWorkerReplied(", ".join(report.not_replying))
     report.results.sort(key=lambda result: result["worker"])
-    return report
+    return _audited("pool_restart", requested_by, destination, report)
 
 
 def _restarts_enabled(worker_conf: dict[str, Any]) -> bool:
@@ -247,11 +263,12 @@ def _restarts_enabled(worker_conf: dict[str, Any]) -> bool:
     return bool(worker_conf.get("CELERY_WORKER_POOL_RESTARTS", worker_conf.get("worker_pool_restarts")))
 
 
-def shutdown_workers(*, destination: list[str] | None) -> ControlReport:
+def shutdown_workers(*, destination: list[str] | None, requested_by) -> ControlReport:
     """Warm-shut down the addressed workers (all when destination is None).
 
     Celery's shutdown command exits without replying, so the workers are pinged first:
     the ones that answer are asked to shut down, the others are named as not replying.
+    The request is logged with who made it (WorkerControlEvent, and each worker's own log).
     """
     timeout = _timeout()
     answers = celery_app.control.ping(destination=destination, timeout=timeout) or []
@@ -260,6 +277,7 @@ def shutdown_workers(*, destination: list[str] | None) -> ControlReport:
     report = ControlReport(not_replying=sorted(expected - set(alive)))
     if not alive:
         raise NoWorkerReplied(", ".join(report.not_replying))
+    worker_audit.announce(action="shutdown", username=requested_by.get_username(), destination=alive)
     celery_app.control.shutdown(destination=alive)
     report.results = [{"worker": name, "ok": True, "message": "shutdown requested"} for name in alive]
     _forget(set(alive))
@@ -268,4 +286,4 @@ def shutdown_workers(*, destination: list[str] | None) -> ControlReport:
         # Workers asked to shut down stop consuming at once; the discovery's time stays as it was.
         queues = {name: qs for name, qs in cached["queues"].items() if name not in alive}
         cache.set(DISCOVERY_KEY, {**cached, "queues": queues}, DISCOVERY_KEPT_FOR)
-    return report
+    return _audited("shutdown", requested_by, destination, report)

@@ -145,10 +145,14 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    # Submissions per API user (tasks_app.api.throttles): 429 with Retry-After past them; empty = no limit.
+    # Writes per API user (claw_ai.throttles): 429 with Retry-After past them; empty = no limit.
     "DEFAULT_THROTTLE_RATES": {
         "ai_generate": env("AI_GENERATE_THROTTLE_RATE", default="120/min") or None,
         "task_retry": env("TASK_RETRY_THROTTLE_RATE", default="60/min") or None,
+        "task_cancel": env("TASK_CANCEL_THROTTLE_RATE", default="120/min") or None,
+        "conversation_create": env("CONVERSATION_CREATE_THROTTLE_RATE", default="120/min") or None,
+        "knowledge_write": env("KNOWLEDGE_WRITE_THROTTLE_RATE", default="30/min") or None,
+        "worker_control": env("WORKER_CONTROL_THROTTLE_RATE", default="10/min") or None,
     },
 }
 SPECTACULAR_SETTINGS = {
@@ -318,6 +322,9 @@ KNOWLEDGE_CHUNK_SIZE = env.int("KNOWLEDGE_CHUNK_SIZE", default=1200)
 KNOWLEDGE_CHUNKS_PER_PROMPT = env.int("KNOWLEDGE_CHUNKS_PER_PROMPT", default=3)
 # PostgreSQL text search configuration of knowledge chunks ("simple" works for every language).
 KNOWLEDGE_SEARCH_CONFIG = env("KNOWLEDGE_SEARCH_CONFIG", default="simple")
+# What one tenant (API user) may keep in its knowledge base: documents, and their UTF-8 bytes.
+KNOWLEDGE_MAX_DOCUMENTS_PER_TENANT = env.int("KNOWLEDGE_MAX_DOCUMENTS_PER_TENANT", default=1000)
+KNOWLEDGE_MAX_BYTES_PER_TENANT = env.int("KNOWLEDGE_MAX_BYTES_PER_TENANT", default=100 * 1024 * 1024)
 # Webhook callbacks are signed with HMAC-SHA256 of the body under this secret (X-Claw-Signature).
 WEBHOOK_SIGNING_SECRET = secret("WEBHOOK_SIGNING_SECRET", default="development-only-webhook-secret")
 # Callbacks go to public addresses only (a client must not make workers call internal services),

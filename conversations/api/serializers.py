@@ -2,13 +2,11 @@
 
 from pathlib import PurePath
 
-from django.core.validators import RegexValidator
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from conversations.models import Conversation, DocumentFormat, KnowledgeDocument, Message
+from conversations.models import CONVERSATION_ID, Conversation, DocumentFormat, KnowledgeDocument, Message
 
-PUBLIC_ID = RegexValidator(r"^[A-Za-z0-9_-]+$", _("Use letters, digits, '_' and '-' only."))
 # Largest uploaded document file, in bytes.
 MAX_DOCUMENT_FILE_BYTES = 2 * 1024 * 1024
 
@@ -25,12 +23,23 @@ class MessageSerializer(serializers.ModelSerializer):
         return {"prompt": message.prompt_tokens, "completion": message.completion_tokens, "total": message.total_tokens}
 
 
+class TenantField(serializers.CharField):
+    """The owning API user's username (null for what was made from code)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(source="created_by", read_only=True, allow_null=True, **kwargs)
+
+    def to_representation(self, user) -> str:
+        return user.get_username()
+
+
 class ConversationSerializer(serializers.ModelSerializer):
     conversation_id = serializers.CharField(source="public_id")
+    tenant = TenantField(help_text=_("The API user (tenant) the conversation belongs to."))
 
     class Meta:
         model = Conversation
-        fields = ["conversation_id", "user_id", "title", "created_at", "updated_at"]
+        fields = ["conversation_id", "user_id", "tenant", "title", "created_at", "updated_at"]
 
 
 class ConversationDetailSerializer(ConversationSerializer):
@@ -42,27 +51,29 @@ class ConversationDetailSerializer(ConversationSerializer):
 
 class ConversationCreateSerializer(serializers.Serializer):
     conversation_id = serializers.CharField(
-        max_length=255, required=False, validators=[PUBLIC_ID], help_text=_("Omit to get a generated id.")
+        max_length=255, required=False, validators=[CONVERSATION_ID], help_text=_("Omit to get a generated id.")
     )
     user_id = serializers.CharField(max_length=255, help_text=_('The chat user, e.g. "user_456".'))
     title = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
-
-    def validate_conversation_id(self, value: str) -> str:
-        if Conversation.objects.filter(public_id=value).exists():
-            raise serializers.ValidationError(_("A conversation with this id already exists."))
-        return value
 
 
 class KnowledgeDocumentSerializer(serializers.ModelSerializer):
     """Output; also input for JSON uploads and edits (user_id, title, content, format)."""
 
     is_stale = serializers.BooleanField(read_only=True)
+    tenant = TenantField(help_text=_("The API user (tenant) the document belongs to."))
+    index_task_id = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text=_("The indexing task of the document's last change; null when it could not be queued."),
+    )
 
     class Meta:
         model = KnowledgeDocument
         fields = [
             "id",
             "user_id",
+            "tenant",
             "title",
             "content",
             "format",
@@ -71,6 +82,7 @@ class KnowledgeDocumentSerializer(serializers.ModelSerializer):
             "indexed_at",
             "chunk_count",
             "is_stale",
+            "index_task_id",
         ]
         read_only_fields = ["created_at", "updated_at", "indexed_at", "chunk_count"]
 

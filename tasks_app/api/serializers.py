@@ -10,6 +10,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from conversations.models import CONVERSATION_ID
 from tasks_app.callback_addresses import refused_host
 from tasks_app.models import TaskRecord, TaskState
 
@@ -169,7 +170,9 @@ class CallbackUrlField(HttpUrlField):
 
 
 class AIGenerateSerializer(serializers.Serializer):
-    conversation_id = serializers.CharField(max_length=255, help_text=_('e.g. "conv_123".'))
+    conversation_id = serializers.CharField(
+        max_length=255, validators=[CONVERSATION_ID], help_text=_('e.g. "conv_123": letters, digits, "_" and "-".')
+    )
     user_message = serializers.CharField(max_length=settings.AI_USER_MESSAGE_MAX_LENGTH)
     temperature = serializers.FloatField(min_value=0.0, max_value=2.0, required=False, default=0.7)
     user_id = serializers.CharField(max_length=255, help_text=_('The chat user, e.g. "user_456".'))

@@ -14,11 +14,12 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from claw_ai.errors import Conflict, ErrorSerializer, ServiceUnavailable
+from claw_ai.throttles import WriteRateThrottle
 from tasks_app import selectors, services, workers
 from tasks_app.api import serializers as s
-from tasks_app.api.errors import TooManyTasks
-from tasks_app.api.throttles import SubmitRateThrottle
-from tasks_app.models import TaskRecord, TaskState
+from tasks_app.api.errors import too_many_tasks
+from tasks_app.api.permissions import CanControlWorkers
+from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord, TaskState
 
 TASK_ID_PATTERN = r"[^/]+"
 
@@ -27,7 +28,8 @@ def errors(*codes: int) -> dict:
     descriptions = {
         400: "Invalid input (field errors).",
         401: "Not authenticated.",
-        403: "Not allowed (worker control is for staff).",
+        403: "Not allowed: worker control needs tasks_app.control_workers; cancelling or retrying another "
+        "tenant's task needs tasks_app.manage_all_tasks.",
         404: "No such task (or not yours).",
         409: "The task's state forbids this.",
         429: "Too many requests (code `throttled`, with a Retry-After header in seconds) or too many "
@@ -35,16 +37,6 @@ def errors(*codes: int) -> dict:
         503: "The broker cannot be reached; nothing was queued.",
     }
     return {code: OpenApiResponse(ErrorSerializer, description=descriptions[code]) for code in codes}
-
-
-def too_many_tasks(refused: services.TooManyUnfinishedTasks) -> TooManyTasks:
-    return TooManyTasks(
-        _(
-            "You have %(unfinished)d unfinished tasks; the limit is %(limit)d. "
-            "Wait for some to finish (or cancel them) and try again."
-        )
-        % {"unfinished": refused.unfinished, "limit": refused.limit}
-    )
 
 
 class TaskCursorPagination(CursorPagination):
@@ -77,12 +69,23 @@ class TaskApiViewSet(viewsets.GenericViewSet):
         except TaskRecord.DoesNotExist:
             raise NotFound(_("No task %(task_id)s.") % {"task_id": task_id[:255]}) from None
 
+    def task_to_act_on(self, task_id: str) -> TaskRecord:
+        """task_or_404, and 403 for another tenant's task unless the caller may manage every task."""
+        record = self.task_or_404(task_id)
+        if record.submitted_by_id != self.request.user.pk and not self.request.user.has_perm(MANAGE_ALL_TASKS):
+            raise PermissionDenied(
+                _("This task is another user's: cancelling or retrying it needs the permission %(permission)s.")
+                % {"permission": MANAGE_ALL_TASKS}
+            )
+        return record
+
 
 class TaskViewSet(TaskApiViewSet):
-    """Submit, watch, cancel and retry tasks. Non-staff users see and act on their own tasks only."""
+    """Submit, watch, cancel and retry tasks: your own (every user's with the tasks_app.*_all_tasks permissions)."""
 
     permission_classes = [permissions.IsAuthenticated]
-    throttle_classes = [SubmitRateThrottle]  # /ai/generate and /retry only
+    throttle_classes = [WriteRateThrottle]
+    throttle_scopes = {"ai_generate": "ai_generate", "retry": "task_retry", "cancel": "task_cancel"}
     serializer_classes = {
         "task_status": s.TaskStatusSerializer,
         "task_list": s.TaskListQuerySerializer,
@@ -162,11 +165,11 @@ class TaskViewSet(TaskApiViewSet):
     @extend_schema(
         summary="Cancel a queued, delayed or running task",
         request=None,
-        responses={200: s.TaskCancelledSerializer, **errors(401, 404, 409)},
+        responses={200: s.TaskCancelledSerializer, **errors(401, 403, 404, 409, 429)},
     )
     @action(detail=False, methods=["post"], url_path=rf"cancel/(?P<task_id>{TASK_ID_PATTERN})")
     def cancel(self, request, task_id: str):
-        record = self.task_or_404(task_id)
+        record = self.task_to_act_on(task_id)
         try:
             record = services.cancel_task(record=record, by=request.user)
         except services.TaskStateConflict as conflict:
@@ -179,14 +182,24 @@ class TaskViewSet(TaskApiViewSet):
 
     @extend_schema(
         summary="Run a failed or cancelled task again",
+        description="202 with the new task; 200 with the earlier retry when one is still pending or running "
+        "(retrying twice does not run the task twice).",
         request=None,
-        responses={202: s.TaskRetryAcceptedSerializer, **errors(401, 404, 409, 429, 503)},
+        responses={
+            202: s.TaskRetryAcceptedSerializer,
+            200: s.TaskRetryAcceptedSerializer,
+            **errors(400, 401, 403, 404, 409, 429, 503),
+        },
     )
     @action(detail=False, methods=["post"], url_path=rf"retry/(?P<task_id>{TASK_ID_PATTERN})")
     def retry(self, request, task_id: str):
-        record = self.task_or_404(task_id)
+        record = self.task_to_act_on(task_id)
         try:
-            again = services.retry_task(record=record, by=request.user)
+            again, is_new = services.retry_task(record=record, by=request.user)
+        except services.UnknownTaskName:
+            raise ValidationError(
+                {"task_id": [_("No worker of this system runs tasks named %(name)s.") % {"name": record.task_name}]}
+            ) from None
         except services.TaskStateConflict as conflict:
             raise Conflict(
                 _("Task %(task_id)s is %(state)s: only a failed or cancelled task can be retried.")
@@ -198,11 +211,12 @@ class TaskViewSet(TaskApiViewSet):
             raise ServiceUnavailable(_("The task broker cannot be reached; nothing was queued. Try again.")) from None
         body = {
             "task_id": again.task_id,
-            "status": TaskState.PENDING,
+            "status": again.state,
             "retry_of": record.task_id,
-            "message": _("Task retry submitted"),
+            "message": _("Task retry submitted") if is_new else _("The task's earlier retry is still pending"),
         }
-        return Response(s.TaskRetryAcceptedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
+        code = status.HTTP_202_ACCEPTED if is_new else status.HTTP_200_OK
+        return Response(s.TaskRetryAcceptedSerializer(body).data, status=code)
 
 
 class SingleObjectSchema(AutoSchema):
@@ -213,11 +227,13 @@ class SingleObjectSchema(AutoSchema):
 
 
 class WorkerViewSet(TaskApiViewSet):
-    """Live Celery workers: inspect them, restart their pools, shut them down (staff only)."""
+    """Live Celery workers: inspect them, restart their pools, shut them down (tasks_app.control_workers)."""
 
     schema = SingleObjectSchema()
 
-    permission_classes = [permissions.IsAdminUser]
+    permission_classes = [permissions.IsAuthenticated, CanControlWorkers]
+    throttle_classes = [WriteRateThrottle]
+    throttle_scopes = {"pool_restart": "worker_control", "shutdown": "worker_control"}
     serializer_classes = {
         "list": s.EmptySerializer,
         "pool_restart": s.PoolRestartSerializer,
@@ -240,7 +256,7 @@ class WorkerViewSet(TaskApiViewSet):
     def pool_restart(self, request):
         data = self.validated(request.data)
         try:
-            report = workers.restart_pools(destination=data.get("destination"))
+            report = workers.restart_pools(destination=data.get("destination"), requested_by=request.user)
         except workers.NoWorkerReplied as silent:
             raise NotFound(_("No worker replied: %(names)s") % {"names": str(silent) or _("none live")}) from None
         if not report.any_ok:
@@ -257,7 +273,7 @@ class WorkerViewSet(TaskApiViewSet):
         data = self.validated(request.data)
         destination = None if data.get("all") else data["destination"]
         try:
-            report = workers.shutdown_workers(destination=destination)
+            report = workers.shutdown_workers(destination=destination, requested_by=request.user)
         except workers.NoWorkerReplied as silent:
             raise NotFound(_("No worker replied: %(names)s") % {"names": str(silent) or _("none live")}) from None
         return Response(s.ControlReportSerializer(report).data)

@@ -60,8 +60,13 @@ def generate_ai_response(
     temperature: float = 0.7,
     user_id: str | None = None,
     callback_url: str | None = None,
+    tenant_id: int | None = None,
 ) -> dict:
-    """Generate and save the assistant's reply to `user_message` (conversations.services)."""
+    """Generate and save the assistant's reply to `user_message` (conversations.services).
+
+    `tenant_id` is the API user the conversation belongs to (the API sets it); a task sent from
+    code without one works in the conversations made from code.
+    """
     task_id = self.request.id or ""
     # A retry through the API or the admin is a new task whose message names the record it retries.
     retry_of = getattr(self.request, HEADER_RETRY_OF, None)
@@ -72,6 +77,7 @@ def generate_ai_response(
                 user_message=user_message,
                 temperature=temperature,
                 user_id=user_id,
+                tenant_id=tenant_id,
                 task_id=task_id,
                 retried_task_ids=selectors.retried_task_ids(record_id=retry_of),
                 should_stop=should_stop,

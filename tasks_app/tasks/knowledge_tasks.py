@@ -2,12 +2,19 @@
 
 from celery import shared_task
 
-from conversations.knowledge import knowledge_reindex
+from conversations.knowledge import IndexingBusy, knowledge_reindex
 from conversations.models import KnowledgeDocument
-from tasks_app.tasks.base import BaseTaskWithRetry
+from tasks_app.tasks.base import TRANSIENT_EXCEPTIONS, BaseTaskWithRetry
 
 
-@shared_task(bind=True, base=BaseTaskWithRetry, name="tasks_app.tasks.knowledge_tasks.index_document")
+@shared_task(
+    bind=True,
+    base=BaseTaskWithRetry,
+    name="tasks_app.tasks.knowledge_tasks.index_document",
+    # Another indexing of the same document holds its lock: come back later rather than wait
+    # on it holding a worker slot and a pooled connection.
+    autoretry_for=(*TRANSIENT_EXCEPTIONS, IndexingBusy),
+)
 def index_document(self, document_id: int) -> dict:
     """Split a document into searchable chunks, replacing its old ones atomically.
 

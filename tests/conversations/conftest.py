@@ -58,7 +58,10 @@ def other_user():
 
 @pytest.fixture
 def staff_user():
-    return get_user_model().objects.create_user("carol", password="pw", is_staff=True)
+    """An operator: staff, and granted the named permissions through a group."""
+    from tests.tasks_app.api.conftest import grant_operator
+
+    return grant_operator(get_user_model().objects.create_user("carol", password="pw", is_staff=True))
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ def test_create_list_and_show_a_conversation(api, user):
     assert created.data["messages"] == []
     assert Conversation.objects.get(public_id="conv_1").created_by == user
     listed = api.get("/api/v1/conversations")
-    assert [item["conversation_id"] for item in listed.data] == ["conv_1"]
+    assert [item["conversation_id"] for item in listed.data["results"]] == ["conv_1"]
+    assert listed.data["results"][0]["tenant"] == user.username
 
 
 def test_a_conversation_id_is_generated_when_omitted(api):
@@ -50,21 +51,24 @@ def test_show_includes_messages_with_tokens_and_cost(api, user):
     assert (reply["model"], reply["task_id"]) == ("gpt-4o-mini", "t1")
 
 
-def test_callers_see_only_their_own_conversations_and_staff_see_all(api, other_user, staff_user):
+def test_callers_see_only_their_own_conversations_and_operators_see_all(api, other_user, staff_user):
     # given a conversation of another API user
     Conversation.objects.create(public_id="conv_other", user_id="u", created_by=other_user)
 
-    # then a non-staff caller neither lists nor reads it
-    assert api.get("/api/v1/conversations/").data == []
+    # then the caller neither lists nor reads it, nor may name the other tenant
+    assert api.get("/api/v1/conversations/").data["results"] == []
     assert api.get("/api/v1/conversations/conv_other/").status_code == 404
-    # and staff do
-    staff = APIClient()
-    staff.force_authenticate(staff_user)
-    assert staff.get("/api/v1/conversations/conv_other/").status_code == 200
+    assert api.get(f"/api/v1/conversations/conv_other/?tenant={other_user.username}").status_code == 403
+    # and an operator (conversations.view_all) lists it and reads it in its tenant
+    operator = APIClient()
+    operator.force_authenticate(staff_user)
+    assert [c["conversation_id"] for c in operator.get("/api/v1/conversations/").data["results"]] == ["conv_other"]
+    assert operator.get(f"/api/v1/conversations/conv_other/?tenant={other_user.username}").status_code == 200
+    assert operator.get("/api/v1/conversations/conv_other/?tenant=nobody").status_code == 400
 
 
-def test_bad_input_is_a_400_with_field_errors(api):
-    Conversation.objects.create(public_id="conv_taken", user_id="u")
+def test_bad_input_is_a_400_with_field_errors(api, user):
+    Conversation.objects.create(public_id="conv_taken", user_id="u", created_by=user)
     response = api.post("/api/v1/conversations/", {"conversation_id": "conv taken!"}, format="json")
     assert response.status_code == 400
     assert response.data["code"] == "invalid"

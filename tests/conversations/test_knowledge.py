@@ -34,7 +34,7 @@ def indexed(document_id: int) -> KnowledgeDocument:
     )
 
 
-def test_uploaded_document_is_indexed_and_its_best_chunks_reach_the_prompt(api, llm_worker, fake_llm):
+def test_uploaded_document_is_indexed_and_its_best_chunks_reach_the_prompt(api, user, llm_worker, fake_llm):
     # given a Markdown document of user_456 uploaded through the API, and one of another user
     response = api.post(
         "/api/v1/knowledge/documents/",
@@ -63,7 +63,13 @@ def test_uploaded_document_is_indexed_and_its_best_chunks_reach_the_prompt(api, 
     # and when user_456 asks about refunds
     fake_llm.script(answer("Within 30 days."))
     sent = generate_ai_response.apply_async(
-        kwargs={"conversation_id": "conv_kb", "user_message": "Can I get a refund?", "user_id": "user_456"},
+        # the tenant the document was uploaded in: its knowledge is searched, no other
+        kwargs={
+            "conversation_id": "conv_kb",
+            "user_message": "Can I get a refund?",
+            "user_id": "user_456",
+            "tenant_id": user.pk,
+        },
         queue=LLM_TEST_QUEUE,
     )
     wait_for(lambda: TaskRecord.objects.filter(task_id=sent.id, state=TaskState.SUCCESS).exists(), what="reply")
@@ -91,8 +97,8 @@ def test_reindexing_replaces_the_chunks(user):
     chunks = list(KnowledgeChunk.objects.filter(document=document))
     assert [chunk.content for chunk in chunks] == ["gamma three"]
     assert not old_ids & {chunk.id for chunk in chunks}
-    assert knowledge_relevant_chunks(user_id="u1", text="gamma?", limit=3) == chunks
-    assert knowledge_relevant_chunks(user_id="u1", text="alpha", limit=3) == []
+    assert knowledge_relevant_chunks(tenant_id=None, user_id="u1", text="gamma?", limit=3) == chunks
+    assert knowledge_relevant_chunks(tenant_id=None, user_id="u1", text="alpha", limit=3) == []
 
 
 def test_a_changed_document_is_stale_until_reindexed():
@@ -122,7 +128,7 @@ def test_chunks_are_ranked_by_relevance(settings):
     assert knowledge_reindex(document).chunk_count == 3
 
     # when the best chunks for a question are asked for
-    best = knowledge_relevant_chunks(user_id="u1", text="Where is the refund desk?", limit=3)
+    best = knowledge_relevant_chunks(tenant_id=None, user_id="u1", text="Where is the refund desk?", limit=3)
 
     # then the chunk matching more of the question comes first, and a chunk matching none is left out
     assert [chunk.position for chunk in best] == [2, 0]
@@ -160,7 +166,7 @@ def test_documents_are_listed_to_their_uploader_only(api, other_user, llm_worker
 
     # then only their own is listed
     assert created.status_code == 201
-    assert [item["title"] for item in listed.data] == ["Mine"]
+    assert [item["title"] for item in listed.data["results"]] == ["Mine"]
     index_task_done(created)
 
 
@@ -194,11 +200,11 @@ def test_chinese_passages_are_found_by_a_chinese_question(settings):
     assert knowledge_reindex(document).chunk_count == 3
 
     # when a question shares words, not whole sentences, with one of them
-    best = knowledge_relevant_chunks(user_id="u_zh", text="我想申请退款，需要多久？", limit=3)
+    best = knowledge_relevant_chunks(tenant_id=None, user_id="u_zh", text="我想申请退款，需要多久？", limit=3)
 
     # then that passage comes first
     assert best and best[0].position == 1
-    assert knowledge_relevant_chunks(user_id="u_zh", text="积分怎么用", limit=1)[0].position == 2
+    assert knowledge_relevant_chunks(tenant_id=None, user_id="u_zh", text="积分怎么用", limit=1)[0].position == 2
 
 
 def test_unspaced_runs_are_searched_as_pairs_and_other_text_is_kept():

@@ -9,9 +9,9 @@ pytestmark = pytest.mark.django_db
 ZH = {"HTTP_ACCEPT_LANGUAGE": "zh-CN"}
 
 
-def test_field_errors_are_translated(api):
+def test_field_errors_are_translated(api, user):
     # given a conversation id already taken
-    Conversation.objects.create(public_id="conv_taken", user_id="u")
+    Conversation.objects.create(public_id="conv_taken", user_id="u", created_by=user)
 
     # when a Chinese-speaking caller reuses it, and uploads a document without text
     taken = api.post("/api/v1/conversations/", {"conversation_id": "conv_taken", "user_id": "u"}, format="json", **ZH)

@@ -110,8 +110,8 @@ def test_a_retry_of_an_answered_task_asks_again():
 
 
 def test_get_or_create_creates_once_then_finds_it(user):
-    created, is_new = conversation_get_or_create(public_id="conv_goc", user_id="user_1", created_by=user)
-    found, found_new = conversation_get_or_create(public_id="conv_goc", user_id="user_2")
+    created, is_new = conversation_get_or_create(public_id="conv_goc", user_id="user_1", tenant_id=user.pk)
+    found, found_new = conversation_get_or_create(public_id="conv_goc", user_id="user_2", tenant_id=user.pk)
 
     assert (is_new, found_new) == (True, False)
     assert found.pk == created.pk
@@ -120,6 +120,10 @@ def test_get_or_create_creates_once_then_finds_it(user):
     assert (stored.user_id, stored.created_by, stored.title) == ("user_1", user, "")
     assert (found.user_id, found.created_by_id, found.created_at) == ("user_1", user.pk, stored.created_at)
     assert stored.created_at is not None and stored.updated_at is not None
+    # and another tenant (here: code, with no tenant) has a conversation of its own under that id
+    code_made, code_new = conversation_get_or_create(public_id="conv_goc", user_id="user_3", tenant_id=None)
+    assert code_new is True and code_made.pk != created.pk
+    assert conversation_get_or_create(public_id="conv_goc", user_id="x", tenant_id=None)[0].pk == code_made.pk
 
 
 @pytest.mark.django_db(transaction=True)
@@ -137,7 +141,7 @@ def test_get_or_create_finds_a_conversation_another_transaction_was_inserting():
     # transaction), and the other commits meanwhile
     def ask() -> tuple[Conversation, bool]:
         try:
-            return conversation_get_or_create(public_id="conv_concurrent", user_id="user_me")
+            return conversation_get_or_create(public_id="conv_concurrent", user_id="user_me", tenant_id=None)
         finally:
             connection.close()  # this thread's own connection
 
@@ -173,20 +177,19 @@ def test_another_chat_users_conversation_is_forbidden(user):
         conversation_for_generation(conversation_id="conv_a", user_id="user_2", requested_by=user)
 
 
-def test_another_api_users_conversation_is_forbidden_unless_staff(user, other_user, staff_user):
-    Conversation.objects.create(public_id="conv_b", user_id="user_1", created_by=user)
-    with pytest.raises(ConversationForbidden):
-        conversation_for_generation(conversation_id="conv_b", user_id="user_1", requested_by=other_user)
-    assert conversation_for_generation(conversation_id="conv_b", user_id="user_1", requested_by=staff_user)
-    assert conversation_for_generation(conversation_id="conv_b", user_id="user_1", requested_by=user)
+def test_another_api_users_conversation_of_the_same_id_is_never_reached(user, other_user, staff_user):
+    theirs = Conversation.objects.create(public_id="conv_b", user_id="user_1", created_by=user)
+    for caller in (other_user, staff_user):
+        mine = conversation_for_generation(conversation_id="conv_b", user_id="user_1", requested_by=caller)
+        assert mine.pk != theirs.pk and mine.created_by_id == caller.pk
+    assert conversation_for_generation(conversation_id="conv_b", user_id="user_1", requested_by=user).pk == theirs.pk
 
 
-def test_a_conversation_started_from_code_is_claimed_by_its_first_api_caller(user, other_user):
-    Conversation.objects.create(public_id="conv_code", user_id="user_1")
-    assert conversation_for_generation(conversation_id="conv_code", user_id="user_1", requested_by=user)
-    assert Conversation.objects.get(public_id="conv_code").created_by == user
-    with pytest.raises(ConversationForbidden):
-        conversation_for_generation(conversation_id="conv_code", user_id="user_1", requested_by=other_user)
+def test_a_conversation_started_from_code_is_never_claimed_by_an_api_caller(user):
+    from_code = Conversation.objects.create(public_id="conv_code", user_id="user_1")
+    mine = conversation_for_generation(conversation_id="conv_code", user_id="user_1", requested_by=user)
+    assert mine.pk != from_code.pk
+    assert Conversation.objects.get(pk=from_code.pk).created_by is None
 
 
 def test_history_is_cut_to_the_token_budget(settings):

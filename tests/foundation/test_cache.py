@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.core.cache import cache
 from django.core.cache.backends.locmem import LocMemCache
 
-from tasks_app.api.throttles import SubmitRateThrottle
+from claw_ai.throttles import WriteRateThrottle
 
 
 def a_key() -> str:
@@ -45,7 +45,7 @@ def test_concurrent_counts_are_never_lost_or_doubled():
 
 def test_the_throttle_counts_in_any_other_cache_too():
     # a deployment that configures another cache backend keeps a working throttle
-    throttle = SubmitRateThrottle()
+    throttle = WriteRateThrottle()
     throttle.cache = LocMemCache(f"throttle-{uuid.uuid4().hex}", {})
 
     assert [throttle._count("user-1:window", timeout=60) for _ in range(3)] == [1, 2, 3]

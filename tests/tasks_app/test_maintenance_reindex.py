@@ -34,6 +34,7 @@ def test_only_documents_stale_past_the_grace_are_reindexed(celery_worker):
         kwargs={"document_id": in_hand.pk},
         queue="knowledge_default",
     )
+    KnowledgeDocument.objects.filter(pk=in_hand.pk).update(index_task_id="index-in-hand")
 
     # when the job runs with a 10-minute grace
     result = reindex_stale_documents(stale_for_seconds=600)

@@ -9,6 +9,7 @@ from claw_ai.celery import celery_app
 from tasks_app.models import TaskCount, TaskRecord, TaskState
 from tasks_app.selectors import retried_task_ids
 from tasks_app.services import TaskStateConflict, cancel_task, retry_task, submit_task
+from tests.support import tasks as _registered  # noqa: F401 (tests.fail is known here, as in the workers)
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -71,10 +72,10 @@ def test_retry_of_a_failure_keeps_args_and_links_back(celery_worker, user):
     assert "ValueError: boom" in failed.error
 
     # when it is retried
-    again = retry_task(record=failed, by=user)
+    again, is_new = retry_task(record=failed, by=user)
 
     # then a new task with the same call runs, pointing back at the failure
-    assert again.task_id != failed.task_id
+    assert is_new and again.task_id != failed.task_id
     assert again.retry_of == failed
     assert (again.task_name, again.args) == ("tests.fail", ["boom"])
     assert (again.queue, again.priority) == ("knowledge_default", 3)
@@ -82,7 +83,7 @@ def test_retry_of_a_failure_keeps_args_and_links_back(celery_worker, user):
 
 
 def test_retry_of_a_pending_task_conflicts(user):
-    record = TaskRecord.objects.create(task_id="pending-1", task_name="x", queue="default", submitted_by=user)
+    record = TaskRecord.objects.create(task_id="pending-1", task_name="tests.fail", queue="default", submitted_by=user)
     with pytest.raises(TaskStateConflict):
         retry_task(record=record, by=user)
 

@@ -2,6 +2,7 @@ import socket
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
 
 from claw_ai.celery import celery_app
 from tests.support.schema import SchemaCheckingClient, client_for
@@ -9,9 +10,29 @@ from tests.support.schema import SchemaCheckingClient, client_for
 API = "/api/v1/tasks"
 
 
+OPERATOR_PERMISSIONS = [
+    ("tasks_app", "view_all_tasks"),
+    ("tasks_app", "manage_all_tasks"),
+    ("tasks_app", "control_workers"),
+    ("conversations", "view_all"),
+    ("conversations", "change_all"),
+]
+
+
+def grant_operator(user):
+    """Put `user` in an "Operators" group holding the named permissions (as an admin would)."""
+    group, _created = Group.objects.get_or_create(name="Operators")
+    group.permissions.set(
+        Permission.objects.get(content_type__app_label=app, codename=codename) for app, codename in OPERATOR_PERMISSIONS
+    )
+    user.groups.add(group)
+    return get_user_model().objects.get(pk=user.pk)  # fresh: no cached permissions
+
+
 @pytest.fixture
 def staff(db):
-    return get_user_model().objects.create_user("ops", password="pw", is_staff=True)
+    """An operator: staff, and granted the named permissions through a group."""
+    return grant_operator(get_user_model().objects.create_user("ops", password="pw", is_staff=True))
 
 
 @pytest.fixture

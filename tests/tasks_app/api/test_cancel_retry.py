@@ -128,6 +128,11 @@ def test_retry_a_cancelled_task_and_409_while_pending(staff_client, start_worker
     # when it is retried, its retry is pending: retrying that one again is refused
     retry = staff_client.post(f"{API}/retry/{record.task_id}").json()
     assert staff_client.post(f"{API}/retry/{retry['task_id']}").status_code == 409
+    # and retrying the original again returns the pending retry instead of sending a second one
+    again = staff_client.post(f"{API}/retry/{record.task_id}")
+    assert again.status_code == 200
+    assert again.json()["task_id"] == retry["task_id"]
+    assert record.retried_by.count() == 1
 
     # then a worker on the queue runs the retry (and not the cancelled original)
     start_worker(queues=[queue], concurrency=1)
@@ -172,3 +177,15 @@ def test_stats_agree_with_list_after_a_mixed_run(celery_worker, staff_client):
     # (workers are discovered in the background: null until the first discovery is done)
     wait_for(lambda: staff_client.get(f"{API}/stats").json()["workers"], timeout=10, what="live workers in /stats")
     assert waiting in {t["task_id"] for t in listed}
+
+
+def test_retry_of_a_task_no_worker_knows_is_400_and_sends_nothing(alice, alice_client):
+    failed = TaskRecord.objects.create(
+        task_id=str(uuid.uuid4()), task_name="nobody.knows.this", queue="default", state="FAILURE", submitted_by=alice
+    )
+
+    response = alice_client.post(f"{API}/retry/{failed.task_id}")
+
+    assert response.status_code == 400
+    assert "nobody.knows.this" in response.json()["errors"]["task_id"][0]
+    assert list(TaskRecord.objects.values_list("task_id", flat=True)) == [failed.task_id]

@@ -5,8 +5,18 @@ import signal
 import time
 
 import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import ReadOnlyPasswordHashWidget
+from django.contrib.auth.models import Permission
+from django.forms import BooleanField, MultiWidget
+from django.test import Client
+from django.urls import reverse
 
+from tasks_app.models import WorkerControlEvent
+from tests.support.schema import client_for
 from tests.support.waiting import wait_for
+from tests.tasks_app.admin.conftest import csrf_token_of
 from tests.tasks_app.api.conftest import API
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -47,7 +57,7 @@ def test_a_worker_that_does_not_reply_is_named(celery_worker, staff_client, star
         os.kill(silent.process.pid, signal.SIGCONT)
 
 
-def test_worker_endpoints_are_for_staff_only(alice_client):
+def test_worker_endpoints_need_the_control_workers_permission(alice_client):
     assert alice_client.get(f"{API}/workers").status_code == 403
     assert alice_client.post(f"{API}/workers/pool/restart", {}, format="json").status_code == 403
     response = alice_client.post(f"{API}/workers/shutdown", {"all": True}, format="json")
@@ -96,3 +106,57 @@ def test_shutdown_of_one_worker(staff_client, start_worker):
     assert response.status_code == 200
     assert response.json()["results"] == [{"worker": worker.name, "ok": True, "message": "shutdown requested"}]
     wait_for(lambda: worker.process.poll() is not None, timeout=30, what="the worker to exit")
+
+
+def test_staff_alone_cannot_shut_workers_down_until_granted_and_the_grant_and_the_call_are_logged(start_worker):
+    # given carol, staff with no permission, and a worker
+    carol = get_user_model().objects.create_user("carol", password="pw", is_staff=True)
+    worker = start_worker(queues=["default"], concurrency=1)
+    shutdown = {"destination": [worker.name]}
+
+    # then she may not shut it down (nor look at workers)
+    assert client_for(carol).post(f"{API}/workers/shutdown", shutdown, format="json").status_code == 403
+    assert client_for(carol).get(f"{API}/workers").status_code == 403
+    assert worker.process.poll() is None
+
+    # when an administrator grants her tasks_app.control_workers in the admin
+    administrator = get_user_model().objects.create_superuser("root", password="pw")
+    admin = Client(enforce_csrf_checks=True)
+    admin.force_login(administrator)
+    change_url = reverse("admin:auth_user_change", args=[carol.pk])
+    form = admin.get(change_url)
+    permission = Permission.objects.get(codename="control_workers")
+    posted = admin.post(change_url, {**admin_form_data(form), "user_permissions": [permission.pk]})
+    assert posted.status_code == 302, posted.context and posted.context["adminform"].form.errors
+
+    # then the grant is in the admin's history, naming who granted it
+    grant = LogEntry.objects.get(object_id=str(carol.pk), content_type__model="user")
+    assert grant.user == administrator
+    assert "User permissions" in grant.get_change_message()
+
+    # and she may shut the worker down; the call is logged with her name, in the database and by the worker
+    response = client_for(carol).post(f"{API}/workers/shutdown", shutdown, format="json")
+    assert response.status_code == 200
+    wait_for(lambda: worker.process.poll() is not None, timeout=30, what="the worker to exit")
+    event = WorkerControlEvent.objects.get()
+    assert (event.action, event.username, event.destination) == ("shutdown", "carol", [worker.name])
+    assert "shutdown requested by carol" in worker.log_text()
+
+
+def admin_form_data(response) -> dict:
+    """The data a browser would post back from an admin change form, unchanged."""
+    form = response.context["adminform"].form
+    data = {"csrfmiddlewaretoken": csrf_token_of(response)}
+    for name, field in form.fields.items():
+        value = form[name].value()
+        if isinstance(field.widget, MultiWidget):  # date and time in two inputs
+            for index, part in enumerate(field.widget.decompress(value)):
+                data[f"{name}_{index}"] = "" if part is None else str(part)
+        elif isinstance(field, BooleanField):
+            if value:
+                data[name] = "on"
+        elif isinstance(value, list):
+            data[name] = [str(item) for item in value]
+        elif value is not None and not isinstance(field.widget, ReadOnlyPasswordHashWidget):
+            data[name] = value
+    return data

@@ -1,8 +1,10 @@
-"""Per-user rates of task submission (DRF throttling), by action: /ai/generate and /retry.
+"""Per-user rates of the API's writes (DRF throttling), by view action.
 
-The rates are REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][scope] ("120/min"; None for no limit),
-counted per API user in the default cache (Redis, so shared by every web process). A throttled
-request answers 429 with Retry-After, in the API's error shape (claw_ai.errors).
+A view names the scope of each of its writing actions in `throttle_scopes` (e.g. {"create":
+"knowledge_write"}); actions it does not name (reads) are not throttled. The rates are
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][scope] ("120/min"; None for no limit), counted per API
+user in the default cache (Redis, so shared by every web process). A throttled request answers
+429 with Retry-After, in the API's error shape (claw_ai.errors).
 """
 
 import math
@@ -10,12 +12,9 @@ import math
 from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 
-# View action -> throttle scope (the key of its rate).
-SUBMIT_SCOPES = {"ai_generate": "ai_generate", "retry": "task_retry"}
 
-
-class SubmitRateThrottle(ScopedRateThrottle):
-    """ScopedRateThrottle whose scope is the view's action, counting in fixed windows.
+class WriteRateThrottle(ScopedRateThrottle):
+    """ScopedRateThrottle whose scope is looked up by the view's action, counting in fixed windows.
 
     DRF's throttles keep every request's timestamp in one cached list, read and written whole
     on each request: a chat backend submitting for all its users under one token needs a rate
@@ -28,7 +27,8 @@ class SubmitRateThrottle(ScopedRateThrottle):
     """
 
     def allow_request(self, request, view) -> bool:
-        self.scope = SUBMIT_SCOPES.get(getattr(view, "action", None) or "")
+        scopes = getattr(view, "throttle_scopes", {})
+        self.scope = scopes.get(getattr(view, "action", None) or "")
         if not self.scope:
             return True
         self.rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
