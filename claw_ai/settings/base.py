@@ -19,8 +19,9 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 def secret(name: str, default: str = "") -> str:
     """A secret, verbatim. django-environ reads a value starting with "$" as the name of another
-    variable to expand, and a generated key or password may well start with one."""
-    return os.environ.get(name, default)
+    variable to expand, and a generated key or password may well start with one. Empty counts as
+    unset (`NAME=` in .env, as .env.example leaves the secrets compose must refuse without)."""
+    return os.environ.get(name) or default
 
 
 # --- Django core -----------------------------------------------------------------------
@@ -319,7 +320,9 @@ KNOWLEDGE_CHUNKS_PER_PROMPT = env.int("KNOWLEDGE_CHUNKS_PER_PROMPT", default=3)
 # PostgreSQL text search configuration of knowledge chunks ("simple" works for every language).
 KNOWLEDGE_SEARCH_CONFIG = env("KNOWLEDGE_SEARCH_CONFIG", default="simple")
 # Webhook callbacks are signed with HMAC-SHA256 of the body under this secret (X-Claw-Signature).
-WEBHOOK_SIGNING_SECRET = secret("WEBHOOK_SIGNING_SECRET", default="development-only-webhook-secret")
+# Production has no default and refuses this one (claw_ai.settings.production).
+DEVELOPMENT_WEBHOOK_SIGNING_SECRET = "development-only-webhook-secret"
+WEBHOOK_SIGNING_SECRET = secret("WEBHOOK_SIGNING_SECRET", default=DEVELOPMENT_WEBHOOK_SIGNING_SECRET)
 # Callbacks go to public addresses only (a client must not make workers call internal services),
 # and to these networks: comma-separated CIDRs, e.g. "10.20.0.0/16" for a receiver inside your
 # own network (tasks_app.callback_addresses).

@@ -54,6 +54,7 @@ def image(tmp_path_factory) -> Path:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "claw_ai.settings.production",
         "DJANGO_SECRET_KEY": get_random_secret_key(),
+        "WEBHOOK_SIGNING_SECRET": get_random_secret_key(),
         "FLOWER_PASSWORD": "collectstatic-only",
         "DATABASE_URL": "postgres://build@localhost:5432/build",
         "REDIS_URL": "redis://localhost:6379/0",
@@ -73,6 +74,7 @@ def container_env(**overrides: str) -> dict[str, str]:
     return process_env(
         DJANGO_SETTINGS_MODULE="claw_ai.settings.production",
         DJANGO_SECRET_KEY=get_random_secret_key(),
+        WEBHOOK_SIGNING_SECRET=get_random_secret_key(),
         FLOWER_PASSWORD="container-flower-password",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         **overrides,
