@@ -190,7 +190,18 @@ def test_production_refuses_flower_without_a_password():
     # then: compose stops at ${FLOWER_PASSWORD:?...}, and Flower runs with basic auth
     assert "${FLOWER_PASSWORD:?" in environment["FLOWER_BASIC_AUTH"]
     assert "${FLOWER_PASSWORD:?" in environment["FLOWER_PASSWORD"]
-    assert command_words(flower)[3] == "flower"
+
+
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_flower_runs_with_metrics_behind_auth_and_no_password_on_its_command_line(name):
+    # given
+    flower = load(name)["services"]["celery-flower"]
+    words = command_words(flower)
+
+    # then: the launcher that puts /metrics behind the basic auth, credentials from the environment
+    assert words[:3] == ["python", "-m", "claw_ai.flower_server"]
+    assert not any("basic_auth" in word or "PASSWORD" in word for word in words)
+    assert "FLOWER_BASIC_AUTH" in flower["environment"]
 
 
 def test_production_does_not_publish_the_data_servers():
