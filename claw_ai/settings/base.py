@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served with ours (SPECTACULAR_SETTINGS)
     "django_celery_results",
     "django_celery_beat",
     "tasks_app",
@@ -160,6 +161,11 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # The schema and the docs page are for API users, like every other endpoint (default: public).
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The docs page loads Swagger UI (and Redoc) from our static files, not a CDN: it works offline,
+    # and no third-party script runs on a page that holds an API user's session.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Celery ------------------------------------------------------------------------------
