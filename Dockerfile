@@ -16,10 +16,12 @@ RUN pip install -r requirements.txt
 COPY . .
 
 # Static files are collected at build time with production settings (the manifest WhiteNoise
-# serves). Nothing is connected to: the secret and URLs are throwaway values for this step only.
+# serves). Nothing is connected to: the secrets and URLs are throwaway values for this step only
+# (random, so they pass production's checks of secrets).
 RUN DJANGO_SETTINGS_MODULE=claw_ai.settings.production \
     DJANGO_SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(64))')" \
-    FLOWER_PASSWORD=collectstatic-only \
+    WEBHOOK_SIGNING_SECRET="$(python -c 'import secrets; print(secrets.token_urlsafe(32))')" \
+    FLOWER_PASSWORD="$(python -c 'import secrets; print(secrets.token_urlsafe(16))')" \
     DATABASE_URL=postgres://build@localhost:5432/build \
     REDIS_URL=redis://localhost:6379/0 \
     python manage.py collectstatic --noinput

@@ -19,8 +19,9 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 def secret(name: str, default: str = "") -> str:
     """A secret, verbatim. django-environ reads a value starting with "$" as the name of another
-    variable to expand, and a generated key or password may well start with one."""
-    return os.environ.get(name, default)
+    variable to expand, and a generated key or password may well start with one. Empty counts as
+    unset (`NAME=` in .env, as .env.example leaves the secrets compose must refuse without)."""
+    return os.environ.get(name) or default
 
 
 # --- Django core -----------------------------------------------------------------------
@@ -40,6 +41,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served with ours (SPECTACULAR_SETTINGS)
     "django_celery_results",
     "django_celery_beat",
     "tasks_app",
@@ -163,6 +165,11 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # The schema and the docs page are for API users, like every other endpoint (default: public).
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The docs page loads Swagger UI (and Redoc) from our static files, not a CDN: it works offline,
+    # and no third-party script runs on a page that holds an API user's session.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Celery ------------------------------------------------------------------------------
@@ -326,7 +333,9 @@ KNOWLEDGE_SEARCH_CONFIG = env("KNOWLEDGE_SEARCH_CONFIG", default="simple")
 KNOWLEDGE_MAX_DOCUMENTS_PER_TENANT = env.int("KNOWLEDGE_MAX_DOCUMENTS_PER_TENANT", default=1000)
 KNOWLEDGE_MAX_BYTES_PER_TENANT = env.int("KNOWLEDGE_MAX_BYTES_PER_TENANT", default=100 * 1024 * 1024)
 # Webhook callbacks are signed with HMAC-SHA256 of the body under this secret (X-Claw-Signature).
-WEBHOOK_SIGNING_SECRET = secret("WEBHOOK_SIGNING_SECRET", default="development-only-webhook-secret")
+# Production has no default and refuses this one (claw_ai.settings.production).
+DEVELOPMENT_WEBHOOK_SIGNING_SECRET = "development-only-webhook-secret"
+WEBHOOK_SIGNING_SECRET = secret("WEBHOOK_SIGNING_SECRET", default=DEVELOPMENT_WEBHOOK_SIGNING_SECRET)
 # Callbacks go to public addresses only (a client must not make workers call internal services),
 # and to these networks: comma-separated CIDRs, e.g. "10.20.0.0/16" for a receiver inside your
 # own network (tasks_app.callback_addresses).

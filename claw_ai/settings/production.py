@@ -1,19 +1,20 @@
-"""Production: refuses to start with a default secret, and turns on Django's deploy checks."""
-
-from django.core.exceptions import ImproperlyConfigured
+"""Production: refuses to start with a weak or default secret, and turns on Django's deploy checks."""
 
 from .base import *  # noqa: F403
-from .base import FLOWER_PASSWORD, SECRET_KEY, env
+from .base import DEVELOPMENT_WEBHOOK_SIGNING_SECRET, FLOWER_PASSWORD, env, secret
+from .secrets_policy import require_strong_secret
 
 DEBUG = False
 
-if not SECRET_KEY or SECRET_KEY.startswith("django-insecure") or len(SECRET_KEY) < 50:
-    raise ImproperlyConfigured(
-        "DJANGO_SECRET_KEY must be set to a random value of at least 50 characters in production "
-        "(python -c 'from django.core.management.utils import get_random_secret_key as k; print(k())')."
-    )
-if FLOWER_PASSWORD in ("", "admin"):
-    raise ImproperlyConfigured("FLOWER_PASSWORD must be set to a real password in production (not 'admin').")
+# Read again without base's development defaults, so an unset secret is refused as unset.
+SECRET_KEY = secret("DJANGO_SECRET_KEY")
+WEBHOOK_SIGNING_SECRET = secret("WEBHOOK_SIGNING_SECRET")
+
+require_strong_secret("DJANGO_SECRET_KEY", SECRET_KEY)
+require_strong_secret(
+    "WEBHOOK_SIGNING_SECRET", WEBHOOK_SIGNING_SECRET, refused=frozenset({DEVELOPMENT_WEBHOOK_SIGNING_SECRET})
+)
+require_strong_secret("FLOWER_PASSWORD", FLOWER_PASSWORD)
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)

@@ -25,6 +25,7 @@ INTERPOLATED = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
 # Enough to pass every ${VAR:?} of the production file.
 REQUIRED_VALUES = {
     "DJANGO_SECRET_KEY": "x" * 60,
+    "WEBHOOK_SIGNING_SECRET": "w" * 40,
     "FLOWER_PASSWORD": "flower-password",
     "POSTGRES_PASSWORD": "postgrespassword",
 }
@@ -174,6 +175,8 @@ def test_production_runs_production_settings_under_gunicorn():
         environment = services[service_name]["environment"]
         assert environment["DJANGO_SETTINGS_MODULE"] == "claw_ai.settings.production"
         assert environment["DJANGO_SECRET_KEY"].startswith("${DJANGO_SECRET_KEY:?")
+        # production settings refuse the development webhook secret: compose asks for one first
+        assert environment["WEBHOOK_SIGNING_SECRET"].startswith("${WEBHOOK_SIGNING_SECRET:?")
     web = command_words(services["web"])
     assert web[:2] == ["--setup", "gunicorn"]
     assert "claw_ai.wsgi:application" in web
@@ -187,7 +190,18 @@ def test_production_refuses_flower_without_a_password():
     # then: compose stops at ${FLOWER_PASSWORD:?...}, and Flower runs with basic auth
     assert "${FLOWER_PASSWORD:?" in environment["FLOWER_BASIC_AUTH"]
     assert "${FLOWER_PASSWORD:?" in environment["FLOWER_PASSWORD"]
-    assert command_words(flower)[3] == "flower"
+
+
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_flower_runs_with_metrics_behind_auth_and_no_password_on_its_command_line(name):
+    # given
+    flower = load(name)["services"]["celery-flower"]
+    words = command_words(flower)
+
+    # then: the launcher that puts /metrics behind the basic auth, credentials from the environment
+    assert words[:3] == ["python", "-m", "claw_ai.flower_server"]
+    assert not any("basic_auth" in word or "PASSWORD" in word for word in words)
+    assert "FLOWER_BASIC_AUTH" in flower["environment"]
 
 
 def test_production_does_not_publish_the_data_servers():
@@ -293,16 +307,17 @@ def test_compose_accepts_the_file(tmp_path, name):
     assert set(yaml.safe_load(result.stdout)["services"]) == SEED_SERVICES
 
 
-def test_compose_refuses_production_without_a_flower_password(tmp_path):
+@pytest.mark.parametrize("secret", ["FLOWER_PASSWORD", "WEBHOOK_SIGNING_SECRET"])
+def test_compose_refuses_production_without_a_secret(tmp_path, secret):
     client = compose_client()
     if client is None:
         pytest.skip("no compose client here (neither `docker compose` nor `docker-compose` answers `version`)")
     # given
-    without_flower = {k: v for k, v in REQUIRED_VALUES.items() if k != "FLOWER_PASSWORD"}
+    without_it = {k: v for k, v in REQUIRED_VALUES.items() if k != secret}
 
     # when
-    result = compose_config(client, tmp_path, "docker-compose.prod.yml", without_flower)
+    result = compose_config(client, tmp_path, "docker-compose.prod.yml", without_it)
 
     # then
     assert result.returncode != 0
-    assert "FLOWER_PASSWORD" in result.stderr
+    assert secret in result.stderr

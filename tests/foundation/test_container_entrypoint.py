@@ -2,17 +2,21 @@
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management.utils import get_random_secret_key
+from rest_framework.authtoken.models import Token
 
 from tests.support.waiting import wait_for
 from tests.support.workers import ROOT, process_env
@@ -54,6 +58,7 @@ def image(tmp_path_factory) -> Path:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "claw_ai.settings.production",
         "DJANGO_SECRET_KEY": get_random_secret_key(),
+        "WEBHOOK_SIGNING_SECRET": get_random_secret_key(),
         "FLOWER_PASSWORD": "collectstatic-only",
         "DATABASE_URL": "postgres://build@localhost:5432/build",
         "REDIS_URL": "redis://localhost:6379/0",
@@ -73,6 +78,7 @@ def container_env(**overrides: str) -> dict[str, str]:
     return process_env(
         DJANGO_SETTINGS_MODULE="claw_ai.settings.production",
         DJANGO_SECRET_KEY=get_random_secret_key(),
+        WEBHOOK_SIGNING_SECRET=get_random_secret_key(),
         FLOWER_PASSWORD="container-flower-password",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         **overrides,
@@ -121,12 +127,11 @@ def test_other_roles_run_their_command_directly(image):
     assert result.stdout.strip() == "claw_ai.settings.production"
 
 
-def test_healthcheck_passes_for_production_gunicorn_and_fails_without_a_server(image, tmp_path):
-    # given the web server as the production image runs it
+@contextlib.contextmanager
+def production_gunicorn(image: Path, log_path: Path):
+    """The web server as the production image runs it, on a free loopback port: yields (process, port)."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}/admin/login/"
-    entrypoint, healthcheck = image / "docker" / "entrypoint.sh", image / "docker" / "healthcheck.py"
-    log_path = tmp_path / "gunicorn.log"
+    entrypoint = image / "docker" / "entrypoint.sh"
     with open(log_path, "w") as log:
         server = subprocess.Popen(
             [entrypoint, "gunicorn", "claw_ai.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
@@ -137,6 +142,20 @@ def test_healthcheck_passes_for_production_gunicorn_and_fails_without_a_server(i
             start_new_session=True,
         )
     try:
+        yield server, port
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+
+
+def test_healthcheck_passes_for_production_gunicorn_and_fails_without_a_server(image, tmp_path):
+    healthcheck = image / "docker" / "healthcheck.py"
+    log_path = tmp_path / "gunicorn.log"
+    # given the web server as the production image runs it
+    with production_gunicorn(image, log_path) as (server, port):
+        url = f"http://127.0.0.1:{port}/admin/login/"
+
         # when
         def healthy():
             if server.poll() is not None:
@@ -148,11 +167,48 @@ def test_healthcheck_passes_for_production_gunicorn_and_fails_without_a_server(i
 
         # then: the page itself answered (the proxy header avoids the HTTPS redirect)
         assert result.stdout.strip() == f"{url}: 200"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
     assert subprocess.run([sys.executable, healthcheck, url], capture_output=True, timeout=30).returncode == 1
+
+
+def fetch(url: str, token: str) -> tuple[int, str, bytes]:
+    """GET `url` as an API user behind the TLS proxy (production redirects plain HTTP)."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Token {token}", "X-Forwarded-Proto": "https"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, response.headers["Content-Type"], response.read()
+
+
+def test_api_docs_load_swagger_ui_from_the_images_own_static_files(image, tmp_path):
+    # given an API user, and the web server as the production image runs it
+    token = Token.objects.create(user=get_user_model().objects.create_user("docs-reader", password="pw")).key
+    log_path = tmp_path / "gunicorn.log"
+    with production_gunicorn(image, log_path) as (server, port):
+        base = f"http://127.0.0.1:{port}"
+
+        def docs_page():
+            if server.poll() is not None:
+                raise AssertionError(f"gunicorn exited ({server.returncode}):\n{log_path.read_text()}")
+            try:
+                return fetch(f"{base}/api/docs/", token)
+            except urllib.error.HTTPError:
+                raise  # an answer, just not the page
+            except urllib.error.URLError:
+                return None  # not listening yet
+
+        # when the docs page is opened
+        status, _, page = wait_for(docs_page, timeout=60, interval=0.2, what="the docs page")
+
+        # then everything it loads is Swagger UI from our static files (the package's, collected
+        # into the image), none from a CDN
+        assert status == 200
+        assets = re.findall(r'(?:src|href)="([^"]*)"', page.decode())
+        names = {asset.rsplit("/", 1)[-1].split(".")[0] for asset in assets}
+        assert names == {"favicon-32x32", "swagger-ui", "swagger-ui-bundle", "swagger-ui-standalone-preset"}
+        for asset in assets:
+            assert asset.startswith("/static/drf_spectacular_sidecar/swagger-ui-dist/"), asset
+            # and the production server (WhiteNoise) serves each one
+            status, content_type, body = fetch(base + asset, token)
+            assert status == 200 and body, asset
+            assert content_type.split(";")[0] in ("text/javascript", "text/css", "image/png"), (asset, content_type)
 
 
 def test_the_image_holds_the_code_and_nothing_private(image):

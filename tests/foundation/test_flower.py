@@ -1,4 +1,4 @@
-"""Flower, as `make run` and compose start it, refuses requests without credentials."""
+"""Flower, as `make run` and compose start it (claw_ai.flower_server), refuses requests without credentials."""
 
 import base64
 import contextlib
@@ -9,8 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-
-import pytest
+from pathlib import Path
 
 from tests.support.waiting import wait_for
 from tests.support.workers import LOG_DIR, ROOT, process_env
@@ -37,15 +36,15 @@ def get(url: str, credentials: tuple[str, str] | None = None) -> int:
 
 
 @contextlib.contextmanager
-def flower(*, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None):
-    """A Flower process on a free loopback port; always stopped on the way out."""
+def flower(*, env: dict[str, str] | None = None):
+    """A Flower process on a free loopback port, yielding its URL and pid; always stopped on the way out."""
     port = free_port()
-    command = [sys.executable, "-m", "celery", "-A", "claw_ai", "flower", "--address=127.0.0.1", f"--port={port}"]
+    command = [sys.executable, "-m", "claw_ai.flower_server", "--address=127.0.0.1", f"--port={port}"]
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"flower-{port}.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [*command, *extra_args],
+            command,
             cwd=ROOT,
             env=process_env(**(env or {})),
             stdout=log,
@@ -62,7 +61,7 @@ def flower(*, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = Non
                 return False
 
             wait_for(serving, timeout=60, interval=0.2, what="Flower to answer")
-            yield f"http://127.0.0.1:{port}"
+            yield f"http://127.0.0.1:{port}", process.pid
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
@@ -73,20 +72,19 @@ def flower(*, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = Non
                 process.wait(5)
 
 
-@pytest.mark.parametrize(
-    "how",
-    [
-        {"extra_args": (f"--basic_auth={USER}:{PASSWORD}",)},  # the Procfile of `make run`
-        {"env": {"FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}},  # the compose files
-    ],
-    ids=["make-run-option", "compose-environment"],
-)
-def test_flower_answers_only_with_credentials(how):
-    with flower(**how) as url:
+def test_flower_answers_only_with_credentials_taken_from_the_environment():
+    # given Flower started as the Procfile and compose start it: credentials in the environment
+    with flower(env={"FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}) as (url, pid):
         # when / then: no credentials, wrong ones
-        assert get(f"{url}/") == 401
-        assert get(f"{url}/api/workers") == 401
-        assert get(f"{url}/", (USER, "wrong")) == 401
+        for path in ("/", "/api/workers", "/metrics"):
+            assert get(f"{url}{path}") == 401, path
+            assert get(f"{url}{path}", (USER, "wrong")) == 401, path
         # when / then: the right ones
-        assert get(f"{url}/", (USER, PASSWORD)) == 200
-        assert get(f"{url}/api/workers", (USER, PASSWORD)) == 200
+        for path in ("/", "/api/workers", "/metrics"):
+            assert get(f"{url}{path}", (USER, PASSWORD)) == 200, path
+        # the container healthcheck's page says "OK" and nothing more, to anyone
+        assert get(f"{url}/healthcheck") == 200
+        # and the password is not on the command line, which `ps` shows to every user
+        command_line = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+        assert "claw_ai.flower_server" in command_line
+        assert PASSWORD not in command_line

@@ -19,7 +19,11 @@ SERVERS = {
     "DATABASE_URL": "postgres://claw:pw@db.internal:6543/claw_prod",
     "REDIS_URL": "redis://cache.internal:6390/3",
 }
-REAL = {"DJANGO_SECRET_KEY": get_random_secret_key(), "FLOWER_PASSWORD": "a-real-flower-password"}
+REAL = {
+    "DJANGO_SECRET_KEY": get_random_secret_key(),
+    "WEBHOOK_SIGNING_SECRET": get_random_secret_key()[:40],
+    "FLOWER_PASSWORD": "a-real-flower-password",
+}
 UNSET = None
 
 
@@ -40,7 +44,7 @@ def setup_production(**environment: str | None) -> subprocess.CompletedProcess:
     )
 
 
-def test_production_starts_with_a_real_secret_key_and_flower_password():
+def test_production_starts_with_strong_secrets():
     # when
     result = setup_production()
 
@@ -50,7 +54,7 @@ def test_production_starts_with_a_real_secret_key_and_flower_password():
 
 def test_secrets_are_read_verbatim_even_when_they_start_with_a_dollar():
     # given secrets as generators make them, starting with "$" (django-environ would expand that)
-    key, password = "$" + get_random_secret_key()[1:], "$flower-password"
+    key, password, hook = "$" + get_random_secret_key()[1:], "$flower-password", "$" + get_random_secret_key()[:39]
     code = (
         "import json, django; django.setup(); from django.conf import settings as s; "
         "print(json.dumps([s.SECRET_KEY, s.FLOWER_PASSWORD, s.LLM_API_KEY, s.WEBHOOK_SIGNING_SECRET]))"
@@ -64,44 +68,68 @@ def test_secrets_are_read_verbatim_even_when_they_start_with_a_dollar():
         DJANGO_SECRET_KEY=key,
         FLOWER_PASSWORD=password,
         LLM_API_KEY="$sk-1",
-        WEBHOOK_SIGNING_SECRET="$hook",
+        WEBHOOK_SIGNING_SECRET=hook,
     )
 
     # then it starts, with each secret exactly as given
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == [key, password, "$sk-1", "$hook"]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [key, password, "$sk-1", hook]
+
+
+# (variable, weak value, the reason production gives). Each secret is refused as Django's
+# `check --deploy` W009 would warn about a SECRET_KEY, and below its own length.
+WEAK_SECRETS = [
+    ("DJANGO_SECRET_KEY", UNSET, "is not set"),
+    ("DJANGO_SECRET_KEY", "", "is not set"),
+    ("DJANGO_SECRET_KEY", "Change-Me", "is a published default or placeholder"),
+    ("DJANGO_SECRET_KEY", "django-insecure-" + get_random_secret_key(), "is a development key"),
+    ("DJANGO_SECRET_KEY", get_random_secret_key()[:49], "is too short (49 characters)"),
+    ("DJANGO_SECRET_KEY", "abcd" * 20, "has too little variety (4 distinct characters)"),
+    ("WEBHOOK_SIGNING_SECRET", UNSET, "is not set"),
+    ("WEBHOOK_SIGNING_SECRET", "development-only-webhook-secret", "is a published default or placeholder"),
+    ("WEBHOOK_SIGNING_SECRET", "secret", "is a published default or placeholder"),
+    ("WEBHOOK_SIGNING_SECRET", get_random_secret_key()[:31], "is too short (31 characters)"),
+    ("WEBHOOK_SIGNING_SECRET", "ab" * 20, "has too little variety (2 distinct characters)"),
+    ("FLOWER_PASSWORD", UNSET, "is not set"),
+    ("FLOWER_PASSWORD", "", "is not set"),
+    ("FLOWER_PASSWORD", "admin", "is a published default or placeholder"),
+    ("FLOWER_PASSWORD", "flower", "is a published default or placeholder"),
+    ("FLOWER_PASSWORD", "123456", "is a published default or placeholder"),
+    ("FLOWER_PASSWORD", "Correct-hor", "is too short (11 characters)"),
+    ("FLOWER_PASSWORD", "aaaa" * 4, "has too little variety (1 distinct characters)"),
+]
 
 
 @pytest.mark.parametrize(
-    "secret_key",
-    [
-        UNSET,
-        "",
-        "change-me",  # the value of .env.example
-        "django-insecure-" + "x" * 60,  # Django's generated development keys
-        "x" * 49,
-    ],
-    ids=["unset", "empty", "env-example", "django-insecure", "short"],
+    ("name", "value", "reason"), WEAK_SECRETS, ids=[f"{name}-{reason.split()[-1]}" for name, _, reason in WEAK_SECRETS]
 )
-def test_production_refuses_a_default_or_missing_secret_key(secret_key):
+def test_production_refuses_a_weak_secret_and_says_how_to_make_one(name, value, reason):
     # when
-    result = setup_production(DJANGO_SECRET_KEY=secret_key)
+    result = setup_production(**{name: value})
+
+    # then the process stops, naming the secret, what is wrong and a command that prints a good one
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"django.core.exceptions.ImproperlyConfigured: {name} {reason}"), message
+    assert "Generate one with: python -c" in message
+
+
+def env_example() -> dict[str, str]:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+@pytest.mark.parametrize("name", ["DJANGO_SECRET_KEY", "WEBHOOK_SIGNING_SECRET", "FLOWER_PASSWORD"])
+def test_production_refuses_each_secret_as_env_example_leaves_it(name):
+    # given .env.example copied to .env without editing this secret
+    placeholder = env_example()[name]
+
+    # when
+    result = setup_production(**{name: placeholder})
 
     # then
     assert result.returncode != 0
-    assert "ImproperlyConfigured" in result.stderr
-    assert "DJANGO_SECRET_KEY must be set" in result.stderr
-
-
-@pytest.mark.parametrize("password", [UNSET, "", "admin"], ids=["unset", "empty", "seed-default"])
-def test_production_refuses_flower_without_a_real_password(password):
-    # when
-    result = setup_production(FLOWER_PASSWORD=password)
-
-    # then
-    assert result.returncode != 0
-    assert "ImproperlyConfigured" in result.stderr
-    assert "FLOWER_PASSWORD must be set" in result.stderr
+    assert f"ImproperlyConfigured: {name} " in result.stderr
 
 
 def test_production_passes_django_deploy_checks():
@@ -186,3 +214,15 @@ def test_webhook_allowed_networks_default_to_none_and_read_a_cidr_list():
     assert listed.stdout.strip() == "['10.20.0.0/16', '192.168.1.7/32', 'fd00::/8']", listed.stderr
     # a mistyped network stops the process with the value named, instead of being ignored
     assert wrong.returncode != 0 and "'not-a-network' does not appear to be an IPv4 or IPv6 network" in wrong.stderr
+
+
+def test_an_empty_secret_counts_as_unset():
+    # given .env.example's `WEBHOOK_SIGNING_SECRET=` (empty, so production compose refuses it)
+    code = "import django; django.setup(); from django.conf import settings as s; print(s.WEBHOOK_SIGNING_SECRET)"
+
+    # when development loads it
+    development = {"DJANGO_SETTINGS_MODULE": "claw_ai.settings.development", **SERVERS}
+    result = run_python(code, **development, WEBHOOK_SIGNING_SECRET="")
+
+    # then it signs with its development default, never with an empty key
+    assert result.stdout.strip() == "development-only-webhook-secret", result.stderr
