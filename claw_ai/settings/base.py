@@ -122,6 +122,9 @@ STORAGES = {
 # Bound what one request can make the server hold in memory (413 above it, for every endpoint).
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=2 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+# Deepest nesting of arrays and objects a JSON body may have (400 past it): Python's decoder
+# recurses per level, and ~1,000 levels would crash the request (claw_ai.parsers).
+API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
 
 LOGGING = {
     "version": 1,
@@ -141,6 +144,13 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Every error of every endpoint is JSON {"message", "code", "errors"?} (claw_ai.errors).
     "EXCEPTION_HANDLER": "claw_ai.errors.json_error_handler",
+    # DRF's three defaults, its JSON parser refusing deep nesting (claw_ai.parsers): knowledge
+    # uploads come as multipart, and every endpoint takes a form as well as JSON.
+    "DEFAULT_PARSER_CLASSES": [
+        "claw_ai.parsers.DepthLimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
