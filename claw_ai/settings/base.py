@@ -126,12 +126,20 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 # recurses per level, and ~1,000 levels would crash the request (claw_ai.parsers).
 API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
 
+# Worker logs carry task ids, sizes and timings, not users' message text (return values, error
+# messages, arguments): claw_ai.log_redaction. LOG_MESSAGE_TEXT=true shows the text, for debugging.
+LOG_MESSAGE_TEXT = env.bool("LOG_MESSAGE_TEXT", default=False)
+# Celery's loggers that put task results, arguments or exceptions into their records.
+CELERY_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.worker.request")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"no_message_text": {"()": "claw_ai.log_redaction.MessageTextFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+    # On the loggers, not on a handler: the worker replaces the root logger's handlers with its own.
+    "loggers": {name: {"filters": [] if LOG_MESSAGE_TEXT else ["no_message_text"]} for name in CELERY_TASK_LOGGERS},
 }
 
 # --- REST framework --------------------------------------------------------------------
