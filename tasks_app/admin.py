@@ -3,7 +3,9 @@
 Records are read-only here; only the actions change them, through the same
 services as the API (tasks_app.services), and every action is written to
 Django's admin log. django-celery-results' TaskResult admin stays as the
-library ships it (read-only).
+library ships it (read-only). django-celery-beat's periodic task admin is
+replaced by tasks_app.admin_schedules (imported below: autodiscovery imports
+only this module).
 """
 
 import json
@@ -22,6 +24,7 @@ from django.utils.translation import ngettext
 from django_celery_results.admin import TaskResultAdmin
 from django_celery_results.models import TaskResult
 
+from tasks_app import admin_schedules  # noqa: F401 (registers the guarded periodic task admin)
 from tasks_app.models import TaskRecord, TaskState, WorkerControlEvent
 from tasks_app.paginators import EstimatedCountPaginator
 

@@ -124,13 +124,24 @@ STORAGES = {
 # Bound what one request can make the server hold in memory (413 above it, for every endpoint).
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=2 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+# Deepest nesting of arrays and objects a JSON body may have (400 past it): Python's decoder
+# recurses per level, and ~1,000 levels would crash the request (claw_ai.parsers).
+API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
 
+# Worker logs carry task ids, sizes and timings, not users' message text (return values, error
+# messages, arguments): claw_ai.log_redaction. LOG_MESSAGE_TEXT=true shows the text, for debugging.
+LOG_MESSAGE_TEXT = env.bool("LOG_MESSAGE_TEXT", default=False)
+# Celery's loggers that put task results, arguments or exceptions into their records.
+CELERY_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.worker.request")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"no_message_text": {"()": "claw_ai.log_redaction.MessageTextFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+    # On the loggers, not on a handler: the worker replaces the root logger's handlers with its own.
+    "loggers": {name: {"filters": [] if LOG_MESSAGE_TEXT else ["no_message_text"]} for name in CELERY_TASK_LOGGERS},
 }
 
 # --- REST framework --------------------------------------------------------------------
@@ -143,6 +154,13 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Every error of every endpoint is JSON {"message", "code", "errors"?} (claw_ai.errors).
     "EXCEPTION_HANDLER": "claw_ai.errors.json_error_handler",
+    # DRF's three defaults, its JSON parser refusing deep nesting (claw_ai.parsers): knowledge
+    # uploads come as multipart, and every endpoint takes a form as well as JSON.
+    "DEFAULT_PARSER_CLASSES": [
+        "claw_ai.parsers.DepthLimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",

@@ -6,8 +6,13 @@ over WSGI against the test database (committed, as in production: the services p
 a transaction); what they queue is purged at the end. The staff run leaves out the two operations
 that would stop or restart a worker (POST /workers/shutdown, /workers/pool/restart); the normal
 user's run keeps them, since they must be refused (403) before anything happens.
+
+Every operation that takes a body (POST, PUT, PATCH) also gets JSON nested a thousand deep, with
+path parameters naming the caller's own task and document so the request gets past its 404 to
+the parser: a 4xx, never a 5xx (Python's decoder recursed on these until claw_ai.parsers).
 """
 
+import re
 import time
 from collections import Counter
 
@@ -30,6 +35,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from claw_ai.celery import celery_app
+from conversations.models import KnowledgeDocument
 from tasks_app.models import TaskRecord, TaskState
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,6 +57,8 @@ PASSES = [
     # An invalid request may miss the URL patterns (Django's HTML 404): only a 5xx is a failure here.
     (GenerationMode.NEGATIVE, INVALID_EXAMPLES, [not_a_server_error]),
 ]
+DEEP_BODIES = ("[" * 1000 + "]" * 1000, '{"a":' * 1000 + "1" + "}" * 1000)
+WITH_BODY = {"POST", "PUT", "PATCH"}
 
 
 @pytest.fixture(autouse=True)
@@ -113,6 +121,21 @@ def run_cases(operation, mode, examples: int, checks, headers: dict, statuses: C
     return ran
 
 
+def run_deep_bodies(operation, headers: dict, statuses: Counter, known_ids: dict[str, str]) -> int:
+    """Send each deeply nested JSON body to an operation that takes a body; returns how many were sent."""
+    if operation.method.upper() not in WITH_BODY:
+        return 0
+    # Sent as raw bytes: schemathesis would serialize a Python value with json.dumps, which recurses too.
+    path_parameters = {name: known_ids[name] for name in re.findall(r"{(\w+)}", operation.path)}
+    for body in DEEP_BODIES:
+        case = operation.Case(path_parameters=path_parameters)
+        response = case.call_and_validate(
+            headers={**headers, "Content-Type": "application/json"}, checks=[not_a_server_error], data=body.encode()
+        )
+        statuses[response.status_code] += 1
+    return len(DEEP_BODIES)
+
+
 def fuzz(user, capsys, *, exclude_path_regex: str | None = None) -> None:
     token, _ = Token.objects.get_or_create(user=user)
     headers = {"Authorization": f"Token {token.key}"}
@@ -128,6 +151,11 @@ def fuzz(user, capsys, *, exclude_path_regex: str | None = None) -> None:
     for mode, examples, checks in PASSES:
         for operation in operations:
             cases[operation.label] += run_cases(operation, mode, examples, checks, headers, statuses, task_ids)
+    # (created only now, so the generated cases cannot have changed or deleted it)
+    document = KnowledgeDocument.objects.create(user_id="fuzz", title="Deep", content="text", created_by=user)
+    known_ids = {"task_id": task_ids[0], "id": str(document.pk)}
+    for operation in operations:
+        cases[operation.label] += run_deep_bodies(operation, headers, statuses, known_ids)
     elapsed = time.monotonic() - started
 
     with capsys.disabled():

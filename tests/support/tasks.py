@@ -50,3 +50,9 @@ def query_database_until(self, key: str, timeout: float = 60) -> int:
             return self.request.retries
         time.sleep(0.05)
     raise TimeoutError(key)
+
+
+@shared_task(name="tests.retry_with_message", bind=True, max_retries=1)
+def retry_with_message(self, message: str) -> None:
+    """Retry once, then fail, each time with `message` in the exception (what worker logs show)."""
+    raise self.retry(exc=ValueError(message), countdown=0)
