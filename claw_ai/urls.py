@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 import conversations.api.routes  # noqa: F401  (registers viewsets on the router)
 import tasks_app.api.routes  # noqa: F401  (registers viewsets on the router)
 from claw_ai.api import router
+from monitoring.views import metrics
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -12,6 +13,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api-auth/", include("rest_framework.urls")),
+    path("metrics", metrics, name="metrics"),
 ]
 
 # Unknown /api/ paths and server errors answer API clients in the API's one JSON error shape.

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "tasks_app",
     "conversations",
+    "monitoring",
 ]
 
 MIDDLEWARE = [
@@ -346,3 +347,8 @@ TASK_LOST_AFTER_SECONDS = env.float("TASK_LOST_AFTER_SECONDS", default=600)
 TASK_RESCUE_GRACE_SECONDS = env.float("TASK_RESCUE_GRACE_SECONDS", default=300)
 # A knowledge document still stale this long after its last change is queued for indexing again.
 KNOWLEDGE_REINDEX_STALE_AFTER_SECONDS = env.float("KNOWLEDGE_REINDEX_STALE_AFTER_SECONDS", default=600)
+
+# --- Monitoring (monitoring app, issue 17) -----------------------------------------------------
+# Bearer token Prometheus sends to GET /metrics (Authorization: Bearer <token>); empty = only
+# signed-in users with the monitoring.view_metrics permission may read it.
+METRICS_TOKEN = secret("METRICS_TOKEN")

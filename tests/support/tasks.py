@@ -50,3 +50,11 @@ def query_database_until(self, key: str, timeout: float = 60) -> int:
             return self.request.retries
         time.sleep(0.05)
     raise TimeoutError(key)
+
+
+@shared_task(name="tests.retry_once", bind=True, max_retries=1)
+def retry_once(self, key: str) -> int:
+    """Retry once (right away), then succeed: the first run claims `key`, the retry finds it taken."""
+    if test_redis().set(key, 1, nx=True, ex=600):
+        raise self.retry(countdown=0)
+    return self.request.retries
