@@ -5,9 +5,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 import conversations.api.routes  # noqa: F401  (registers viewsets on the router)
 import tasks_app.api.routes  # noqa: F401  (registers viewsets on the router)
 from claw_ai.api import router
-from monitoring.views import metrics
+from monitoring.views import dashboard, metrics
 
 urlpatterns = [
+    path("admin/monitoring/", admin.site.admin_view(dashboard), name="monitoring-dashboard"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
