@@ -8,5 +8,6 @@ class MonitoringConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Importing the module connects its signal receivers (tasks received by a worker, provider calls).
-        from monitoring import events  # noqa: F401
+        # Importing the modules connects their signal receivers (tasks received by a worker, provider
+        # calls; the request id put on published tasks).
+        from monitoring import events, logs  # noqa: F401
