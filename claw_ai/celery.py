@@ -2,7 +2,7 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "claw_ai.settings.development")
 
@@ -13,3 +13,15 @@ celery_app.config_from_object("django.conf:settings", namespace="CELERY")
 celery_app.autodiscover_tasks(["tasks_app"])
 # `celery -A claw_ai` looks for `app` or `celery`.
 app = celery_app
+
+
+if os.environ.get("LOG_FORMAT") == "json":
+
+    @signals.setup_logging.connect
+    def use_django_logging(**_kwargs) -> None:
+        """LOG_FORMAT=json: the worker logs through Django's LOGGING (JSON lines), not Celery's formats."""
+        from logging.config import dictConfig
+
+        from django.conf import settings
+
+        dictConfig(settings.LOGGING)

@@ -5,13 +5,16 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 import conversations.api.routes  # noqa: F401  (registers viewsets on the router)
 import tasks_app.api.routes  # noqa: F401  (registers viewsets on the router)
 from claw_ai.api import router
+from monitoring.views import dashboard, metrics
 
 urlpatterns = [
+    path("admin/monitoring/", admin.site.admin_view(dashboard), name="monitoring-dashboard"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api-auth/", include("rest_framework.urls")),
+    path("metrics", metrics, name="metrics"),
 ]
 
 # Unknown /api/ paths and server errors answer API clients in the API's one JSON error shape.

@@ -8,6 +8,7 @@ the reply are unique per (task id, role), and a reply already saved is returned,
 import contextlib
 import functools
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -20,6 +21,7 @@ from conversations.knowledge import knowledge_relevant_chunks
 from conversations.llm import discard_provider, get_provider
 from conversations.llm.base import ChatMessage, Completion, LLMProvider
 from conversations.models import Conversation, Message, MessageRole
+from conversations.signals import provider_call_finished
 from conversations.tokens import completion_cost, estimate_tokens
 
 # How often a task waiting on the provider checks whether it was cancelled (seconds).
@@ -308,11 +310,13 @@ def complete_unless_stopped(
     done = threading.Event()
 
     def call() -> None:
+        started = time.monotonic()
         try:
             outcome["completion"] = provider.complete(prompt, temperature=temperature)
         except BaseException as error:  # handed to the waiting thread, which re-raises it
             outcome["error"] = error
         finally:
+            outcome["seconds"] = time.monotonic() - started
             done.set()
 
     if settings.DB_POOL_MAX_SIZE:
@@ -327,6 +331,11 @@ def complete_unless_stopped(
     except BaseException:
         discard_provider(provider)
         raise
+    completion = outcome.get("completion")
+    model = completion.model if isinstance(completion, Completion) else getattr(provider, "model", "")
+    provider_call_finished.send(
+        sender=type(provider), model=model, seconds=outcome["seconds"], error=outcome.get("error")
+    )
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
-    return outcome["completion"]  # type: ignore[return-value]
+    return completion  # type: ignore[return-value]

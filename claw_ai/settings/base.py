@@ -46,10 +46,13 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "tasks_app",
     "conversations",
+    "monitoring",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # X-Request-ID in and out; the id goes on log lines and on the tasks a request publishes.
+    "monitoring.logs.RequestIdMiddleware",
     "claw_ai.middleware.RequestBodyLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -133,12 +136,28 @@ API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
 LOG_MESSAGE_TEXT = env.bool("LOG_MESSAGE_TEXT", default=False)
 # Celery's loggers that put task results, arguments or exceptions into their records.
 CELERY_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.worker.request")
+# "json": every process logs one JSON object a line, with task_id, task_name, queue,
+# conversation_id and request_id where there is one (monitoring.logs). Workers read it from
+# the environment (claw_ai.celery), so set it there, not only in .env.
+LOG_FORMAT = env("LOG_FORMAT", default="plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "filters": {"no_message_text": {"()": "claw_ai.log_redaction.MessageTextFilter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "no_message_text": {"()": "claw_ai.log_redaction.MessageTextFilter"},
+        "context": {"()": "monitoring.logs.ContextFilter"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "monitoring.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["context"] if LOG_FORMAT == "json" else [],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
     # On the loggers, not on a handler: the worker replaces the root logger's handlers with its own.
     "loggers": {name: {"filters": [] if LOG_MESSAGE_TEXT else ["no_message_text"]} for name in CELERY_TASK_LOGGERS},
@@ -380,3 +399,8 @@ TASK_LOST_AFTER_SECONDS = env.float("TASK_LOST_AFTER_SECONDS", default=600)
 TASK_RESCUE_GRACE_SECONDS = env.float("TASK_RESCUE_GRACE_SECONDS", default=300)
 # A knowledge document still stale this long after its last change is queued for indexing again.
 KNOWLEDGE_REINDEX_STALE_AFTER_SECONDS = env.float("KNOWLEDGE_REINDEX_STALE_AFTER_SECONDS", default=600)
+
+# --- Monitoring (monitoring app, issue 17) -----------------------------------------------------
+# Bearer token Prometheus sends to GET /metrics (Authorization: Bearer <token>); empty = only
+# signed-in users with the monitoring.view_metrics permission may read it.
+METRICS_TOKEN = secret("METRICS_TOKEN")

@@ -56,3 +56,11 @@ def query_database_until(self, key: str, timeout: float = 60) -> int:
 def retry_with_message(self, message: str) -> None:
     """Retry once, then fail, each time with `message` in the exception (what worker logs show)."""
     raise self.retry(exc=ValueError(message), countdown=0)
+
+
+@shared_task(name="tests.retry_once", bind=True, max_retries=1)
+def retry_once(self, key: str) -> int:
+    """Retry once (right away), then succeed: the first run claims `key`, the retry finds it taken."""
+    if test_redis().set(key, 1, nx=True, ex=600):
+        raise self.retry(countdown=0)
+    return self.request.retries

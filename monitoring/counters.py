@@ -1,0 +1,119 @@
+"""Python-side writes to the metric counters, and the one read of them all.
+
+Most counters are kept by PostgreSQL triggers (migration 0001). The events PostgreSQL never
+sees are added here: a message a worker received, a provider call's duration, a 429, a failed
+scrape. Writes are one upsert statement in autocommit; `PendingCounts` batches a worker's
+per-message events and writes them from a background thread about once a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+from collections import defaultdict
+from decimal import Decimal
+from typing import NamedTuple
+
+from django.db import DatabaseError, connection
+
+from monitoring.buckets import bucket_of
+from monitoring.models import MetricCounter
+
+logger = logging.getLogger(__name__)
+
+SLOTS = 8
+
+
+class Series(NamedTuple):
+    metric: str
+    name: str = ""
+    queue: str = ""
+    model: str = ""
+    label: str = ""
+    kind: str = ""
+
+
+def histogram(
+    metric: str, value: float, bounds: tuple[float, ...], *, name="", queue="", model="", label=""
+) -> dict[Series, float]:
+    """The deltas of one observation: one in its bucket, `value` on the sum."""
+    return {
+        Series(metric, name, queue, model, label, bucket_of(value, bounds)): 1,
+        Series(metric, name, queue, model, label, "sum"): value,
+    }
+
+
+def add(deltas: dict[Series, float | Decimal]) -> None:
+    """Add `deltas` to their series, in one statement (sorted, as the triggers do, against deadlocks)."""
+    if not deltas:
+        return
+    table = connection.ops.quote_name(MetricCounter._meta.db_table)
+    rows = sorted((*series, random.randrange(SLOTS), Decimal(str(value))) for series, value in deltas.items())
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (metric, name, queue, model, label, kind, slot, value) VALUES {values} "
+            f"ON CONFLICT (metric, name, queue, model, label, kind, slot) "
+            f"DO UPDATE SET value = {table}.value + EXCLUDED.value",
+            [part for row in rows for part in row],
+        )
+
+
+def totals() -> dict[Series, Decimal]:
+    """Every series' value (summed over its slots): one grouped scan of a small table."""
+    table = connection.ops.quote_name(MetricCounter._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT metric, name, queue, model, label, kind, sum(value) FROM {table} "
+            f"GROUP BY metric, name, queue, model, label, kind"
+        )
+        return {Series(*row[:6]): row[6] for row in cursor.fetchall()}
+
+
+class PendingCounts:
+    """Counts added in memory and written every `interval` seconds by a daemon thread.
+
+    For events in a worker's consumer (one per message received): a statement per message there
+    would hold up the consumer. A process killed by SIGKILL loses at most one interval of counts;
+    a warm shutdown writes them (monitoring.events calls flush()). Safe after fork: a child
+    starts its own thread and drops counts inherited from its parent.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._counts: dict[Series, float] = defaultdict(float)
+        self._pid: int | None = None
+        self._wake = threading.Event()
+
+    def add(self, series: Series, value: float = 1) -> None:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._counts = defaultdict(float)
+                threading.Thread(target=self._run, name="metric-counts", daemon=True).start()
+            self._counts[series] += value
+
+    def flush(self) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, defaultdict(float)
+        if not counts:
+            return
+        try:
+            add(counts)
+        except DatabaseError:
+            logger.warning("could not write %d metric count(s); kept for the next try", len(counts), exc_info=True)
+            with self._lock:
+                for series, value in counts.items():
+                    self._counts[series] += value
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            try:
+                self.flush()
+            finally:
+                # This thread's own connection: closed between writes rather than held for ever.
+                connection.close()
