@@ -26,11 +26,11 @@ def publish(tasks: int, ids_path: Path) -> None:
     from django.db import connection
 
     from claw_ai.celery import celery_app
-    from tasks_app import services
+    from conversations import services
 
     celery_app.control.purge()  # nothing left over from an interrupted run
     user, _ = get_user_model().objects.get_or_create(
-        username="bench-ai", defaults={"is_staff": True, "email": "bench-ai@example.com"}
+        username="bench-ai", defaults={"is_superuser": True, "email": "bench-ai@example.com"}
     )
     run = uuid.uuid4().hex[:8]
 

@@ -11,6 +11,7 @@ characters ("退款政策" → "退款 款政 政策"): the dictionary-free way 
 A question shares pairs with the passages that answer it, and ranking puts those sharing most first.
 """
 
+import logging
 import re
 import uuid
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from conversations.models import DocumentFormat, KnowledgeChunk, KnowledgeDocument
+
+logger = logging.getLogger(__name__)
 
 INDEX_DOCUMENT_TASK = "tasks_app.tasks.knowledge_tasks.index_document"
 # Task states in which a document's indexing is joined rather than sent again: while it waits
@@ -272,3 +275,22 @@ def _in_hand(document: KnowledgeDocument, joinable: frozenset[str]) -> bool:
             timezone.now() - document.index_requested_at < PUBLISH_GRACE
         )
     return state in joinable
+
+
+def knowledge_reindex_stale(*, older_than: timedelta, limit: int) -> list[int]:
+    """Queue indexing for documents still stale `older_than` after their last change.
+
+    A document is stale when it was never indexed or changed since (its own save queues an
+    indexing; this catches the ones whose queueing failed or whose task was lost). One with an
+    indexing task already pending or running is left to it (knowledge_schedule_reindex joins
+    it). Returns the ids queued.
+    """
+    queued: list[int] = []
+    cutoff = timezone.now() - older_than
+    for document in KnowledgeDocument.objects.stale().filter(updated_at__lt=cutoff).order_by("updated_at")[:limit]:
+        request = knowledge_schedule_reindex(document, content_changed=True)
+        if request.task_id and not request.joined:
+            queued.append(document.pk)
+    if queued:
+        logger.info("queued indexing of %d stale knowledge document(s): %s", len(queued), queued)
+    return queued

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -23,12 +24,15 @@ from conversations.llm.base import ChatMessage, Completion, LLMProvider
 from conversations.models import Conversation, Message, MessageRole
 from conversations.signals import provider_call_finished
 from conversations.tokens import completion_cost, estimate_tokens
+from tasks_app.models import TaskRecord
+from tasks_app.services import ensure_below_unfinished_limit, submit_task
 
 # How often a task waiting on the provider checks whether it was cancelled (seconds).
 CANCEL_POLL_INTERVAL = 0.5
 # Earlier messages looked at when filling the history budget.
 HISTORY_SCAN_LIMIT = 200
 TITLE_LENGTH = 80
+AI_GENERATION_TASK = "tasks_app.tasks.ai_tasks.generate_ai_response"
 
 
 class ConversationForbidden(Exception):
@@ -106,6 +110,44 @@ def conversation_for_generation(*, conversation_id: str, user_id: str, requested
     if not created and conversation.user_id != user_id:
         raise ConversationForbidden(f"conversation {conversation_id} belongs to another chat user")
     return conversation
+
+
+def submit_ai_generation(
+    *,
+    conversation_id: str,
+    user_message: str,
+    temperature: float,
+    user_id: str,
+    callback_url: str | None = None,
+    priority: int | None = None,
+    countdown: float | None = None,
+    eta: datetime | None = None,
+    submitted_by,
+) -> TaskRecord:
+    """Send the AI reply generation for one conversation turn.
+
+    The conversation is the caller's (its tenant's): an unknown one is created for `user_id`,
+    one of another chat user raises ConversationForbidden, and a caller at the unfinished-task
+    limit TooManyUnfinishedTasks. The task carries the tenant, so the worker finds the same
+    conversation and the tenant's own knowledge.
+    """
+    ensure_below_unfinished_limit(user=submitted_by)
+    conversation_for_generation(conversation_id=conversation_id, user_id=user_id, requested_by=submitted_by)
+    return submit_task(
+        task_name=AI_GENERATION_TASK,
+        kwargs={
+            "conversation_id": conversation_id,
+            "user_message": user_message,
+            "temperature": temperature,
+            "user_id": user_id,
+            "tenant_id": submitted_by.pk,
+            "callback_url": callback_url,
+        },
+        priority=priority,
+        countdown=countdown,
+        eta=eta,
+        submitted_by=submitted_by,
+    )
 
 
 def conversation_generate_reply(

@@ -181,28 +181,3 @@ class BrokerView:
         if client.hlen(unacked) > BROKER_SCAN_LIMIT:
             return None
         return any(needle in raw for _, raw in client.hscan_iter(unacked, count=500))
-
-
-# --- stale knowledge --------------------------------------------------------------------------------
-
-
-def reindex_stale_documents(*, older_than: timedelta, limit: int) -> list[int]:
-    """Queue indexing for documents still stale `older_than` after their last change.
-
-    A document is stale when it was never indexed or changed since (its own save queues an
-    indexing; this catches the ones whose queueing failed or whose task was lost). One with an
-    indexing task already pending or running is left to it (knowledge_schedule_reindex joins
-    it). Returns the ids queued.
-    """
-    from conversations.knowledge import knowledge_schedule_reindex
-    from conversations.models import KnowledgeDocument
-
-    queued: list[int] = []
-    cutoff = timezone.now() - older_than
-    for document in KnowledgeDocument.objects.stale().filter(updated_at__lt=cutoff).order_by("updated_at")[:limit]:
-        request = knowledge_schedule_reindex(document, content_changed=True)
-        if request.task_id and not request.joined:
-            queued.append(document.pk)
-    if queued:
-        logger.info("queued indexing of %d stale knowledge document(s): %s", len(queued), queued)
-    return queued

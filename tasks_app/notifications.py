@@ -23,9 +23,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.core.serializers.json import DjangoJSONEncoder
 
-from tasks_app import selectors
 from tasks_app.callback_addresses import CallbackAddressRefused, connect_to_allowed_address
-from tasks_app.models import TaskRecord
 
 SIGNATURE_HEADER = "X-Claw-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -41,15 +39,6 @@ class WebhookDeliveryFailed(Exception):
 
 class EmailDeliveryFailed(Exception):
     """The mail server could not take the message now."""
-
-
-def task_status_document(record: TaskRecord) -> dict:
-    """Exactly what GET /api/v1/tasks/status/{id} answers for the task (the API's serializer)."""
-    from tasks_app.api.serializers import TaskStatusSerializer
-
-    record.result = selectors.task_result_value(record=record)
-    record.pending_reason = None  # callbacks are sent for finished tasks only
-    return dict(TaskStatusSerializer(record).data)
 
 
 def sign(body: bytes, *, secret: str | None = None) -> str:

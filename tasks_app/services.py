@@ -23,15 +23,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from claw_ai.celery import celery_app
-from conversations.services import ConversationForbidden, conversation_for_generation  # noqa: F401 (re-exported for the API)
 from tasks_app.cancellation import flag_cancelled
 from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord, TaskState
 from tasks_app.recording import HEADER_RETRY_OF, HEADER_SUBMITTED_BY, record_written_for
 from tasks_app.selectors import unfinished_task_count
 
 logger = logging.getLogger(__name__)
-
-AI_GENERATION_TASK = "tasks_app.tasks.ai_tasks.generate_ai_response"
 
 # States a task may be cancelled in, and states a task may be retried from.
 CANCELLABLE_STATES = frozenset({TaskState.PENDING, TaskState.STARTED, TaskState.RETRY})
@@ -135,44 +132,6 @@ def submit_task(
         raise BrokerUnavailable(str(exc)) from exc
     # A new task id cannot clash, so the record as recording.py wrote it is the stored row.
     return record_written_for(task_id) or TaskRecord.objects.get(task_id=task_id)
-
-
-def submit_ai_generation(
-    *,
-    conversation_id: str,
-    user_message: str,
-    temperature: float,
-    user_id: str,
-    callback_url: str | None = None,
-    priority: int | None = None,
-    countdown: float | None = None,
-    eta: datetime | None = None,
-    submitted_by: AbstractBaseUser,
-) -> TaskRecord:
-    """Send the AI reply generation for one conversation turn.
-
-    The conversation is the caller's (its tenant's): an unknown one is created for `user_id`,
-    one of another chat user raises ConversationForbidden, and a caller at the unfinished-task
-    limit TooManyUnfinishedTasks. The task carries the tenant, so the worker finds the same
-    conversation and the tenant's own knowledge.
-    """
-    ensure_below_unfinished_limit(user=submitted_by)
-    conversation_for_generation(conversation_id=conversation_id, user_id=user_id, requested_by=submitted_by)
-    return submit_task(
-        task_name=AI_GENERATION_TASK,
-        kwargs={
-            "conversation_id": conversation_id,
-            "user_message": user_message,
-            "temperature": temperature,
-            "user_id": user_id,
-            "tenant_id": submitted_by.pk,
-            "callback_url": callback_url,
-        },
-        priority=priority,
-        countdown=countdown,
-        eta=eta,
-        submitted_by=submitted_by,
-    )
 
 
 def cancel_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> TaskRecord:

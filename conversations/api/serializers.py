@@ -1,11 +1,15 @@
 """Input and output shapes of the conversation and knowledge endpoints."""
 
+from datetime import timedelta
 from pathlib import PurePath
 
+from django.conf import settings
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from conversations.models import CONVERSATION_ID, Conversation, DocumentFormat, KnowledgeDocument, Message
+from tasks_app.api.serializers import CallbackUrlField
 
 # Largest uploaded document file, in bytes.
 MAX_DOCUMENT_FILE_BYTES = 2 * 1024 * 1024
@@ -118,3 +122,37 @@ class KnowledgeUploadSerializer(serializers.Serializer):
             raise serializers.ValidationError({"title": _("This field is required.")})
         data.setdefault("format", DocumentFormat.TEXT)
         return data
+
+
+class AIGenerateSerializer(serializers.Serializer):
+    conversation_id = serializers.CharField(
+        max_length=255, validators=[CONVERSATION_ID], help_text=_('e.g. "conv_123": letters, digits, "_" and "-".')
+    )
+    user_message = serializers.CharField(max_length=settings.AI_USER_MESSAGE_MAX_LENGTH)
+    temperature = serializers.FloatField(min_value=0.0, max_value=2.0, required=False, default=0.7)
+    user_id = serializers.CharField(max_length=255, help_text=_('The chat user, e.g. "user_456".'))
+    priority = serializers.IntegerField(
+        min_value=settings.TASK_PRIORITY_MIN,
+        max_value=settings.TASK_PRIORITY_MAX,
+        required=False,
+        help_text=_("0-9, 9 highest."),
+    )
+    countdown = serializers.IntegerField(
+        min_value=0, max_value=settings.TASK_MAX_COUNTDOWN, required=False, help_text=_("Seconds to wait.")
+    )
+    eta = serializers.DateTimeField(required=False, help_text=_("Earliest start (ISO 8601); not with countdown."))
+    callback_url = CallbackUrlField(
+        required=False, allow_null=True, max_length=2000, help_text=_("Notified when the reply is ready.")
+    )
+
+    def validate_eta(self, value):
+        if value > timezone.now() + timedelta(seconds=settings.TASK_MAX_COUNTDOWN):
+            raise serializers.ValidationError(
+                _("At most %(seconds)d seconds ahead.") % {"seconds": settings.TASK_MAX_COUNTDOWN}
+            )
+        return value
+
+    def validate(self, attrs):
+        if attrs.get("countdown") is not None and attrs.get("eta") is not None:
+            raise serializers.ValidationError({"eta": [_("Give countdown or eta, not both.")]})
+        return attrs

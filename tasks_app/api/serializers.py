@@ -1,72 +1,21 @@
 """Input and output shapes of the task endpoints (the OpenAPI schema is built from these)."""
 
-from datetime import timedelta
-
-from django.conf import settings
 from django.core.validators import URLValidator
-from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from conversations.models import CONVERSATION_ID
 from tasks_app.callback_addresses import refused_host
-from tasks_app.models import TaskRecord, TaskState
+from tasks_app.models import TaskState
+from tasks_app.task_documents import TaskStatusSerializer, TaskSummarySerializer
 
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 500
 
 
 # --- task records ------------------------------------------------------------------------------
-class TaskSummarySerializer(serializers.ModelSerializer):
-    """One task in /list."""
-
-    status = serializers.CharField(source="state", help_text=_("PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED."))
-    retry_of = serializers.CharField(source="retry_of.task_id", allow_null=True, default=None, read_only=True)
-    date_done = serializers.DateTimeField(source="done_at", allow_null=True)
-    runtime = serializers.FloatField(allow_null=True, help_text=_("Seconds from start to finish."))
-
-    class Meta:
-        model = TaskRecord
-        fields = [
-            "task_id",
-            "status",
-            "task_name",
-            "queue",
-            "priority",
-            "eta",
-            "retries",
-            "retry_of",
-            "conversation_id",
-            "user_id",
-            "worker",
-            "error",
-            "created_at",
-            "started_at",
-            "date_done",
-            "runtime",
-        ]
-        read_only_fields = fields
-
-
-class TaskStatusSerializer(TaskSummarySerializer):
-    """One task in full, for /status."""
-
-    result = serializers.JSONField(allow_null=True, help_text=_("The task's return value (SUCCESS only)."))
-    pending_reason = serializers.CharField(
-        allow_null=True, help_text=_("Why a task is still PENDING, where the system can tell.")
-    )
-
-    class Meta(TaskSummarySerializer.Meta):
-        fields = [
-            *TaskSummarySerializer.Meta.fields,
-            "result",
-            "args",
-            "kwargs",
-            "traceback",
-            "pending_reason",
-        ]
-        read_only_fields = fields
+# The task documents are shared with the callback notifier (tasks_app.task_documents).
+__all__ = ["TaskStatusSerializer", "TaskSummarySerializer"]
 
 
 class TaskListQuerySerializer(serializers.Serializer):
@@ -167,40 +116,6 @@ class CallbackUrlField(HttpUrlField):
                 _("Callbacks go to public addresses only; %(host)s is not one.") % {"host": host}
             )
         return url
-
-
-class AIGenerateSerializer(serializers.Serializer):
-    conversation_id = serializers.CharField(
-        max_length=255, validators=[CONVERSATION_ID], help_text=_('e.g. "conv_123": letters, digits, "_" and "-".')
-    )
-    user_message = serializers.CharField(max_length=settings.AI_USER_MESSAGE_MAX_LENGTH)
-    temperature = serializers.FloatField(min_value=0.0, max_value=2.0, required=False, default=0.7)
-    user_id = serializers.CharField(max_length=255, help_text=_('The chat user, e.g. "user_456".'))
-    priority = serializers.IntegerField(
-        min_value=settings.TASK_PRIORITY_MIN,
-        max_value=settings.TASK_PRIORITY_MAX,
-        required=False,
-        help_text=_("0-9, 9 highest."),
-    )
-    countdown = serializers.IntegerField(
-        min_value=0, max_value=settings.TASK_MAX_COUNTDOWN, required=False, help_text=_("Seconds to wait.")
-    )
-    eta = serializers.DateTimeField(required=False, help_text=_("Earliest start (ISO 8601); not with countdown."))
-    callback_url = CallbackUrlField(
-        required=False, allow_null=True, max_length=2000, help_text=_("Notified when the reply is ready.")
-    )
-
-    def validate_eta(self, value):
-        if value > timezone.now() + timedelta(seconds=settings.TASK_MAX_COUNTDOWN):
-            raise serializers.ValidationError(
-                _("At most %(seconds)d seconds ahead.") % {"seconds": settings.TASK_MAX_COUNTDOWN}
-            )
-        return value
-
-    def validate(self, attrs):
-        if attrs.get("countdown") is not None and attrs.get("eta") is not None:
-            raise serializers.ValidationError({"eta": [_("Give countdown or eta, not both.")]})
-        return attrs
 
 
 # --- workers -----------------------------------------------------------------------------------

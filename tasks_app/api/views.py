@@ -19,7 +19,7 @@ from tasks_app import selectors, services, workers
 from tasks_app.api import serializers as s
 from tasks_app.api.errors import too_many_tasks
 from tasks_app.api.permissions import CanControlWorkers
-from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord, TaskState
+from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord
 
 TASK_ID_PATTERN = r"[^/]+"
 
@@ -85,11 +85,10 @@ class TaskViewSet(TaskApiViewSet):
 
     permission_classes = [permissions.IsAuthenticated]
     throttle_classes = [WriteRateThrottle]
-    throttle_scopes = {"ai_generate": "ai_generate", "retry": "task_retry", "cancel": "task_cancel"}
+    throttle_scopes = {"retry": "task_retry", "cancel": "task_cancel"}
     serializer_classes = {
         "task_status": s.TaskStatusSerializer,
         "task_list": s.TaskListQuerySerializer,
-        "ai_generate": s.AIGenerateSerializer,
         "cancel": s.EmptySerializer,
         "retry": s.EmptySerializer,
     }
@@ -138,29 +137,6 @@ class TaskViewSet(TaskApiViewSet):
             datetime.fromtimestamp(live.checked_at, tz=timezone.get_current_timezone()) if live.known else None
         )
         return Response(s.TaskStatsSerializer(counts).data)
-
-    @extend_schema(
-        summary="Submit an AI reply generation",
-        request=s.AIGenerateSerializer,
-        responses={202: s.TaskAcceptedSerializer, **errors(400, 401, 403, 429, 503)},
-    )
-    @action(detail=False, methods=["post"], url_path="ai/generate")
-    def ai_generate(self, request):
-        data = self.validated(request.data)
-        try:
-            record = services.submit_ai_generation(**data, submitted_by=request.user)
-        except services.BrokerUnavailable:
-            raise ServiceUnavailable(_("The task broker cannot be reached; nothing was queued. Try again.")) from None
-        except services.ConversationForbidden:
-            raise PermissionDenied(_("This conversation belongs to another user.")) from None
-        except services.TooManyUnfinishedTasks as refused:
-            raise too_many_tasks(refused) from None
-        body = {
-            "task_id": record.task_id,
-            "status": TaskState.PENDING,
-            "message": _("AI response generation task submitted"),
-        }
-        return Response(s.TaskAcceptedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         summary="Cancel a queued, delayed or running task",

@@ -8,6 +8,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from conversations.knowledge import knowledge_reindex_stale
 from tasks_app import lifeline, maintenance
 
 
@@ -56,4 +57,4 @@ def rescue_orphaned_tasks(grace_seconds: float | None = None) -> dict:
 def reindex_stale_documents(stale_for_seconds: float | None = None, limit: int = 500) -> dict:
     """Queue indexing of knowledge documents left stale (never indexed, or changed since)."""
     seconds = settings.KNOWLEDGE_REINDEX_STALE_AFTER_SECONDS if stale_for_seconds is None else stale_for_seconds
-    return {"queued": maintenance.reindex_stale_documents(older_than=timedelta(seconds=seconds), limit=limit)}
+    return {"queued": knowledge_reindex_stale(older_than=timedelta(seconds=seconds), limit=limit)}

@@ -7,9 +7,9 @@ from tasks_app.notifications import (
     EmailDeliveryFailed,
     WebhookDeliveryFailed,
     email_send,
-    task_status_document,
     webhook_deliver,
 )
+from tasks_app.task_documents import task_status_document
 from tasks_app.tasks.base import BaseTaskWithRetry
 
 
