@@ -1,4 +1,7 @@
-"""Writes of the chat domain: conversations, and generating an AI reply.
+"""Writes of the chat domain: conversations, submitting an AI reply, and saving it.
+
+The prompt is built in conversations.prompts and the provider called in
+conversations.provider_calls; this module saves what goes in and what comes out.
 
 `conversation_generate_reply` is what the Celery task `generate_ai_response` runs. It is safe to
 run twice for one task id (late acks redeliver a task whose worker died): the user message and
@@ -7,40 +10,29 @@ the reply are unique per (task id, role), and a reply already saved is returned,
 
 import contextlib
 import functools
-import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from claw_ai.inserts import column_list, insert_fields, insert_values, loaded, placeholders
-from conversations.knowledge import knowledge_relevant_chunks
-from conversations.llm import discard_provider, get_provider
-from conversations.llm.base import ChatMessage, Completion, LLMProvider
+from conversations.llm import get_provider
+from conversations.llm.base import Completion
 from conversations.models import Conversation, Message, MessageRole
-from conversations.signals import provider_call_finished
+from conversations.prompts import build_prompt
+from conversations.provider_calls import complete_unless_stopped
 from conversations.tokens import completion_cost, estimate_tokens
 from tasks_app.models import TaskRecord
 from tasks_app.services import ensure_below_unfinished_limit, submit_task
 
-# How often a task waiting on the provider checks whether it was cancelled (seconds).
-CANCEL_POLL_INTERVAL = 0.5
-# Earlier messages looked at when filling the history budget.
-HISTORY_SCAN_LIMIT = 200
 TITLE_LENGTH = 80
 AI_GENERATION_TASK = "tasks_app.tasks.ai_tasks.generate_ai_response"
 
 
 class ConversationForbidden(Exception):
     """The conversation belongs to another chat user or another API user."""
-
-
-class GenerationCancelled(Exception):
-    """The task was cancelled while it waited on the provider."""
 
 
 def new_conversation_id() -> str:
@@ -296,88 +288,3 @@ def _save_reply(conversation: Conversation, completion: Completion, *, task_id: 
     )
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
     return reply
-
-
-def build_prompt(conversation: Conversation, question: Message) -> list[ChatMessage]:
-    """System instructions, the best knowledge passages, recent history within budget, the question."""
-    prompt = [ChatMessage("system", settings.LLM_SYSTEM_PROMPT)]
-    chunks = knowledge_relevant_chunks(
-        tenant_id=conversation.created_by_id,
-        user_id=conversation.user_id,
-        text=question.content,
-        limit=settings.KNOWLEDGE_CHUNKS_PER_PROMPT,
-    )
-    if chunks:
-        passages = "\n".join(
-            f"[{number}] ({chunk.document_title}) {chunk.content}" for number, chunk in enumerate(chunks, 1)
-        )
-        prompt.append(
-            ChatMessage("system", f"Passages from the user's knowledge base; use them when they help:\n{passages}")
-        )
-    return [*prompt, *_recent_history(conversation, before=question), ChatMessage("user", question.content)]
-
-
-def _recent_history(conversation: Conversation, *, before: Message) -> list[ChatMessage]:
-    """The newest earlier messages whose estimated tokens fit LLM_HISTORY_TOKEN_BUDGET, oldest first."""
-    budget = settings.LLM_HISTORY_TOKEN_BUDGET
-    kept: list[ChatMessage] = []
-    earlier = (
-        conversation.messages.filter(id__lt=before.id)
-        .order_by("-id")
-        .only("role", "content", "conversation_id")[:HISTORY_SCAN_LIMIT]
-    )
-    for message in earlier:
-        cost = estimate_tokens(message.content)
-        if cost > budget:
-            break
-        budget -= cost
-        kept.append(ChatMessage(message.role, message.content))
-    return kept[::-1]
-
-
-def complete_unless_stopped(
-    provider: LLMProvider, prompt: list[ChatMessage], *, temperature: float, should_stop: Callable[[], bool]
-) -> Completion:
-    """Run the provider call in a helper thread while this thread watches for cancellation.
-
-    Why a thread: the SDK call blocks for up to LLM_TIMEOUT and cannot be interrupted from
-    inside. Waiting here in short slices lets the task notice a cancellation within
-    CANCEL_POLL_INTERVAL, and keeps the main thread free to receive Celery's soft time limit
-    (a signal, delivered to the main thread only). On either, the request in flight is abandoned
-    (the client is closed; the thread's next task builds a new one); the daemon thread ends at the
-    latest when the request times out.
-    (Short provider timeouts in a loop would not do: a long answer would never finish.)
-    """
-    outcome: dict[str, object] = {}
-    done = threading.Event()
-
-    def call() -> None:
-        started = time.monotonic()
-        try:
-            outcome["completion"] = provider.complete(prompt, temperature=temperature)
-        except BaseException as error:  # handed to the waiting thread, which re-raises it
-            outcome["error"] = error
-        finally:
-            outcome["seconds"] = time.monotonic() - started
-            done.set()
-
-    if settings.DB_POOL_MAX_SIZE:
-        # Nothing below touches the database until the reply is saved: give the connection back
-        # to the pool while the provider works, so many waiting tasks share a few connections.
-        connection.close()
-    threading.Thread(target=call, name="llm-request", daemon=True).start()
-    try:
-        while not done.wait(CANCEL_POLL_INTERVAL):
-            if should_stop():
-                raise GenerationCancelled("the task was cancelled while waiting on the provider")
-    except BaseException:
-        discard_provider(provider)
-        raise
-    completion = outcome.get("completion")
-    model = completion.model if isinstance(completion, Completion) else getattr(provider, "model", "")
-    provider_call_finished.send(
-        sender=type(provider), model=model, seconds=outcome["seconds"], error=outcome.get("error")
-    )
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return completion  # type: ignore[return-value]

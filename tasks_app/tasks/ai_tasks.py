@@ -9,7 +9,8 @@ from django.conf import settings
 
 from conversations import llm
 from conversations.llm.base import ProviderUnavailable
-from conversations.services import GenerationCancelled, conversation_generate_reply
+from conversations.provider_calls import GenerationCancelled
+from conversations.services import conversation_generate_reply
 from tasks_app import selectors
 from tasks_app.cancellation import CancellationWatch
 from tasks_app.recording import HEADER_RETRY_OF

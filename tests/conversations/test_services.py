@@ -9,12 +9,11 @@ from django.db import connection, connections
 
 from conversations.llm.base import ChatMessage, Completion
 from conversations.models import Conversation, Message
+from conversations.prompts import build_prompt
+from conversations.provider_calls import GenerationCancelled, complete_unless_stopped
 from conversations.services import (
     ConversationForbidden,
-    GenerationCancelled,
     _create_once,
-    build_prompt,
-    complete_unless_stopped,
     conversation_for_generation,
     conversation_generate_reply,
     conversation_get_or_create,

@@ -1,0 +1,48 @@
+"""The prompt of an AI reply: instructions, the tenant's best knowledge passages, recent history, the question."""
+
+from django.conf import settings
+
+from conversations.knowledge import knowledge_relevant_chunks
+from conversations.llm.base import ChatMessage
+from conversations.models import Conversation, Message
+from conversations.tokens import estimate_tokens
+
+# Earlier messages looked at when filling the history budget.
+HISTORY_SCAN_LIMIT = 200
+
+
+def build_prompt(conversation: Conversation, question: Message) -> list[ChatMessage]:
+    """System instructions, the best knowledge passages, recent history within budget, the question."""
+    prompt = [ChatMessage("system", settings.LLM_SYSTEM_PROMPT)]
+    chunks = knowledge_relevant_chunks(
+        tenant_id=conversation.created_by_id,
+        user_id=conversation.user_id,
+        text=question.content,
+        limit=settings.KNOWLEDGE_CHUNKS_PER_PROMPT,
+    )
+    if chunks:
+        passages = "\n".join(
+            f"[{number}] ({chunk.document_title}) {chunk.content}" for number, chunk in enumerate(chunks, 1)
+        )
+        prompt.append(
+            ChatMessage("system", f"Passages from the user's knowledge base; use them when they help:\n{passages}")
+        )
+    return [*prompt, *_recent_history(conversation, before=question), ChatMessage("user", question.content)]
+
+
+def _recent_history(conversation: Conversation, *, before: Message) -> list[ChatMessage]:
+    """The newest earlier messages whose estimated tokens fit LLM_HISTORY_TOKEN_BUDGET, oldest first."""
+    budget = settings.LLM_HISTORY_TOKEN_BUDGET
+    kept: list[ChatMessage] = []
+    earlier = (
+        conversation.messages.filter(id__lt=before.id)
+        .order_by("-id")
+        .only("role", "content", "conversation_id")[:HISTORY_SCAN_LIMIT]
+    )
+    for message in earlier:
+        cost = estimate_tokens(message.content)
+        if cost > budget:
+            break
+        budget -= cost
+        kept.append(ChatMessage(message.role, message.content))
+    return kept[::-1]
