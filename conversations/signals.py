@@ -2,7 +2,7 @@
 
 from django.dispatch import Signal
 
-# Sent by conversations.services once a provider call ended (answered or raised), from the task's
+# Sent by conversations.provider_calls once a provider call ended (answered or raised), from the task's
 # own thread; not for a call abandoned on cancellation. Arguments: model (str), seconds (float,
 # the call's duration), error (the exception, or None).
 provider_call_finished = Signal()
