@@ -10,7 +10,7 @@ from tasks_app.models import TaskRecord, TaskState
 from tests.support import tasks as support_tasks
 from tests.support.schema import client_for
 from tests.support.waiting import wait_for
-from tests.tasks_app.api.conftest import API
+from tests.tasks_app.api.conftest import API, grant_operator
 from tests.tasks_app.api.test_submit_and_read import wait_status
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
 @pytest.fixture
 def staff_client():
-    return client_for(get_user_model().objects.create_user("ops", password="pw", is_staff=True))
+    """An operator, granted worker control through the Operators group."""
+    return client_for(grant_operator(get_user_model().objects.create_user("ops", password="pw", is_staff=True)))
 
 
 def reserved_by(worker_name: str) -> list[str]:
