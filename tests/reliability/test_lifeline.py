@@ -36,9 +36,9 @@ def test_tasks_of_a_killed_worker_node_are_rescued_and_finish(start_worker, redi
     report = rescue_orphaned_tasks(grace_seconds=0)
     redis_client.set(release_key, 1)
 
-    # then the tasks the dead node held (prefetch 1 x 2 slots: the two running) are back in the
-    # queue, and every task succeeds
-    assert set(report.rescued_task_ids) == running_on_dead_node
+    # then the tasks the dead node held are back in the queue: the two it ran, and any it had
+    # reserved besides (a busy machine lets it fetch one more before the kill); every task succeeds
+    assert running_on_dead_node <= set(report.rescued_task_ids) <= set(ids)
     wait_for(
         lambda: TaskRecord.objects.filter(task_id__in=ids, state=TaskState.SUCCESS).count() == 4,
         timeout=60,
