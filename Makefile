@@ -22,8 +22,12 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 run: $(INSTALLED)
 	$(PY) -m devtools.run
 
+# Two pytest processes (pytest-xdist), a test file to each at a time: the end-to-end tests spend most
+# of their time waiting on worker processes. TEST_PROCESSES=1 runs them in one.
+TEST_PROCESSES ?= 2
+
 test: $(INSTALLED)
-	$(PY) -m devtools.private_servers --data .devdata/test -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m devtools.private_servers --data .devdata/test -- $(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(INSTALLED)
 	$(PY) -m devtools.private_servers --data .devdata/bench -- $(PY) -m bench

@@ -6,8 +6,10 @@ from urllib.parse import urlsplit, urlunsplit
 from .base import *  # noqa: F403
 from .base import CELERY_BROKER_URL, REDIS_URL, env
 
-# Tests use their own Redis database number, so a developer's queued work is never touched.
-REDIS_TEST_DB = env.int("REDIS_TEST_DB", default=9)
+# Tests use their own Redis database number, so a developer's queued work is never touched; each
+# pytest-xdist process (gw0, gw1, ...) the next one, as pytest-django gives each its own database.
+# The workers, beat and Flower a test starts inherit PYTEST_XDIST_WORKER, so they share its number.
+REDIS_TEST_DB = env.int("REDIS_TEST_DB", default=9) + int(env("PYTEST_XDIST_WORKER", default="gw0")[2:] or 0)
 
 
 def _with_db(url: str, db: int) -> str:
