@@ -41,6 +41,19 @@ ACTION_LIMIT = 500
 PRE_STYLE = "white-space: pre-wrap; font-family: monospace; max-height: 40em; overflow: auto; margin: 0"
 
 
+class ReadOnlyAdminMixin:
+    """Rows the admin shows and never adds, changes or deletes: the system writes them."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class QueueFilter(admin.SimpleListFilter):
     """The system's queues, without a DISTINCT over millions of rows."""
 
@@ -85,7 +98,7 @@ def _admin_link(obj, label=None):
 
 
 @admin.register(TaskRecord)
-class TaskRecordAdmin(admin.ModelAdmin):
+class TaskRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "short_task_name",
@@ -135,16 +148,7 @@ class TaskRecordAdmin(admin.ModelAdmin):
     )
     readonly_fields = [field for group in fieldsets for field in group[1]["fields"]]  # every field shown is read-only
 
-    # --- permissions: view only; the actions need the change permission ---------------
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
+    # --- permissions: view only (ReadOnlyAdminMixin); the actions need the change permission ----
     def has_operate_permission(self, request):
         return request.user.has_perm("tasks_app.change_taskrecord")
 
@@ -337,17 +341,8 @@ class TaskRecordAdmin(admin.ModelAdmin):
         return record.task_id
 
 
-class ReadOnlyTaskResultAdmin(TaskResultAdmin):
+class ReadOnlyTaskResultAdmin(ReadOnlyAdminMixin, TaskResultAdmin):
     """django-celery-results' own admin, without add, change or delete: results move with their records."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 admin.site.unregister(TaskResult)
@@ -355,19 +350,10 @@ admin.site.register(TaskResult, ReadOnlyTaskResultAdmin)
 
 
 @admin.register(WorkerControlEvent)
-class WorkerControlEventAdmin(admin.ModelAdmin):
+class WorkerControlEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Who restarted or shut down which workers through the API (written by tasks_app.workers); read-only."""
 
     list_display = ("created_at", "action", "username", "destination")
     list_filter = ("action",)
     search_fields = ("=username",)
     readonly_fields = ("created_at", "action", "requested_by", "username", "destination", "outcome")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
