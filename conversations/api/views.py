@@ -59,7 +59,7 @@ def tenant_filter(request: Request) -> int | None:
     Naming a tenant other than oneself needs conversations.view_all (403 otherwise, whether or
     not that user exists, so the answer tells nothing about who does).
     """
-    username = request.query_params.get("tenant")
+    username = request.query_params.get("tenant") or None  # ?tenant= (empty) is no filter, as ?user_id=
     if username is None or username == request.user.get_username():
         return None if username is None else request.user.pk
     if not request.user.has_perm(VIEW_ALL_PERMISSION):
@@ -138,7 +138,7 @@ class ConversationViewSet(
         return ConversationSerializer
 
     @extend_schema(
-        parameters=[TENANT_PARAMETER], responses={200: ConversationDetailSerializer, **errors(401, 403, 404)}
+        parameters=[TENANT_PARAMETER], responses={200: ConversationDetailSerializer, **errors(400, 401, 403, 404)}
     )
     def retrieve(self, request: Request, *args, **kwargs) -> Response:
         return super().retrieve(request, *args, **kwargs)
