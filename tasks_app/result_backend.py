@@ -17,7 +17,7 @@ from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
 from psycopg import OperationalError as PsycopgOperationalError
 
-from tasks_app.models import TaskRecord, TaskState
+from tasks_app.models import FINISHED_STATES, TaskRecord, TaskState
 
 TRANSIENT_DATABASE_ERRORS = (OperationalError, DjangoInterfaceError, PsycopgOperationalError)
 
@@ -48,20 +48,21 @@ def describe_error(result) -> str:
 
 
 @functools.cache  # a handful of shapes (which record fields a state sets), built once each
-def _write_state_sql(record_fields: tuple[str, ...], *, keep_revoked: bool) -> str:
+def _write_state_sql(record_fields: tuple[str, ...], *, protected: tuple[str, ...]) -> str:
     """UPDATE the record and upsert the TaskResult in one statement; a row comes back when written.
 
     The TaskResult is written when the record was updated, or when there is no record (a task
-    published outside the system), but not over a REVOKED record or TaskResult (unless the new
-    state is REVOKED itself). The last guard also covers a cancel committed while this
-    statement waited for the record's row lock: the UPDATE then skips the now REVOKED record,
-    and the upsert finds the REVOKED TaskResult the cancel wrote.
+    published outside the system), but never over a record or TaskResult in one of the
+    `protected` states (_protected_from). The REVOKED guard also covers a cancel committed while
+    this statement waited for the record's row lock: the UPDATE then skips the now REVOKED
+    record, and the upsert finds the REVOKED TaskResult the cancel wrote.
     """
     record = TaskRecord._meta
     columns = {name: record.get_field(name).column for name in record_fields}
     sets = ", ".join(f"{column} = %(record_{name})s" for name, column in columns.items())
     revoked = f"'{TaskState.REVOKED}'"
-    not_revoked = f" AND state <> {revoked}" if keep_revoked else ""
+    kept = ", ".join(f"'{state}'" for state in protected)
+    not_revoked = f" AND state NOT IN ({kept})" if protected else ""
     if sets:
         update = f"UPDATE {record.db_table} SET {sets} WHERE task_id = %(task_id)s{not_revoked} RETURNING 1"
     else:  # a custom state (update_state): nothing of the record changes
@@ -69,7 +70,7 @@ def _write_state_sql(record_fields: tuple[str, ...], *, keep_revoked: bool) -> s
     insert_columns = ", ".join(("task_id", *RESULT_COLUMNS, "date_created", "date_done", "date_started"))
     values = ", ".join(f"%({name})s" for name in ("task_id", *RESULT_COLUMNS))
     updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in RESULT_COLUMNS)
-    sticky = "" if not keep_revoked else f" WHERE stored.status <> {revoked}"
+    sticky = f" WHERE stored.status NOT IN ({kept})" if protected else ""
     return f"""
         WITH record AS ({update})
         INSERT INTO {TaskResult._meta.db_table} AS stored ({insert_columns})
@@ -80,6 +81,20 @@ def _write_state_sql(record_fields: tuple[str, ...], *, keep_revoked: bool) -> s
             date_started = COALESCE(EXCLUDED.date_started, stored.date_started){sticky}
         RETURNING 1
     """
+
+
+def _protected_from(status: str) -> tuple[str, ...]:
+    """States a write of `status` must leave as they are.
+
+    REVOKED stays REVOKED (a cancel wins over a worker that had not heard of it). A RETRY stays
+    out of a finished record: Celery re-publishes the task before the first run's RETRY is
+    written, so on a busy worker the re-sent run may start and finish first.
+    """
+    if status == states.REVOKED:
+        return ()
+    if status == states.RETRY:
+        return tuple(sorted(FINISHED_STATES))
+    return (TaskState.REVOKED,)
 
 
 class TaskRecordBackend(DatabaseBackend):
@@ -96,12 +111,12 @@ class TaskRecordBackend(DatabaseBackend):
         params = self._result_fields(result, status, traceback, request)
         params.update({f"record_{name}": value for name, value in record_fields.items()})
         params.update(task_id=task_id, now=now, date_started=now if status == states.STARTED else None)
-        sql = _write_state_sql(tuple(record_fields), keep_revoked=status != states.REVOKED)
+        sql = _write_state_sql(tuple(record_fields), protected=_protected_from(status))
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             written = cursor.fetchone() is not None
         if request is not None:
-            if not written:
+            if not written and status != states.RETRY:
                 # Cancelled through the system: this worker had not heard yet. Tell ClawTask (same
                 # request context) not to run the task.
                 request.claw_cancelled = True
