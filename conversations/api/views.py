@@ -67,8 +67,13 @@ def tenant_filter(request: Request) -> int | None:
             _("Reading another tenant's data needs the permission %(permission)s.")
             % {"permission": VIEW_ALL_PERMISSION}
         )
-    tenant = get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: username}).first()
-    if tenant is None or "\x00" in username:
+    # NUL first: PostgreSQL text cannot hold it, and the lookup would fail (a 500).
+    tenant = (
+        None
+        if "\x00" in username
+        else get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: username}).first()
+    )
+    if tenant is None:
         raise ValidationError({"tenant": [_("No API user is named %(name)s.") % {"name": username[:150]}]})
     return tenant.pk
 

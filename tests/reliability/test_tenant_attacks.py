@@ -16,6 +16,7 @@ from conversations.models import Conversation, KnowledgeDocument, Message
 from tasks_app.models import TaskRecord, TaskState
 from tests.support.schema import client_for
 from tests.support.waiting import wait_for
+from tests.tasks_app.api.conftest import grant_operator
 
 GENERATE = "/api/v1/tasks/ai/generate"
 DOCUMENTS = "/api/v1/knowledge/documents/"
@@ -290,3 +291,12 @@ def test_lists_are_paginated_by_cursor(alice):
     second = client.get(first["next"]).json()
     assert [d["title"] for d in first["results"] + second["results"]] == ["d4", "d3", "d2", "d1"]
     assert client.get(f"{DOCUMENTS}?cursor=bogus").status_code == 400
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("tenant", ["nobody", "a\x00b"])
+def test_an_unknown_or_malformed_tenant_is_a_400(alice, tenant):
+    operator = grant_operator(get_user_model().objects.create_user("ops", password="pw"))
+    response = client_for(operator).get("/api/v1/conversations/", {"tenant": tenant})
+    assert response.status_code == 400
+    assert "tenant" in response.json()["errors"]
