@@ -1,6 +1,7 @@
 import pytest
 import redis
 from django.conf import settings
+from django.contrib.auth import get_user_model
 
 from claw_ai.celery import celery_app
 from tests.support.waiting import wait_for
@@ -36,6 +37,17 @@ def start_worker(django_db_blocker):
     yield start
     for worker in started:
         worker.stop()
+
+
+# Two ordinary API users, i.e. two tenants.
+@pytest.fixture
+def alice(db):
+    return get_user_model().objects.create_user("alice", password="pw")
+
+
+@pytest.fixture
+def bob(db):
+    return get_user_model().objects.create_user("bob", password="pw")
 
 
 @pytest.fixture

@@ -24,16 +24,6 @@ PASSAGE = "The vault code of the refund desk is 7712."
 
 
 @pytest.fixture
-def alice(db):
-    return get_user_model().objects.create_user("alice", password="pw")
-
-
-@pytest.fixture
-def bob(db):
-    return get_user_model().objects.create_user("bob", password="pw")
-
-
-@pytest.fixture
 def carol(db):
     """Staff, but granted no permission: staff alone is nothing in the API."""
     return get_user_model().objects.create_user("carol", password="pw", is_staff=True)

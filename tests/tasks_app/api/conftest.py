@@ -36,16 +36,6 @@ def staff(db):
 
 
 @pytest.fixture
-def alice(db):
-    return get_user_model().objects.create_user("alice", password="pw")
-
-
-@pytest.fixture
-def bob(db):
-    return get_user_model().objects.create_user("bob", password="pw")
-
-
-@pytest.fixture
 def staff_client(staff):
     return client_for(staff)
 
