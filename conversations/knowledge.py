@@ -26,6 +26,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from conversations.models import DocumentFormat, KnowledgeChunk, KnowledgeDocument
+from tasks_app.models import TaskRecord
+from tasks_app.services import BrokerUnavailable, submit_task
 
 logger = logging.getLogger(__name__)
 
@@ -238,8 +240,6 @@ def knowledge_schedule_reindex(
     since the running one may have read the old text. A document that could not be queued
     stays stale, so the periodic re-index of stale documents picks it up later.
     """
-    from tasks_app.services import BrokerUnavailable, submit_task
-
     joinable = JOINABLE_WHILE_CHANGED if content_changed else JOINABLE
     with transaction.atomic():
         claimed = KnowledgeDocument.objects.select_for_update().only("index_task_id", "index_requested_at")
@@ -264,8 +264,6 @@ def knowledge_schedule_reindex(
 
 def _in_hand(document: KnowledgeDocument, joinable: frozenset[str]) -> bool:
     """Whether the document's last indexing task is still to be waited for."""
-    from tasks_app.models import TaskRecord
-
     if not document.index_task_id:
         return False
     state = TaskRecord.objects.filter(task_id=document.index_task_id).values_list("state", flat=True).first()
