@@ -82,9 +82,16 @@ def test_a_known_mix_of_tasks_moves_the_counters_by_exactly_that(celery_worker, 
 
 
 def test_cleaning_up_records_leaves_the_counters_alone(celery_worker, metrics_token):
-    # given
+    # given a task that ran, and whose "received" the worker has written (batched, a second later)
+    sent_before = scrape(metrics_token)
     result = celery_app.send_task("tests.record_run", args=["kept", f"metrics:{uuid.uuid4()}"])
     wait_for(lambda: record_state(result.id) == TaskState.SUCCESS, what="the task to succeed")
+    received = counters("tests.record_run", received=1)
+    wait_for(
+        lambda: all(delta(sent_before, scrape(metrics_token)).get(key) == n for key, n in received.items()),
+        timeout=20,
+        what="the worker to write the task's received count",
+    )
     before = scrape(metrics_token)
     # when: the cleanup job deletes finished records
     TaskRecord.objects.filter(state__in=[TaskState.SUCCESS]).delete()
