@@ -1,5 +1,6 @@
 """Budgets in the admin: the default for everyone and overrides per tenant or chat user, and a
-usage page per user (today's and this month's tokens and cost against budget, replies in hand).
+usage page per user (today's and this month's tokens and cost against budget, replies in hand),
+and the replies waiting their turn (conversations.admission).
 
 The form refuses negative and absurd figures (the model's validators); a saved change applies to
 the next submit and reply, as conversations.budgets reads the rows every time.
@@ -13,7 +14,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from conversations.models import Budget
+from conversations.models import Budget, ReplyAdmission
 from conversations.usage import usage_document
 
 
@@ -27,6 +28,7 @@ class BudgetAdmin(admin.ModelAdmin):
         "tokens_per_day",
         "cost_per_day",
         "cost_per_month",
+        "replies_at_once",
         "usage",
     )
     list_filter = ("scope",)
@@ -62,3 +64,19 @@ class BudgetAdmin(admin.ModelAdmin):
             "standings": [document[key] for key in ("api_user", "chat_user") if document and document[key]],
         }
         return TemplateResponse(request, "admin/conversations/budget/usage.html", context)
+
+
+@admin.register(ReplyAdmission)
+class ReplyAdmissionAdmin(admin.ModelAdmin):
+    """AI replies in hand per chat user: admitted, or waiting their turn (and for what). Read-only."""
+
+    list_display = ("task_id", "tenant", "user_id", "conversation_id", "priority", "state", "waiting_for", "created_at")
+    list_filter = ("state", "waiting_for")
+    search_fields = ("=task_id", "=user_id", "=conversation_id")
+    readonly_fields = list_display + ("admitted_at",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -234,9 +234,20 @@ def _completion_cap(standings: list[Standing], *, prompt_tokens: int) -> int:
     return cap
 
 
-def _limits(*, tenant_id: int, user_id: str) -> tuple[Limits, Limits]:
-    """The API user's and the chat user's limits: the most specific row of each scope wins."""
-    rows = Budget.objects.filter(Q(tenant__isnull=True) | Q(tenant_id=tenant_id))
+def replies_at_once(*, tenant_id: int | None, user_id: str) -> int:
+    """How many of the chat user's replies may be in the workers' hands at once (0: no limit)."""
+    if tenant_id is not None:
+        row = _most_specific(tenant_id=tenant_id, user_id=user_id, have=Q(replies_at_once__isnull=False)).get(
+            BudgetScope.CHAT_USER
+        )
+        if row is not None:
+            return row.replies_at_once
+    return settings.AI_MAX_CONCURRENT_PER_USER
+
+
+def _most_specific(*, tenant_id: int, user_id: str, have: Q | None = None) -> dict[str, Budget]:
+    """By scope, the row that applies: a chat user's over its tenant's over everyone's."""
+    rows = Budget.objects.filter(Q(tenant__isnull=True) | Q(tenant_id=tenant_id)).filter(have or Q())
     best: dict[str, tuple[int, Budget]] = {}
     for row in rows:
         if row.user_id and row.user_id != user_id:
@@ -244,9 +255,15 @@ def _limits(*, tenant_id: int, user_id: str) -> tuple[Limits, Limits]:
         rank = (row.tenant_id is not None) + bool(row.user_id)
         if row.scope not in best or rank > best[row.scope][0]:
             best[row.scope] = (rank, row)
+    return {scope: row for scope, (_rank, row) in best.items()}
+
+
+def _limits(*, tenant_id: int, user_id: str) -> tuple[Limits, Limits]:
+    """The API user's and the chat user's limits: the most specific row of each scope wins."""
+    best = _most_specific(tenant_id=tenant_id, user_id=user_id)
 
     def limits(scope: str) -> Limits:
-        row = best.get(scope, (0, None))[1]
+        row = best.get(scope)
         if row is None:
             return Limits()
         return Limits(row.tokens_per_day, row.cost_per_day, row.cost_per_month)

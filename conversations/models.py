@@ -315,6 +315,16 @@ class Budget(models.Model):
         validators=[MinValueValidator(Decimal("0.000001")), MaxValueValidator(BUDGET_MAX_USD)],
         help_text=_("Cost of replies per calendar month (UTC); empty: no limit."),
     )
+    replies_at_once = models.PositiveIntegerField(
+        _("replies at once"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(10_000)],
+        help_text=_(
+            "Chat-user budgets only: most replies of one chat user in the workers' hands at once "
+            "(conversations.admission); empty: AI_MAX_CONCURRENT_PER_USER."
+        ),
+    )
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
@@ -342,6 +352,8 @@ class Budget(models.Model):
             raise ValidationError({"user_id": _("A chat user id belongs to a chat-user budget.")})
         if self.user_id and not self.tenant_id:
             raise ValidationError({"tenant": _("Name the tenant whose chat user this is.")})
+        if self.replies_at_once is not None and self.scope != BudgetScope.CHAT_USER:
+            raise ValidationError({"replies_at_once": _("Replies at once are counted per chat user.")})
 
 
 class BudgetReservation(models.Model):
@@ -368,3 +380,45 @@ class BudgetReservation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_id}: {self.tokens} tokens, {self.cost} USD"
+
+
+class AdmissionState(models.TextChoices):
+    WAITING = "waiting", _("Waiting")
+    ADMITTED = "admitted", _("Admitted")
+
+
+class ReplyAdmission(models.Model):
+    """An AI reply in hand for one chat user: admitted (sent to the workers) or waiting its turn here.
+
+    conversations.admission lets at most AI_MAX_CONCURRENT_PER_USER of a chat user's replies be
+    admitted at once, one per conversation in the order they were sent; the rest wait in this
+    table, not in the broker, so one user's burst never stands in front of other users. A row
+    goes when its reply ends.
+    """
+
+    task_id = models.CharField(_("task id"), max_length=255, unique=True)
+    tenant = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("tenant"), null=True, blank=True, on_delete=models.CASCADE
+    )
+    user_id = models.CharField(_("chat user id"), max_length=255)
+    conversation_id = models.CharField(_("conversation id"), max_length=255)
+    priority = models.PositiveSmallIntegerField(_("priority"), help_text=_("0-9, 9 highest."))
+    state = models.CharField(_("state"), max_length=20, choices=AdmissionState.choices)
+    waiting_for = models.CharField(
+        _("waiting for"),
+        max_length=40,
+        blank=True,
+        default="",
+        help_text=_('"user_concurrency" or "conversation_order" while it waits.'),
+    )
+    created_at = models.DateTimeField(_("submitted"), auto_now_add=True)
+    admitted_at = models.DateTimeField(_("admitted"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("reply admission")
+        verbose_name_plural = _("reply admissions")
+        ordering = ["id"]
+        indexes = [models.Index(fields=["tenant", "user_id", "state"], name="admission_user_state_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} [{self.state}]"

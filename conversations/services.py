@@ -12,12 +12,14 @@ import contextlib
 import functools
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from claw_ai.inserts import column_list, insert_fields, insert_values, loaded, placeholders
+from conversations.admission import WaitingRecord, admit_reply, reply_withdrawn
 from conversations.budgets import budget_check, budget_release, budget_reserve, capped
 from conversations.llm import get_provider
 from conversations.llm.base import Completion
@@ -27,7 +29,7 @@ from conversations.provider_calls import complete_unless_stopped
 from conversations.provider_limits import provider_capacity
 from conversations.tokens import completion_cost, estimate_tokens
 from tasks_app.models import TaskRecord
-from tasks_app.services import ensure_below_unfinished_limit, submit_task
+from tasks_app.services import BrokerUnavailable, ensure_below_unfinished_limit, submit_task
 
 TITLE_LENGTH = 80
 AI_GENERATION_TASK = "tasks_app.tasks.ai_tasks.generate_ai_response"
@@ -117,6 +119,7 @@ def submit_ai_generation(
     countdown: float | None = None,
     eta: datetime | None = None,
     submitted_by,
+    queue: str | None = None,
 ) -> TaskRecord:
     """Send the AI reply generation for one conversation turn.
 
@@ -129,21 +132,42 @@ def submit_ai_generation(
     ensure_below_unfinished_limit(user=submitted_by)
     budget_check(tenant_id=submitted_by.pk, user_id=user_id)
     conversation_for_generation(conversation_id=conversation_id, user_id=user_id, requested_by=submitted_by)
-    return submit_task(
-        task_name=AI_GENERATION_TASK,
-        kwargs={
-            "conversation_id": conversation_id,
-            "user_message": user_message,
-            "temperature": temperature,
-            "user_id": user_id,
-            "tenant_id": submitted_by.pk,
-            "callback_url": callback_url,
-        },
+    kwargs = {
+        "conversation_id": conversation_id,
+        "user_message": user_message,
+        "temperature": temperature,
+        "user_id": user_id,
+        "tenant_id": submitted_by.pk,
+        "callback_url": callback_url,
+    }
+    if countdown and eta is None:
+        eta = timezone.now() + timedelta(seconds=countdown)
+    # One chat user's replies a few at a time, a conversation's one at a time in order: the rest
+    # wait in PostgreSQL, their record saying why, and are sent when their turn comes.
+    task_id = str(uuid.uuid4())
+    waiting_for = admit_reply(
+        task_id=task_id,
+        tenant_id=submitted_by.pk,
+        user_id=user_id,
+        conversation_id=conversation_id,
         priority=priority,
-        countdown=countdown,
-        eta=eta,
-        submitted_by=submitted_by,
+        record=WaitingRecord(AI_GENERATION_TASK, kwargs, queue or settings.QUEUE_AI, eta, submitted_by),
     )
+    if waiting_for:
+        return TaskRecord.objects.get(task_id=task_id)
+    try:
+        return submit_task(
+            task_name=AI_GENERATION_TASK,
+            kwargs=kwargs,
+            queue=queue,
+            priority=priority,
+            eta=eta,
+            submitted_by=submitted_by,
+            task_id=task_id,
+        )
+    except BrokerUnavailable:
+        reply_withdrawn(task_id=task_id)
+        raise
 
 
 def conversation_generate_reply(

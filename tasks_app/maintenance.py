@@ -19,7 +19,7 @@ from django_celery_results.models import TaskResult
 
 from claw_ai.celery import celery_app
 from tasks_app.lifeline import task_ids_held_by_live_workers
-from tasks_app.models import FINISHED_STATES, TaskRecord, TaskState
+from tasks_app.models import FINISHED_STATES, WAITING_PREFIX, TaskRecord, TaskState
 from tasks_app.recording import HEADER_RETRY_OF, HEADER_SUBMITTED_BY
 
 logger = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ def resend_lost_tasks(*, pending_for: timedelta, limit: int = 100) -> ResendRepo
     cutoff = timezone.now() - pending_for
     candidates = list(
         TaskRecord.objects.filter(state=TaskState.PENDING, created_at__lt=cutoff)
+        .exclude(error__startswith=WAITING_PREFIX)  # held back on purpose, sent when its turn comes
         .filter(Q(eta__isnull=True) | Q(eta__lt=cutoff))
         .filter(Q(resent_at__isnull=True) | Q(resent_at__lt=cutoff))
         .order_by("created_at", "id")[:limit]

@@ -24,6 +24,9 @@ class TaskState(models.TextChoices):
 FINISHED_STATES = frozenset({TaskState.SUCCESS, TaskState.FAILURE, TaskState.REVOKED})
 # States a worker may still be working towards.
 UNFINISHED_STATES = frozenset({TaskState.PENDING, TaskState.STARTED, TaskState.RETRY})
+# The `error` of a PENDING record held back before publishing says what it waits for, after this
+# prefix (e.g. "waiting: user_concurrency", conversations.admission): it is not lost, only not sent yet.
+WAITING_PREFIX = "waiting: "
 
 
 # Named permissions of the task API, granted in the admin (to a group, or to a user).

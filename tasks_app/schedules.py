@@ -48,6 +48,13 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
         every_seconds=120,
     ),
     PeriodicJob(
+        name="replies: send replies whose turn came",
+        task="tasks_app.tasks.maintenance_tasks.release_waiting_replies",
+        description="Sends AI replies waiting in PostgreSQL whose place came free without a reply ending "
+        "(e.g. cancelled before it ran).",
+        every_seconds=60,
+    ),
+    PeriodicJob(
         name="knowledge: re-index stale documents",
         task="tasks_app.tasks.maintenance_tasks.reindex_stale_documents",
         description="Queues indexing of knowledge documents never indexed or changed since their last indexing.",

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_celery_results.models import TaskResult
 
-from tasks_app.models import UNFINISHED_STATES, VIEW_ALL_TASKS, TaskCount, TaskRecord, TaskState
+from tasks_app.models import UNFINISHED_STATES, VIEW_ALL_TASKS, WAITING_PREFIX, TaskCount, TaskRecord, TaskState
 from tasks_app.workers import Discovery, live_workers
 
 # Longer ids are no Celery task id; they never reach the database.
@@ -153,6 +153,8 @@ def pending_reason(*, record: TaskRecord, live: Discovery | None = None) -> str 
     """
     if record.state != TaskState.PENDING:
         return None
+    if record.error.startswith(WAITING_PREFIX):
+        return _("Waiting its turn before it is sent to the workers (%(why)s).") % {"why": record.error}
     now = timezone.now()
     if record.eta and record.eta > now:
         return _("Scheduled: it will not start before %(eta)s.") % {"eta": record.eta.isoformat()}

@@ -384,6 +384,10 @@ LLM_CAPACITY_WAIT_SECONDS = number("LLM_CAPACITY_WAIT_SECONDS", default=5, minim
 # The most completion tokens one reply may write when a budget applies (conversations.budgets):
 # a reply reserves this much of what is left, so budgets are passed by at most one reply's cap.
 AI_REPLY_MAX_TOKENS = optional_limit("AI_REPLY_MAX_TOKENS", maximum=1_000_000) or 4096
+# Fairness between chat users (conversations.admission): at most this many of one chat user's AI
+# replies are in the workers' hands at once; the rest wait in PostgreSQL for their turn. 0 = no limit.
+_per_user = optional_limit("AI_MAX_CONCURRENT_PER_USER", minimum=0, maximum=10_000)
+AI_MAX_CONCURRENT_PER_USER = 2 if _per_user is None else _per_user
 # Estimated tokens of earlier messages sent with each prompt (the newest that fit).
 LLM_HISTORY_TOKEN_BUDGET = env.int("LLM_HISTORY_TOKEN_BUDGET", default=3000)
 # Knowledge base: characters per chunk, and how many of the best chunks go into a prompt.

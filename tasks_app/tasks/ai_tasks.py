@@ -8,6 +8,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
 from conversations import llm
+from conversations.admission import reply_ended
 from conversations.llm.base import ProviderUnavailable
 from conversations.provider_calls import GenerationCancelled
 from conversations.services import conversation_generate_reply
@@ -19,6 +20,8 @@ from tasks_app.tasks.base import BaseTaskWithRetry
 
 logger = logging.getLogger(__name__)
 
+AI_TASK_NAME = "tasks_app.tasks.ai_tasks.generate_ai_response"
+
 
 @signals.worker_init.connect(dispatch_uid="tasks_app.tasks.ai_tasks.warm_up_provider")
 def warm_up_provider(**_kwargs) -> None:
@@ -26,6 +29,14 @@ def warm_up_provider(**_kwargs) -> None:
     # prefork children inherit them. No database or network work here (children must not
     # inherit connections).
     llm.warm_up()
+
+
+@signals.task_postrun.connect(dispatch_uid="tasks_app.tasks.ai_tasks.hand_on_the_turn")
+def hand_on_the_turn(task=None, task_id=None, state=None, **_kwargs) -> None:
+    # However the reply ended (success, failure, cancellation, even before it ran), the chat
+    # user's and the conversation's next waiting replies may go; a RETRY is still in hand.
+    if task is not None and task.name == AI_TASK_NAME and state != states.RETRY and task_id:
+        reply_ended(task_id=task_id)
 
 
 class AIGenerationTimeout(Exception):
@@ -51,7 +62,7 @@ class AIGenerationTask(BaseTaskWithRetry):
 @shared_task(
     bind=True,
     base=AIGenerationTask,
-    name="tasks_app.tasks.ai_tasks.generate_ai_response",
+    name=AI_TASK_NAME,
     soft_time_limit=300,
     time_limit=600,
 )

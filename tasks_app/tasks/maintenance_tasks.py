@@ -8,6 +8,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from conversations.admission import sweep_waiting_replies
 from conversations.knowledge import knowledge_reindex_stale
 from tasks_app import lifeline, maintenance
 
@@ -51,6 +52,12 @@ def rescue_orphaned_tasks(grace_seconds: float | None = None) -> dict:
     """Hand the unacknowledged messages of dead worker nodes back to their queues (tasks_app.lifeline)."""
     grace = settings.TASK_RESCUE_GRACE_SECONDS if grace_seconds is None else grace_seconds
     return asdict(lifeline.rescue_orphaned_tasks(grace_seconds=grace))
+
+
+@shared_task(name="tasks_app.tasks.maintenance_tasks.release_waiting_replies")
+def release_waiting_replies() -> dict:
+    """Send the AI replies whose turn came without anyone noticing (conversations.admission's safety net)."""
+    return {"sent": sweep_waiting_replies()}
 
 
 @shared_task(name="tasks_app.tasks.maintenance_tasks.reindex_stale_documents")

@@ -1,0 +1,232 @@
+"""Which AI replies go to the workers now, and which wait their turn in PostgreSQL.
+
+Celery and Redis run a queue first-in first-out within a priority, so one chat user who sends
+500 messages stands in front of everybody else's single message. Here a chat user (a tenant's
+`user_id`) has at most AI_MAX_CONCURRENT_PER_USER replies admitted (in the broker or running) at
+once, and a conversation one, in the order its questions were sent; the rest wait in
+ReplyAdmission rows, their task records PENDING with "waiting: user_concurrency" (or
+"waiting: conversation_order"). When one of the user's replies ends, however it ends (success,
+failure, cancellation; a crashed worker's reply ends when its redelivered message has run), the
+next ones are admitted: highest priority first, then oldest.
+
+Each conversation's replies thus run one at a time in submission order, and a reply's prompt
+holds exactly the turns before its question. Every decision for one chat user is taken under
+one advisory lock, at submit and at the end of a reply. A reply counts as in hand until its task
+record is finished, so a row whose end was never reported (a task cancelled before it ran) frees
+its place at the next decision for that user, or at the periodic sweep.
+
+The two calls from outside are `admit_reply` (conversations.services.submit_ai_generation) and
+`reply_ended` (the AI task's end, tasks_app.tasks.ai_tasks); publishing goes through
+tasks_app.services.submit_task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from conversations.budgets import replies_at_once
+from conversations.models import AdmissionState, ReplyAdmission
+from tasks_app.models import FINISHED_STATES, WAITING_PREFIX, TaskRecord, TaskState
+from tasks_app.services import BrokerUnavailable, submit_task
+
+logger = logging.getLogger(__name__)
+
+# The pg_advisory_xact_lock class of admissions (one lock per chat user within it).
+_LOCK_CLASS = 15_002
+# An admitted reply whose record never appeared (its publish failed) stops counting after this.
+_UNPUBLISHED_GRACE = timedelta(minutes=5)
+USER_CONCURRENCY = "user_concurrency"
+CONVERSATION_ORDER = "conversation_order"
+
+
+@dataclass(frozen=True)
+class WaitingRecord:
+    """What a reply's task record holds, written here if the reply has to wait."""
+
+    task_name: str
+    kwargs: dict
+    queue: str
+    eta: datetime | None
+    submitted_by: object
+
+
+def admit_reply(
+    *,
+    task_id: str,
+    tenant_id: int | None,
+    user_id: str,
+    conversation_id: str,
+    priority: int | None,
+    record: WaitingRecord,
+) -> str:
+    """Take the reply in; return "" when admitted (the caller publishes it, with this task id),
+    else what it waits for ("user_concurrency", "conversation_order").
+
+    A waiting reply's task record is written here, PENDING and saying what it waits for, in the
+    same transaction as the decision: whoever admits it later finds it and publishes it (the
+    publish keeps the record: tasks_app.recording upserts by task id).
+    """
+    priority = settings.CELERY_TASK_DEFAULT_PRIORITY if priority is None else priority
+    with transaction.atomic():
+        _lock(tenant_id, user_id)
+        row = ReplyAdmission.objects.create(
+            task_id=task_id,
+            tenant_id=tenant_id,
+            user_id=user_id,
+            conversation_id=conversation_id,
+            priority=priority,
+            state=AdmissionState.WAITING,
+        )
+        admitted = _admit_next(tenant_id=tenant_id, user_id=user_id)
+        mine = next((other for other in admitted if other.pk == row.pk), None)
+        if mine is None:
+            row.refresh_from_db(fields=["waiting_for"])
+            TaskRecord.objects.create(
+                task_id=task_id,
+                task_name=record.task_name,
+                kwargs=record.kwargs,
+                queue=record.queue,
+                priority=priority,
+                eta=record.eta,
+                submitted_by=record.submitted_by,
+                user_id=user_id[:255],
+                conversation_id=conversation_id[:255],
+                error=f"{WAITING_PREFIX}{row.waiting_for}",
+            )
+    # Others admitted by the same decision (their place came free meanwhile) are published too.
+    _publish([other for other in admitted if other.pk != row.pk])
+    return "" if mine is not None else row.waiting_for
+
+
+def reply_ended(*, task_id: str) -> None:
+    """The reply of `task_id` ended: its place goes to the user's next waiting replies."""
+    row = ReplyAdmission.objects.filter(task_id=task_id).values("tenant_id", "user_id").first()
+    if row is None:
+        return  # sent from code, not through submit: never admitted here
+    with transaction.atomic():
+        _lock(row["tenant_id"], row["user_id"])
+        ReplyAdmission.objects.filter(task_id=task_id).delete()
+        admitted = _admit_next(tenant_id=row["tenant_id"], user_id=row["user_id"])
+    _publish(admitted)
+
+
+def reply_withdrawn(*, task_id: str) -> None:
+    """The admitted reply of `task_id` could not be sent (broker unreachable): it takes no place."""
+    ReplyAdmission.objects.filter(task_id=task_id).delete()
+
+
+def sweep_waiting_replies() -> int:
+    """Admit what can be admitted for every chat user with waiting replies (the periodic safety net)."""
+    users = ReplyAdmission.objects.filter(state=AdmissionState.WAITING).values_list("tenant_id", "user_id").distinct()
+    published = 0
+    for tenant_id, user_id in list(users):
+        with transaction.atomic():
+            _lock(tenant_id, user_id)
+            _admit_next(tenant_id=tenant_id, user_id=user_id)
+        # Every admitted reply still waiting to be sent (a process that admitted it may have died
+        # before sending it): _publish claims each record, so none is sent twice.
+        admitted = ReplyAdmission.objects.filter(tenant_id=tenant_id, user_id=user_id, state=AdmissionState.ADMITTED)
+        published += _publish(list(admitted))
+    return published
+
+
+def _admit_next(*, tenant_id: int | None, user_id: str) -> list[ReplyAdmission]:
+    """Inside the user's lock: drop rows whose reply is over, admit what fits, note why the rest wait."""
+    now = timezone.now()
+    finished = TaskRecord.objects.filter(task_id=OuterRef("task_id"), state__in=FINISHED_STATES)
+    recorded = TaskRecord.objects.filter(task_id=OuterRef("task_id"))
+    rows = list(
+        ReplyAdmission.objects.filter(tenant_id=tenant_id, user_id=user_id)
+        .annotate(over=Exists(finished), recorded=Exists(recorded))
+        .order_by("id")
+    )
+    gone = [
+        row.pk
+        for row in rows
+        if row.over
+        or (row.state == AdmissionState.ADMITTED and not row.recorded and row.admitted_at < now - _UNPUBLISHED_GRACE)
+    ]
+    if gone:
+        ReplyAdmission.objects.filter(pk__in=gone).delete()
+    rows = [row for row in rows if row.pk not in gone]
+    admitted = [row for row in rows if row.state == AdmissionState.ADMITTED]
+    busy = {row.conversation_id for row in admitted}
+    limit = replies_at_once(tenant_id=tenant_id, user_id=user_id) or len(rows)  # 0: no limit per user
+    room = max(0, limit - len(admitted))
+    # Only the oldest waiting reply of each conversation may go (submission order).
+    heads: dict[str, int] = {}
+    for row in rows:
+        if row.state == AdmissionState.WAITING:
+            heads.setdefault(row.conversation_id, row.pk)
+    waiting = sorted((row for row in rows if row.state == AdmissionState.WAITING), key=lambda r: (-r.priority, r.pk))
+    before = {row.pk: (row.state, row.waiting_for) for row in waiting}
+    newly: list[ReplyAdmission] = []
+    for row in waiting:
+        if row.conversation_id in busy or heads[row.conversation_id] != row.pk:
+            row.waiting_for = CONVERSATION_ORDER
+        elif room == 0:
+            row.waiting_for = USER_CONCURRENCY
+        else:
+            row.state, row.admitted_at, row.waiting_for = AdmissionState.ADMITTED, now, ""
+            busy.add(row.conversation_id)
+            room -= 1
+            newly.append(row)
+    # Written only where the decision changed: a burst of hundreds must not rewrite them all each time.
+    for row in waiting:
+        if before[row.pk] != (row.state, row.waiting_for):
+            ReplyAdmission.objects.filter(pk=row.pk).update(
+                state=row.state, admitted_at=row.admitted_at, waiting_for=row.waiting_for
+            )
+    return newly
+
+
+def _publish(rows: list[ReplyAdmission]) -> int:
+    """Send admitted replies whose record waits here (a reply admitted at submit is sent by its caller).
+
+    Sent first, the waiting note cleared after: a process that dies in between leaves the note,
+    and the sweep sends the reply again (a reply runs once per task id however often it is sent),
+    where clearing first would leave a reply nobody sends.
+    """
+    published = 0
+    for row in rows:
+        waiting = TaskRecord.objects.filter(
+            task_id=row.task_id, state=TaskState.PENDING, error__startswith=WAITING_PREFIX
+        )
+        record = waiting.first()
+        if record is None:
+            continue  # sent already, or not written yet (the submit that admitted it sends it)
+        try:
+            submit_task(
+                task_name=record.task_name,
+                kwargs=record.kwargs,
+                queue=record.queue,
+                priority=record.priority,
+                eta=record.eta if record.eta and record.eta > timezone.now() else None,
+                submitted_by=record.submitted_by,
+                task_id=record.task_id,
+            )
+        except BrokerUnavailable:
+            # submit_task deleted the record (it claims nothing is queued): put it back, still
+            # waiting, for the periodic sweep to send once the broker answers.
+            record.pk, record._state.adding = None, True
+            record.save(force_insert=True)
+            logger.warning("admitted reply %s could not be sent; the periodic sweep will send it", row.task_id)
+            continue
+        # The note only (the task may have started, even finished, meanwhile: its state stays).
+        TaskRecord.objects.filter(pk=record.pk, error=record.error).update(error="")
+        published += 1
+    return published
+
+
+def _lock(tenant_id: int | None, user_id: str) -> None:
+    key = int.from_bytes(hashlib.blake2b(f"{tenant_id}:{user_id}".encode(), digest_size=4).digest(), "big", signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_CLASS, key])
