@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.prod.yml"]
 SEED_SERVICES = {"web", "postgres", "redis", "celery-worker", "celery-beat", "celery-flower"}
 APP_SERVICES = {"web", "celery-worker", "celery-beat", "celery-flower"}
+# Development only, under the compose profile "monitoring" (deploy/monitoring/ provisions them).
+MONITORING_SERVICES = {"prometheus", "grafana"}
 # Compose interpolation: ${NAME}, ${NAME:-default}, ${NAME:?error}; $${NAME} is a literal for the container.
 INTERPOLATED = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
 # Enough to pass every ${VAR:?} of the production file.
@@ -64,8 +66,57 @@ def test_services_are_named_as_the_seed_names_them(name):
     # given / when
     services = load(name)["services"]
 
-    # then
-    assert set(services) == SEED_SERVICES
+    # then: the seed's services run by default; the others only under a profile
+    assert {n for n, service in services.items() if "profiles" not in service} == SEED_SERVICES
+    assert {n for n, service in services.items() if "profiles" in service} == (
+        MONITORING_SERVICES if name == "docker-compose.yml" else set()
+    )
+
+
+def mounted(service: dict) -> dict[str, Path]:
+    """{path in the container: file or folder of this repository} of a service's bind mounts."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            mounts[target] = ROOT / source
+    return mounts
+
+
+def test_prometheus_and_grafana_are_optional_and_provisioned_from_deploy_monitoring():
+    # given
+    compose = load("docker-compose.yml")
+    prometheus, grafana = compose["services"]["prometheus"], compose["services"]["grafana"]
+    prometheus_files, grafana_files = mounted(prometheus), mounted(grafana)
+
+    # then: both only with `--profile monitoring`, listening on loopback
+    for service in (prometheus, grafana):
+        assert service["profiles"] == ["monitoring"]
+        assert all(port.startswith("127.0.0.1:") for port in service["ports"])
+    # Prometheus: its config and alert rules come from deploy/monitoring/ and point at each other
+    for path in prometheus_files.values():
+        assert path.exists(), path
+    config = yaml.safe_load(prometheus_files["/etc/prometheus/prometheus.yml"].read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert prometheus_files["/etc/prometheus/alerts.yml"] == ROOT / "deploy/monitoring/alerts.yml"
+    # it scrapes web's /metrics with the bearer token, read from the secret made of METRICS_TOKEN
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"] == [{"targets": ["web:8000"]}]
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_token"}
+    assert prometheus["secrets"] == ["metrics_token"]
+    assert compose["secrets"]["metrics_token"] == {"environment": "METRICS_TOKEN"}
+    assert "METRICS_TOKEN" in env_example_names()
+    assert "web" in prometheus["depends_on"]
+    # Grafana: the datasource is that Prometheus, and the dashboards folder is the one provisioned
+    provisioning = grafana_files["/etc/grafana/provisioning"]
+    (datasource,) = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())["datasources"]
+    assert datasource["url"] == "http://prometheus:9090"
+    (provider,) = yaml.safe_load((provisioning / "dashboards/claw-ai.yml").read_text())["providers"]
+    dashboards = grafana_files[provider["options"]["path"]]
+    assert sorted(path.name for path in dashboards.glob("*.json")) == ["claw-ai.json"]
+    assert "prometheus" in grafana["depends_on"]
+    assert {"prometheus-data", "grafana-data"} <= set(compose["volumes"])
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
