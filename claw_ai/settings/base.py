@@ -318,8 +318,11 @@ TASK_RATE_LIMITS = {
 }
 CELERY_TASK_ANNOTATIONS = {name: {"rate_limit": limit} for name, limit in TASK_RATE_LIMITS.items() if limit}
 
-# Schedules live in the database and are edited in the admin.
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Schedules live in the database and are edited in the admin. django-celery-beat's scheduler,
+# sending only while it holds a lease in Redis: a second beat by accident stands by instead of
+# sending every job twice, and takes over within BEAT_LEASE_SECONDS when the holder dies.
+CELERY_BEAT_SCHEDULER = "tasks_app.beat:LeasedDatabaseScheduler"
+BEAT_LEASE_SECONDS = env.float("BEAT_LEASE_SECONDS", default=10)
 
 # --- Flower ----------------------------------------------------------------------------
 FLOWER_USER = env("FLOWER_USER", default="admin")

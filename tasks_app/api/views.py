@@ -20,6 +20,7 @@ from tasks_app.api import serializers as s
 from tasks_app.api.errors import too_many_tasks
 from tasks_app.api.permissions import CanControlWorkers
 from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord
+from tasks_app.schedules import safety_jobs_off
 
 TASK_ID_PATTERN = r"[^/]+"
 
@@ -136,6 +137,7 @@ class TaskViewSet(TaskApiViewSet):
         counts["workers_checked_at"] = (
             datetime.fromtimestamp(live.checked_at, tz=timezone.get_current_timezone()) if live.known else None
         )
+        counts["disabled_safety_jobs"] = safety_jobs_off()
         return Response(s.TaskStatsSerializer(counts).data)
 
     @extend_schema(

@@ -150,10 +150,16 @@ def test_there_is_exactly_one_beat(name):
     # when
     beats = [service for service in services.values() if command_words(service)[3:4] == ["beat"]]
 
-    # then: two beats would send every scheduled job twice
+    # then: one beat, with the leased scheduler, so a second one by accident would stand by
     assert len(beats) == 1
     assert beats[0] is services["celery-beat"]
     assert beats[0].get("deploy", {}).get("replicas", 1) == 1
+    assert option_value(command_words(beats[0]), "-S") == settings.CELERY_BEAT_SCHEDULER
+
+
+def test_make_run_starts_beat_with_the_leased_scheduler():
+    procfile = (ROOT / "Procfile").read_text()
+    assert f"beat: celery -A claw_ai beat -S {settings.CELERY_BEAT_SCHEDULER} " in procfile
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
