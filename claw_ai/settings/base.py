@@ -184,7 +184,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
+        "claw_ai.renderers.BrowsableAPIRenderer",  # DRF's, its form kept after a submission
     ],
     # Writes per API user (claw_ai.throttles): 429 with Retry-After past them; empty = no limit.
     "DEFAULT_THROTTLE_RATES": {
