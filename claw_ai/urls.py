@@ -1,10 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 
 import conversations.api.routes  # noqa: F401  (registers viewsets on the router)
 import tasks_app.api.routes  # noqa: F401  (registers viewsets on the router)
 from claw_ai.api import router
+from claw_ai.docs import SwaggerDocsView
 from monitoring.views import dashboard, metrics
 
 urlpatterns = [
@@ -12,7 +13,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/docs/", SwaggerDocsView.as_view(url_name="schema"), name="api-docs"),
     path("api-auth/", include("rest_framework.urls")),
     path("metrics", metrics, name="metrics"),
 ]

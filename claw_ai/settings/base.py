@@ -13,8 +13,10 @@ from kombu import Exchange, Queue
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
-# A .env file in the project root is read when present; real environment variables win.
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# A .env file in the project root is read when present; real environment variables win. (Only when
+# present: django-environ logs ".env not found" otherwise, which Flower prints at every start.)
+if (BASE_DIR / ".env").exists():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 
 def secret(name: str, default: str = "") -> str:
@@ -182,7 +184,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
+        "claw_ai.renderers.BrowsableAPIRenderer",  # DRF's, its form kept after a submission
     ],
     # Writes per API user (claw_ai.throttles): 429 with Retry-After past them; empty = no limit.
     "DEFAULT_THROTTLE_RATES": {

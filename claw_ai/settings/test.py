@@ -29,6 +29,10 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Tests run without collected static files: WhiteNoise finds them in the apps (as under DEBUG) and
+# does not warn "No directory at: staticfiles/" for every handler a test client builds.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
 
 # The AI task's 10/m rate limit would make end-to-end tests wait minutes, so test workers run
 # without it; one started with CLAW_TEST_KEEP_RATE_LIMITS=1 keeps it, to prove the limit applies.

@@ -36,7 +36,7 @@ class ReplyGenerationViewSet(viewsets.GenericViewSet):
         request=AIGenerateSerializer,
         responses={202: TaskAcceptedSerializer, **errors(400, 401, 403, 429, 503)},
     )
-    @action(detail=False, methods=["post"], url_path="generate")
+    @action(detail=False, methods=["post"], url_path="generate", name="AI generate")
     def ai_generate(self, request):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
