@@ -18,6 +18,7 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from claw_ai.celery import celery_app
+from tasks_app import records
 from tasks_app.lifeline import task_ids_held_by_live_workers
 from tasks_app.models import FINISHED_STATES, TaskRecord, TaskState
 from tasks_app.recording import HEADER_RETRY_OF, HEADER_SUBMITTED_BY
@@ -127,14 +128,9 @@ def resend_lost_tasks(*, pending_for: timedelta, limit: int = 100) -> ResendRepo
 
 
 def _resend(record: TaskRecord, cutoff) -> bool:
-    with transaction.atomic():
-        locked = TaskRecord.objects.select_for_update().filter(pk=record.pk).first()
-        # Re-check under the lock: it may have started, or another run of this job re-sent it.
-        if locked is None or locked.state != TaskState.PENDING or (locked.resent_at and locked.resent_at >= cutoff):
-            return False
-        locked.resent_count += 1
-        locked.resent_at = timezone.now()
-        locked.save(update_fields=["resent_count", "resent_at"])
+    locked = records.claim_resend(pk=record.pk, cutoff=cutoff)
+    if locked is None:  # it started meanwhile, or another run of this job re-sent it
+        return False
     # Published after the commit; recording.py keeps the record (same id) and its owner/lineage.
     headers = {"periodic_task_name": locked.periodic_task_name} if locked.periodic_task_name else {}
     if locked.submitted_by_id:

@@ -10,7 +10,6 @@ Who submitted a task and which task it retries travel as message headers, set
 by tasks_app.services, so this one place records every path alike.
 """
 
-import functools
 import logging
 import threading
 
@@ -18,7 +17,7 @@ from celery.signals import before_task_publish
 from django.db import connection
 from django.utils.dateparse import parse_datetime
 
-from claw_ai.inserts import column_list, insert_fields, insert_values, placeholders
+from tasks_app import records
 from tasks_app.models import TaskRecord
 
 logger = logging.getLogger(__name__)
@@ -46,24 +45,6 @@ def _queue_of(routing_key: str | None, declare) -> str:
     return routing_key or ""
 
 
-@functools.cache
-def _record_sql(published_fields: tuple[str, ...]) -> str:
-    """INSERT the record, or for a re-send of a lost task (same id) update only what publishing
-    sets, keeping its state, creation time and re-send count. The stored row's id, state and
-    creation time come back."""
-    meta, quote = TaskRecord._meta, connection.ops.quote_name
-    updates = ", ".join(
-        f"{quote(column)} = EXCLUDED.{quote(column)}"
-        for column in (meta.get_field(name).column for name in published_fields)
-    )
-    returned = column_list(meta.get_field(name) for name in ("id", "state", "created_at"))
-    return (
-        f"INSERT INTO {quote(meta.db_table)} ({column_list(insert_fields(TaskRecord))}) "
-        f"VALUES ({placeholders(TaskRecord)}) "
-        f"ON CONFLICT ({quote(meta.get_field('task_id').column)}) DO UPDATE SET {updates} RETURNING {returned}"
-    )
-
-
 @before_task_publish.connect(dispatch_uid="tasks_app.record_published_task")
 def record_published_task(
     sender=None, body=None, headers=None, routing_key=None, properties=None, declare=None, **_kwargs
@@ -79,7 +60,7 @@ def record_published_task(
     retries = headers.get("retries") or 0
     if retries:
         # Celery's own retry re-sends the same task id: keep the record, note the attempt.
-        TaskRecord.objects.filter(task_id=task_id).update(retries=retries, eta=eta)
+        records.note_celery_retry(task_id=task_id, retries=retries, eta=eta)
         return
     kwargs = kwargs if isinstance(kwargs, dict) else {}
     fields = {
@@ -96,9 +77,4 @@ def record_published_task(
         "periodic_task_name": (headers.get("periodic_task_name") or "")[:255],
     }
     # One INSERT ... ON CONFLICT statement: publishing costs a single round trip to PostgreSQL.
-    record = TaskRecord(task_id=task_id, **fields)
-    with connection.cursor() as cursor:
-        cursor.execute(_record_sql(tuple(fields)), insert_values(record))
-        record.pk, record.state, record.created_at = cursor.fetchone()
-    record._state.adding, record._state.db = False, connection.alias
-    _written.record = record
+    _written.record = records.insert_published(task_id=task_id, **fields)

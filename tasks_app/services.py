@@ -16,13 +16,12 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.utils import timezone
-from django_celery_results.models import TaskResult
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from claw_ai.celery import celery_app
+from tasks_app import records
 from tasks_app.cancellation import flag_cancelled
 from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord, TaskState
 from tasks_app.recording import HEADER_RETRY_OF, HEADER_SUBMITTED_BY, record_written_for
@@ -127,7 +126,7 @@ def submit_task(
         )
     except BROKER_ERRORS as exc:
         # recording.py wrote the record before the publish failed: it must not claim a queued task.
-        TaskRecord.objects.filter(task_id=task_id).delete()
+        records.forget_unsent(task_id=task_id)
         logger.warning("could not publish %s (%s): %s", task_name, task_id, exc)
         raise BrokerUnavailable(str(exc)) from exc
     # A new task id cannot clash, so the record as recording.py wrote it is the stored row.
@@ -144,20 +143,12 @@ def cancel_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> Ta
     Raises TaskStateConflict for a finished task.
     """
     with transaction.atomic():
-        locked = TaskRecord.objects.select_for_update().get(pk=record.pk)
+        locked = records.lock(pk=record.pk)
         if locked.state not in CANCELLABLE_STATES:
             raise TaskStateConflict(locked, "cancel")
         running = locked.state == TaskState.STARTED
-        now = timezone.now()
-        locked.state = TaskState.REVOKED
-        locked.done_at = now
         who = by.get_username() if by is not None else "the system"
-        locked.error = f"Cancelled by {who}"
-        locked.save(update_fields=["state", "done_at", "error"])
-        TaskResult.objects.update_or_create(
-            task_id=locked.task_id,
-            defaults={"status": TaskState.REVOKED, "task_name": locked.task_name, "date_done": now},
-        )
+        records.store_revoked(locked, reason=f"Cancelled by {who}")
         task_id = locked.task_id
         transaction.on_commit(lambda: _broadcast_revoke(task_id, terminate=running), robust=True)
     return locked
@@ -190,7 +181,7 @@ def retry_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> tup
         raise UnknownTaskName(record.task_name)
     with transaction.atomic():
         # The lock makes a second retry of the same task wait until the first one's check is done.
-        original = TaskRecord.objects.select_for_update().get(pk=record.pk)
+        original = records.lock(pk=record.pk)
         if original.state not in RETRYABLE_STATES:
             raise TaskStateConflict(original, "retry")
         pending = original.retried_by.unfinished().order_by("-created_at").first()
