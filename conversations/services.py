@@ -23,6 +23,7 @@ from conversations.llm.base import Completion
 from conversations.models import Conversation, Message, MessageRole
 from conversations.prompts import build_prompt
 from conversations.provider_calls import complete_unless_stopped
+from conversations.provider_limits import provider_capacity
 from conversations.tokens import completion_cost, estimate_tokens
 from tasks_app.models import TaskRecord
 from tasks_app.services import ensure_below_unfinished_limit, submit_task
@@ -174,7 +175,10 @@ def conversation_generate_reply(
     if reply is None:
         provider = get_provider()
         prompt = build_prompt(conversation, question)
-        completion = complete_unless_stopped(provider, prompt, temperature=temperature, should_stop=should_stop)
+        # The provider account's limits hold for the whole cluster (CapacityUnavailable past the wait).
+        with provider_capacity(prompt_tokens=sum(estimate_tokens(m.content) for m in prompt)) as call:
+            completion = complete_unless_stopped(provider, prompt, temperature=temperature, should_stop=should_stop)
+            call.used(completion)
         reply = _save_reply(conversation, completion, task_id=task_id)
     return reply_result(reply)
 

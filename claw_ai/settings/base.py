@@ -10,6 +10,8 @@ from pathlib import Path
 import environ
 from kombu import Exchange, Queue
 
+from claw_ai.settings.limits import number, optional_limit, parse_rate
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -314,11 +316,18 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 TASK_RETRY_MAX_RETRIES = env.int("TASK_RETRY_MAX_RETRIES", default=3)
 TASK_RETRY_BACKOFF_MAX = 600
 
-# Rate limits by task name (per worker instance, as Celery counts them), e.g. "10/m".
-TASK_RATE_LIMITS = {
-    "tasks_app.tasks.ai_tasks.generate_ai_response": env("AI_TASK_RATE_LIMIT", default="10/m"),
-}
+# Rate limits by task name, per worker instance as Celery counts them ("10/m" here means 10 a
+# minute for each worker process: four workers run 40). For limits that must hold for the whole
+# cluster use CLUSTER_TASK_RATE_LIMITS below. None set by default.
+TASK_RATE_LIMITS: dict[str, str] = {}
 CELERY_TASK_ANNOTATIONS = {name: {"rate_limit": limit} for name, limit in TASK_RATE_LIMITS.items() if limit}
+# Rate limits that hold for the whole cluster, however many workers run (tasks_app.cluster_limits):
+# (count, window seconds) by task name. "At most 10 AI tasks a minute" means 10, not 10 per worker.
+CLUSTER_TASK_RATE_LIMITS = {
+    "tasks_app.tasks.ai_tasks.generate_ai_response": parse_rate(
+        "AI_TASK_RATE_LIMIT", env("AI_TASK_RATE_LIMIT", default="10/m")
+    ),
+}
 
 # Schedules live in the database and are edited in the admin. django-celery-beat's scheduler,
 # sending only while it holds a lease in Redis: a second beat by accident stands by instead of
@@ -364,6 +373,19 @@ LLM_PRICES = {
     "deepseek-chat": {"prompt": 0.00027, "completion": 0.0011},
     "offline-echo": {"prompt": 0.0, "completion": 0.0},
 } | env.json("LLM_PRICES", default={})
+# --- Provider limits, shared by every worker (conversations.provider_limits, issue 15) -----------
+# What the provider account allows, for the whole cluster: calls in flight, requests and tokens per
+# minute. Empty = no limit. Set them a little under the account's figures.
+LLM_MAX_CONCURRENT_CALLS = optional_limit("LLM_MAX_CONCURRENT_CALLS", maximum=100_000)
+LLM_REQUESTS_PER_MINUTE = optional_limit("LLM_REQUESTS_PER_MINUTE", maximum=10_000_000)
+LLM_TOKENS_PER_MINUTE = optional_limit("LLM_TOKENS_PER_MINUTE", maximum=10_000_000_000)
+# The window the per-minute figures are counted over (seconds; 60 = per minute, as providers do).
+LLM_RATE_WINDOW_SECONDS = number("LLM_RATE_WINDOW_SECONDS", default=60, minimum=1, maximum=3600)
+# A call's hold on the capacity expires this long after its worker last renewed it (every third
+# of it): a worker that dies gives its calls' capacity back within this time.
+LLM_CAPACITY_LEASE_SECONDS = number("LLM_CAPACITY_LEASE_SECONDS", default=30, minimum=1, maximum=3600)
+# Longest a task waits for capacity in its worker slot; past it the task is re-queued with a countdown.
+LLM_CAPACITY_WAIT_SECONDS = number("LLM_CAPACITY_WAIT_SECONDS", default=5, minimum=0, maximum=300)
 # Estimated tokens of earlier messages sent with each prompt (the newest that fit).
 LLM_HISTORY_TOKEN_BUDGET = env.int("LLM_HISTORY_TOKEN_BUDGET", default=3000)
 # Knowledge base: characters per chunk, and how many of the best chunks go into a prompt.

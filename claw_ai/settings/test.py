@@ -34,10 +34,11 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 
-# The AI task's 10/m rate limit would make end-to-end tests wait minutes, so test workers run
+# The AI task's 10/m rate limit (cluster-wide) would make end-to-end tests wait minutes, so test workers run
 # without it; one started with CLAW_TEST_KEEP_RATE_LIMITS=1 keeps it, to prove the limit applies.
 if not env.bool("CLAW_TEST_KEEP_RATE_LIMITS", default=False):
     CELERY_TASK_ANNOTATIONS = {}
+    CLUSTER_TASK_RATE_LIMITS = {}
 
 # Other tests submit hundreds of tasks as one user (50 concurrent clients among them): keep the
 # per-user limits out of their way (whatever .env says): no submit throttling (a huge rate would

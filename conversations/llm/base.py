@@ -24,6 +24,8 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     raw_usage: dict = field(default_factory=dict)
+    # The provider's x-ratelimit-* answer headers (lower-case names), for conversations.provider_limits.
+    rate_limit_headers: dict = field(default_factory=dict)
 
     @property
     def total_tokens(self) -> int:
@@ -43,9 +45,11 @@ class ProviderUnavailable(ProviderError):
 class ProviderRateLimited(ProviderUnavailable):
     """429: wait as long as the provider asks (None: it did not say)."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, headers: dict | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        # The answer's retry-after and x-ratelimit-* headers (lower-case names), for provider_limits.
+        self.headers = headers or {}
 
 
 class ProviderRejected(ProviderError):

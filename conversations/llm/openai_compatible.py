@@ -36,6 +36,15 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, parsed.timestamp() - time.time())
 
 
+def rate_limit_headers(headers) -> dict:
+    """The answer's retry-after and x-ratelimit-* headers, lower-case (conversations.provider_limits reads them)."""
+    return {
+        name.lower(): value
+        for name, value in headers.items()
+        if name.lower() == "retry-after" or name.lower().startswith("x-ratelimit-")
+    }
+
+
 def _provider_message(error: openai.APIStatusError) -> str:
     body = error.body
     if isinstance(body, dict):
@@ -69,11 +78,12 @@ class OpenAICompatibleProvider:
 
     def complete(self, messages: list[ChatMessage], *, temperature: float) -> Completion:
         try:
-            response = self.client.chat.completions.create(
+            raw = self.client.chat.completions.with_raw_response.create(
                 model=self.model,
                 messages=[{"role": message.role, "content": message.content} for message in messages],
                 temperature=temperature,
             )
+            response = raw.parse()
         except openai.APITimeoutError as error:
             raise ProviderUnavailable(f"{self.name} provider timed out: {error}") from error
         except openai.APIConnectionError as error:
@@ -83,7 +93,9 @@ class OpenAICompatibleProvider:
             if status == 429:
                 retry_after = parse_retry_after(error.response.headers.get("retry-after"))
                 raise ProviderRateLimited(
-                    f"{self.name} provider rate limit (429): {message}", retry_after=retry_after
+                    f"{self.name} provider rate limit (429): {message}",
+                    retry_after=retry_after,
+                    headers=rate_limit_headers(error.response.headers),
                 ) from error
             if status >= 500 or status == 408:
                 raise ProviderUnavailable(f"{self.name} provider error {status}: {message}") from error
@@ -96,6 +108,7 @@ class OpenAICompatibleProvider:
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             raw_usage=usage.model_dump() if usage else {},
+            rate_limit_headers=rate_limit_headers(raw.headers),
         )
 
     def close(self) -> None:

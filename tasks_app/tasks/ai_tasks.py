@@ -11,8 +11,9 @@ from conversations import llm
 from conversations.llm.base import ProviderUnavailable
 from conversations.provider_calls import GenerationCancelled
 from conversations.services import conversation_generate_reply
-from tasks_app import selectors
+from tasks_app import cluster_limits, selectors
 from tasks_app.cancellation import CancellationWatch
+from tasks_app.cluster_limits import CapacityUnavailable
 from tasks_app.recording import HEADER_RETRY_OF
 from tasks_app.tasks.base import BaseTaskWithRetry
 
@@ -62,16 +63,20 @@ def generate_ai_response(
     user_id: str | None = None,
     callback_url: str | None = None,
     tenant_id: int | None = None,
+    capacity_waits: int = 0,
 ) -> dict:
     """Generate and save the assistant's reply to `user_message` (conversations.services).
 
     `tenant_id` is the API user the conversation belongs to (the API sets it); a task sent from
-    code without one works in the conversations made from code.
+    code without one works in the conversations made from code. `capacity_waits` counts the times
+    the task was re-queued to wait for shared capacity (provider limits, the task rate).
     """
     task_id = self.request.id or ""
     # A retry through the API or the admin is a new task whose message names the record it retries.
     retry_of = getattr(self.request, HEADER_RETRY_OF, None)
     try:
+        # "At most N a minute" (AI_TASK_RATE_LIMIT) for the whole cluster, not per worker.
+        cluster_limits.take_task_rate(self.name, wait_seconds=settings.LLM_CAPACITY_WAIT_SECONDS)
         with CancellationWatch(task_id) as should_stop:
             return conversation_generate_reply(
                 conversation_id=conversation_id,
@@ -83,6 +88,16 @@ def generate_ai_response(
                 retried_task_ids=selectors.retried_task_ids(record_id=retry_of),
                 should_stop=should_stop,
             )
+    except CapacityUnavailable as waiting:
+        # Shared capacity is taken: give the worker slot back and come again when it may be free.
+        # Waiting is not failing: it does not count against max_retries (the kwarg counts the waits).
+        logger.info("AI task %s re-queued in %.1f s: %s", task_id, waiting.retry_after, waiting)
+        raise self.retry(
+            exc=waiting,
+            countdown=max(0.5, waiting.retry_after),
+            kwargs={**self.request.kwargs, "capacity_waits": capacity_waits + 1},
+            max_retries=self.request.retries + 1,
+        ) from None
     except GenerationCancelled:
         # The record is REVOKED already; Ignore leaves it so and writes nothing more.
         logger.info("AI task %s cancelled while waiting on the provider", task_id)
@@ -96,7 +111,11 @@ def generate_ai_response(
             countdown = get_exponential_backoff_interval(
                 factor=1, retries=self.request.retries, maximum=self.retry_backoff_max, full_jitter=True
             )
-        raise self.retry(exc=error, countdown=min(countdown, settings.TASK_RETRY_BACKOFF_MAX)) from error
+        raise self.retry(
+            exc=error,
+            countdown=min(countdown, settings.TASK_RETRY_BACKOFF_MAX),
+            max_retries=self.max_retries + capacity_waits,
+        ) from error
     except SoftTimeLimitExceeded:
         limit = self.request.timelimit[1] if self.request.timelimit else None
         limit = limit or self.soft_time_limit

@@ -5,6 +5,10 @@ Workers (subprocesses) reach it at `base_url`; the test reads what it received i
     llm.script(answer("hello", prompt_tokens=12, completion_tokens=3), error(429, "slow down", retry_after=1))
 
 Replies are served in order; once the script is used up every request gets `llm.default`.
+
+Like a provider account it can enforce limits of its own, answering 429 past them:
+`llm.limit(concurrent=5)` (calls in flight) and `llm.limit(requests=20, window=2)` (a sliding
+window). It counts what it saw: `max_in_flight`, and `rate_limited` (429s it answered).
 """
 
 from __future__ import annotations
@@ -69,6 +73,12 @@ class FakeLLM:
         self.requests: list[Received] = []
         self._script: list[Reply] = []
         self._lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.rate_limited = 0
+        self.max_concurrent: int | None = None
+        self.max_requests: tuple[int, float] | None = None
+        self._accepted_at: list[float] = []
         self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -85,10 +95,40 @@ class FakeLLM:
             self.requests.clear()
             self._script = list(replies)
 
-    def _next_reply(self, received: Received) -> Reply:
+    def limit(self, *, concurrent: int | None = None, requests: int | None = None, window: float = 60) -> None:
+        """Answer 429 past `concurrent` calls in flight, or past `requests` within any `window` seconds."""
+        with self._lock:
+            self.max_concurrent = concurrent
+            self.max_requests = (requests, window) if requests else None
+            self._accepted_at.clear()
+            self.max_in_flight = self.rate_limited = 0
+
+    def _next_reply(self, received: Received) -> tuple[Reply, bool]:
+        """The reply to send, and whether the call counts as in flight (it must be ended)."""
         with self._lock:
             self.requests.append(received)
-            return self._script.pop(0) if self._script else self.default
+            refusal = self._over_limit(received.at)
+            if refusal is not None:
+                self.rate_limited += 1
+                return refusal, False
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            return (self._script.pop(0) if self._script else self.default), True
+
+    def _over_limit(self, now: float) -> Reply | None:
+        if self.max_concurrent is not None and self.in_flight >= self.max_concurrent:
+            return error(429, "too many requests in flight", retry_after=1)
+        if self.max_requests is not None:
+            count, window = self.max_requests
+            self._accepted_at = [at for at in self._accepted_at if at > now - window]
+            if len(self._accepted_at) >= count:
+                return error(429, "rate limit reached", retry_after=round(self._accepted_at[0] + window - now, 3))
+            self._accepted_at.append(now)
+        return None
+
+    def _call_ended(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def stop(self) -> None:
         self._stopping.set()
@@ -103,8 +143,13 @@ class FakeLLM:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b"{}"
                 received = Received(self.path, dict(self.headers), json.loads(raw or b"{}"), time.monotonic())
-                reply = fake._next_reply(received)
-                if reply.delay and fake._stopping.wait(reply.delay):
+                reply, counted = fake._next_reply(received)
+                stopping = bool(reply.delay) and fake._stopping.wait(reply.delay)
+                if counted:
+                    # Ended before the answer leaves: the client may start its next call as soon
+                    # as it reads this one, and that call must not find this one still counted.
+                    fake._call_ended()
+                if stopping:
                     return
                 payload = json.dumps(reply.body).encode()
                 try:
