@@ -3,6 +3,7 @@
     python -m bench                      # everything, full size (needs DATABASE_URL, REDIS_URL)
     python -m bench --quick              # small sizes, to check the harness works
     python -m bench --only overhead      # one part: overhead, profile (database work per task), memory
+    python -m bench --only monitoring    # issue 17: metrics cost, /metrics and the dashboard on 1M records
 
 Prints a table and writes it to bench/RESULTS.md with the machine's core count.
 """
@@ -28,13 +29,14 @@ import psycopg
 import requests
 
 from bench import db_profile
+from bench import monitoring as bench_monitoring
 from bench.fake_llm_server import FakeLLMServer
 from bench.processes import ROOT, Gunicorn, Worker, bare_env, run_json, run_tasks, system_env
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 # Every row of the latest full-size run of each measurement: a run of some (--only) keeps the others.
 RESULTS_JSON = Path(__file__).resolve().parent / "results.json"
-PARTS = ["overhead", "profile", "ai", "api", "submit", "memory"]
+PARTS = ["overhead", "profile", "ai", "api", "submit", "memory", "monitoring"]
 
 
 @dataclass
@@ -493,6 +495,16 @@ def main() -> int:
         lambda: measure_memory(
             first=100, total=1000 if args.quick else 10_000, repeats=args.memory_repeats, concurrency=args.concurrency
         ),
+    )
+    run(
+        "monitoring",
+        args.repeats,
+        lambda: [
+            Row(**row)
+            for row in bench_monitoring.measure(
+                quick=args.quick, repeats=args.repeats, big_database_url=big_database_url()
+            )
+        ],
     )
     print()
     print(table(rows))

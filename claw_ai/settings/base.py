@@ -57,6 +57,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # X-Request-ID in and out; the id goes on log lines and on the tasks a request publishes.
     "monitoring.logs.RequestIdMiddleware",
+    # A span per request when OTEL_EXPORTER_OTLP_ENDPOINT is set; removes itself otherwise.
+    "monitoring.tracing.TracingMiddleware",
     "claw_ai.middleware.RequestBodyLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
