@@ -14,6 +14,7 @@ import logging
 import threading
 
 from celery.signals import before_task_publish
+from django.conf import settings
 from django.db import connection
 from django.utils.dateparse import parse_datetime
 
@@ -53,6 +54,11 @@ def record_published_task(
     task_id = headers.get("id")
     if not task_id:  # protocol 1 messages are not sent by this system
         return
+    if properties is not None and properties.get("priority") is None:
+        # Sent without a priority (send_task by name, as the API does): kombu would file the message
+        # under priority 0, the lowest of the seed's, while the system promises the default (5).
+        # Celery publishes this same dict, so the message and the record both get the priority it runs at.
+        properties["priority"] = settings.CELERY_TASK_DEFAULT_PRIORITY
     if connection.in_atomic_block:
         logger.warning("task %s published inside a transaction; its record may commit after the message", task_id)
     args, kwargs = (body[0], body[1]) if isinstance(body, (list, tuple)) and len(body) >= 2 else ([], {})
