@@ -33,6 +33,17 @@ def wait_for_key(key: str, timeout: float = 30) -> bool:
     return False
 
 
+@shared_task(name="tests.record_then_wait")
+def record_then_wait(label: str, list_key: str, release_key: str, timeout: float = 120) -> str:
+    """Note the run in a Redis list, then wait for `release_key`: a long task whose runs can be counted."""
+    client = test_redis()
+    client.rpush(list_key, label)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not client.exists(release_key):
+        time.sleep(0.05)
+    return label
+
+
 @shared_task(name="tests.ignore_soft_limit")
 def ignore_soft_limit(key: str, timeout: float = 60) -> bool:
     """Stuck for good: swallows the soft time limit, so only the hard one can end it."""
