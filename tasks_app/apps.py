@@ -15,7 +15,7 @@ class TasksAppConfig(AppConfig):
         from django_celery_beat.models import PeriodicTask
 
         from tasks_app import connections as _connections  # noqa: F401
-        from tasks_app import recording  # noqa: F401
+        from tasks_app import liveness, recording  # noqa: F401  (liveness: worker heartbeats)
 
         # The system's periodic jobs exist after `migrate` alone: a deploy that skips
         # setup_periodic_tasks still has its lifeline and re-send jobs.

@@ -280,6 +280,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "priority_steps": list(range(TASK_PRIORITY_MIN, TASK_PRIORITY_MAX + 1)),
     "sep": ":",
     "queue_order_strategy": "priority",
+    # kombu drops a BRPOP connection whose reply is overdue by this much (a half-open socket after
+    # a failover or a restart) and reconnects: a consumer is back within ~2x this plus 1 s.
+    "health_check_interval": 10,
 }
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT}
 CELERY_VISIBILITY_TIMEOUT = REDIS_VISIBILITY_TIMEOUT
@@ -426,6 +429,16 @@ TASK_CLEANUP_TIME_BUDGET = env.float("TASK_CLEANUP_TIME_BUDGET", default=60)
 TASK_LOST_AFTER_SECONDS = env.float("TASK_LOST_AFTER_SECONDS", default=600)
 # Unacknowledged messages older than this that no live worker claims go back to their queue.
 TASK_RESCUE_GRACE_SECONDS = env.float("TASK_RESCUE_GRACE_SECONDS", default=300)
+# Worker liveness (tasks_app.liveness): each worker writes a heartbeat to Redis every
+# WORKER_HEARTBEAT_SECONDS that lives WORKER_HEARTBEAT_TTL_SECONDS; when one lapses, a live worker
+# hands the dead one's unacknowledged messages back at once. The TTL is the longest a worker may
+# stall (a paused process, a frozen VM) without its tasks being run elsewhere too.
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=2)
+WORKER_HEARTBEAT_TTL_SECONDS = env.float("WORKER_HEARTBEAT_TTL_SECONDS", default=15)
+# A worker with free slots that has not asked the broker for a message this long, while Redis
+# answers, is stuck (Celery's consumer can stay idle after a reconnect): it exits, its supervisor
+# (compose's restart policy, make run) starts it again.
+WORKER_STUCK_AFTER_SECONDS = env.float("WORKER_STUCK_AFTER_SECONDS", default=60)
 # A knowledge document still stale this long after its last change is queued for indexing again.
 KNOWLEDGE_REINDEX_STALE_AFTER_SECONDS = env.float("KNOWLEDGE_REINDEX_STALE_AFTER_SECONDS", default=600)
 

@@ -17,7 +17,9 @@ def test_tasks_of_a_killed_worker_node_are_rescued_and_finish(start_worker, redi
     # given a worker running two tasks and two more queued behind them
     queue = f"lifeline-{uuid.uuid4().hex[:6]}"
     release_key = f"release:{queue}"
-    doomed = start_worker(queues=[queue], concurrency=2)
+    # (a heartbeat that outlives the test: the lifeline job, not the live workers' heartbeat check
+    # of tasks_app.liveness, hands the dead node's tasks back here; test_node_crash shows the other)
+    doomed = start_worker(queues=[queue], concurrency=2, env={"WORKER_HEARTBEAT_TTL_SECONDS": "600"})
     sent = [wait_for_key.apply_async(args=[release_key, 120], queue=queue) for _ in range(4)]
     ids = [result.id for result in sent]
     wait_for(
