@@ -13,7 +13,7 @@ from conversations.provider_calls import GenerationCancelled
 from conversations.services import conversation_generate_reply
 from tasks_app import selectors
 from tasks_app.cancellation import CancellationWatch
-from tasks_app.recording import HEADER_RETRY_OF
+from tasks_app.publishing import HEADER_RETRY_OF
 from tasks_app.tasks.base import BaseTaskWithRetry
 
 logger = logging.getLogger(__name__)
