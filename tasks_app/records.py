@@ -32,13 +32,29 @@ def _column(model: type[Model], name: str) -> str:
 
 
 # --- insert at publish ---------------------------------------------------------------------------
+# What publishing sets; a re-publish of a known id updates these and keeps the rest.
+PUBLISHED_FIELDS = (
+    "task_name",
+    "args",
+    "kwargs",
+    "queue",
+    "priority",
+    "eta",
+    "submitted_by",
+    "retry_of",
+    "user_id",
+    "conversation_id",
+    "periodic_task_name",
+)
+
+
 @functools.cache
-def _insert_sql(published_fields: tuple[str, ...]) -> str:
+def _insert_sql() -> str:
     """INSERT the record, or for a re-send of a lost task (same id) update only what publishing
     sets, keeping its state, creation time and re-send count. The stored row's id, state and
     creation time come back."""
     meta = TaskRecord._meta
-    updated = (_column(TaskRecord, name) for name in published_fields)
+    updated = (_column(TaskRecord, name) for name in PUBLISHED_FIELDS)
     updates = ", ".join(f"{column} = EXCLUDED.{column}" for column in updated)
     returned = column_list(meta.get_field(name) for name in ("id", "state", "created_at"))
     return (
@@ -48,15 +64,40 @@ def _insert_sql(published_fields: tuple[str, ...]) -> str:
     )
 
 
-def insert_published(*, task_id: str, **fields) -> TaskRecord:
-    """Write the record of a task being published (one statement, autocommit) and return it as stored.
+def insert_published(
+    *,
+    task_id: str,
+    task_name: str,
+    args: list,
+    kwargs: dict,
+    queue: str,
+    priority: int | None = None,
+    eta: datetime | None = None,
+    submitted_by_id: int | None = None,
+    retry_of_id: int | None = None,
+    periodic_task_name: str = "",
+) -> TaskRecord:
+    """Write the record of a task being published (one statement) and return it as stored.
 
-    `fields` are TaskRecord fields (attnames: submitted_by_id, retry_of_id). A record of the same
-    id keeps its state, creation time and re-send count.
+    A record of the same id (a lost task sent again from a shell) keeps its state, creation time
+    and re-send count. The chat user and conversation come from the task's kwargs, when it has them.
     """
-    record = TaskRecord(task_id=task_id, **fields)
+    record = TaskRecord(
+        task_id=task_id,
+        task_name=task_name,
+        args=args,
+        kwargs=kwargs,
+        queue=queue,
+        priority=priority,
+        eta=eta,
+        submitted_by_id=submitted_by_id,
+        retry_of_id=retry_of_id,
+        user_id=str(kwargs.get("user_id") or "")[:255],
+        conversation_id=str(kwargs.get("conversation_id") or "")[:255],
+        periodic_task_name=(periodic_task_name or "")[:255],
+    )
     with connection.cursor() as cursor:
-        cursor.execute(_insert_sql(tuple(fields)), insert_values(record))
+        cursor.execute(_insert_sql(), insert_values(record))
         record.pk, record.state, record.created_at = cursor.fetchone()
     record._state.adding, record._state.db = False, connection.alias
     return record

@@ -14,7 +14,7 @@ from conversations.services import conversation_generate_reply
 from tasks_app import cluster_limits, selectors
 from tasks_app.cancellation import CancellationWatch
 from tasks_app.cluster_limits import CapacityUnavailable
-from tasks_app.recording import HEADER_RETRY_OF
+from tasks_app.publishing import HEADER_RETRY_OF
 from tasks_app.tasks.base import BaseTaskWithRetry
 
 logger = logging.getLogger(__name__)

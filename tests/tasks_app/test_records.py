@@ -48,19 +48,15 @@ def counts(owner: int = TaskCount.ALL_OWNERS) -> dict[tuple[str, str], int]:
 def test_insert_at_publish_writes_every_published_field(alice):
     # when a task is recorded as it is published
     eta = timezone.now() + timedelta(minutes=5)
-    record = published(priority=7, eta=eta, submitted_by_id=alice.pk, user_id="u1", conversation_id="c1")
+    kwargs = {"user_id": "u1", "conversation_id": "c1"}
+    record = published(priority=7, eta=eta, submitted_by_id=alice.pk, kwargs=kwargs, periodic_task_name="job")
 
     # then the returned record is the stored row
     row = stored(record)
     assert (row.state, row.created_at) == (TaskState.PENDING, record.created_at)
     assert (row.task_name, row.queue, row.priority, row.eta) == ("tests.record_run", "default", 7, eta)
-    assert (row.args, row.kwargs, row.submitted_by, row.user_id, row.conversation_id) == (
-        [1],
-        {"a": "b"},
-        alice,
-        "u1",
-        "c1",
-    )
+    assert (row.args, row.kwargs, row.submitted_by) == ([1], kwargs, alice)
+    assert (row.user_id, row.conversation_id, row.periodic_task_name) == ("u1", "c1", "job")
 
 
 def test_insert_at_publish_of_a_known_id_keeps_state_creation_and_resend_count():
