@@ -13,6 +13,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from conversations import admin_budgets  # noqa: F401  (registers the budget admin)
 from conversations.knowledge import knowledge_schedule_reindex
 from conversations.models import Conversation, KnowledgeDocument, Message
 from tasks_app.models import TaskRecord

@@ -18,6 +18,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from claw_ai.inserts import column_list, insert_fields, insert_values, loaded, placeholders
+from conversations.budgets import budget_check, budget_release, budget_reserve, capped
 from conversations.llm import get_provider
 from conversations.llm.base import Completion
 from conversations.models import Conversation, Message, MessageRole
@@ -120,11 +121,13 @@ def submit_ai_generation(
     """Send the AI reply generation for one conversation turn.
 
     The conversation is the caller's (its tenant's): an unknown one is created for `user_id`,
-    one of another chat user raises ConversationForbidden, and a caller at the unfinished-task
-    limit TooManyUnfinishedTasks. The task carries the tenant, so the worker finds the same
-    conversation and the tenant's own knowledge.
+    one of another chat user raises ConversationForbidden, a caller at the unfinished-task limit
+    TooManyUnfinishedTasks, and one past a budget (its own or the chat user's) BudgetExceeded.
+    The task carries the tenant, so the worker finds the same conversation and the tenant's own
+    knowledge.
     """
     ensure_below_unfinished_limit(user=submitted_by)
+    budget_check(tenant_id=submitted_by.pk, user_id=user_id)
     conversation_for_generation(conversation_id=conversation_id, user_id=user_id, requested_by=submitted_by)
     return submit_task(
         task_name=AI_GENERATION_TASK,
@@ -175,11 +178,23 @@ def conversation_generate_reply(
     if reply is None:
         provider = get_provider()
         prompt = build_prompt(conversation, question)
-        # The provider account's limits hold for the whole cluster (CapacityUnavailable past the wait).
-        with provider_capacity(prompt_tokens=sum(estimate_tokens(m.content) for m in prompt)) as call:
-            completion = complete_unless_stopped(provider, prompt, temperature=temperature, should_stop=should_stop)
-            call.used(completion)
-        reply = _save_reply(conversation, completion, task_id=task_id)
+        prompt_tokens = sum(estimate_tokens(message.content) for message in prompt)
+        # This reply's share of the budgets (BudgetExceeded when none is left), capping its length.
+        reservation = task_id or f"direct-{uuid.uuid4().hex}"
+        cap = budget_reserve(
+            task_id=reservation, tenant_id=tenant_id, user_id=conversation.user_id, prompt_tokens=prompt_tokens
+        )
+        try:
+            # The provider account's limits hold for the whole cluster (CapacityUnavailable past the wait).
+            with provider_capacity(prompt_tokens=prompt_tokens, max_tokens=cap) as call:
+                completion = complete_unless_stopped(
+                    capped(provider, cap), prompt, temperature=temperature, should_stop=should_stop
+                )
+                call.used(completion)
+            reply = _save_reply(conversation, completion, task_id=task_id)
+        finally:
+            if cap is not None:
+                budget_release(task_id=reservation)
     return reply_result(reply)
 
 

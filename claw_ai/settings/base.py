@@ -391,6 +391,9 @@ LLM_RATE_WINDOW_SECONDS = number("LLM_RATE_WINDOW_SECONDS", default=60, minimum=
 LLM_CAPACITY_LEASE_SECONDS = number("LLM_CAPACITY_LEASE_SECONDS", default=30, minimum=1, maximum=3600)
 # Longest a task waits for capacity in its worker slot; past it the task is re-queued with a countdown.
 LLM_CAPACITY_WAIT_SECONDS = number("LLM_CAPACITY_WAIT_SECONDS", default=5, minimum=0, maximum=300)
+# The most completion tokens one reply may write when a budget applies (conversations.budgets):
+# a reply reserves this much of what is left, so budgets are passed by at most one reply's cap.
+AI_REPLY_MAX_TOKENS = optional_limit("AI_REPLY_MAX_TOKENS", maximum=1_000_000) or 4096
 # Estimated tokens of earlier messages sent with each prompt (the newest that fit).
 LLM_HISTORY_TOKEN_BUDGET = env.int("LLM_HISTORY_TOKEN_BUDGET", default=3000)
 # Knowledge base: characters per chunk, and how many of the best chunks go into a prompt.

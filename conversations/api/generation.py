@@ -15,6 +15,8 @@ from rest_framework.response import Response
 from claw_ai.errors import ServiceUnavailable
 from claw_ai.throttles import WriteRateThrottle
 from conversations.api.serializers import AIGenerateSerializer
+from conversations.api.usage import BudgetExceededError
+from conversations.budgets import BudgetExceeded
 from conversations.services import ConversationForbidden, submit_ai_generation
 from tasks_app.api.errors import too_many_tasks
 from tasks_app.api.serializers import TaskAcceptedSerializer
@@ -48,6 +50,8 @@ class ReplyGenerationViewSet(viewsets.GenericViewSet):
             raise PermissionDenied(_("This conversation belongs to another user.")) from None
         except TooManyUnfinishedTasks as refused:
             raise too_many_tasks(refused) from None
+        except BudgetExceeded as refused:
+            raise BudgetExceededError(refused) from None
         body = {
             "task_id": record.task_id,
             "status": TaskState.PENDING,

@@ -59,7 +59,9 @@ class ProviderRejected(ProviderError):
 class LLMProvider(Protocol):
     name: str
 
-    def complete(self, messages: list[ChatMessage], *, temperature: float) -> Completion: ...
+    def complete(self, messages: list[ChatMessage], *, temperature: float, max_tokens: int | None = None) -> Completion:
+        """`max_tokens`: the most completion tokens to write (a budget's cap); None: the model's own limit."""
+        ...
 
     def close(self) -> None:
         """Abandon any request in flight (called from another thread on cancellation)."""

@@ -13,7 +13,7 @@ OFFLINE_MODEL = "offline-echo"
 class OfflineProvider:
     name = "offline"
 
-    def complete(self, messages: list[ChatMessage], *, temperature: float) -> Completion:
+    def complete(self, messages: list[ChatMessage], *, temperature: float, max_tokens: int | None = None) -> Completion:
         question = messages[-1].content if messages else ""
         earlier = sum(1 for message in messages[:-1] if message.role in ("user", "assistant"))
         knowledge = sum(message.content.count("\n[") for message in messages if message.role == "system")
@@ -26,7 +26,8 @@ class OfflineProvider:
             text=text,
             model=OFFLINE_MODEL,
             prompt_tokens=sum(estimate_tokens(message.content) for message in messages),
-            completion_tokens=estimate_tokens(text),
+            # A cap (max_tokens, from a budget) bounds what is counted, as a real model stops there.
+            completion_tokens=min(estimate_tokens(text), max_tokens or estimate_tokens(text)),
         )
 
     def close(self) -> None:

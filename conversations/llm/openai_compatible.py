@@ -76,12 +76,13 @@ class OpenAICompatibleProvider:
             http_client=openai.DefaultHttpxClient(verify=_tls_context()),
         )
 
-    def complete(self, messages: list[ChatMessage], *, temperature: float) -> Completion:
+    def complete(self, messages: list[ChatMessage], *, temperature: float, max_tokens: int | None = None) -> Completion:
         try:
             raw = self.client.chat.completions.with_raw_response.create(
                 model=self.model,
                 messages=[{"role": message.role, "content": message.content} for message in messages],
                 temperature=temperature,
+                **({"max_tokens": max_tokens} if max_tokens else {}),
             )
             response = raw.parse()
         except openai.APITimeoutError as error:

@@ -55,6 +55,16 @@ def slow(seconds: float, reply: Reply) -> Reply:
     return Reply(reply.status, reply.body, reply.headers, delay=seconds)
 
 
+def _capped(body: dict, max_tokens: int | None) -> dict:
+    """An answer as a model asked for at most `max_tokens` would give it: no more completion tokens."""
+    usage = body.get("usage")
+    if not max_tokens or not usage or usage.get("completion_tokens", 0) <= max_tokens:
+        return body
+    capped = {**usage, "completion_tokens": max_tokens, "total_tokens": usage.get("prompt_tokens", 0) + max_tokens}
+    choices = [{**choice, "finish_reason": "length"} for choice in body.get("choices", [])]
+    return {**body, "usage": capped, "choices": choices}
+
+
 @dataclass
 class Received:
     path: str
@@ -151,7 +161,7 @@ class FakeLLM:
                     fake._call_ended()
                 if stopping:
                     return
-                payload = json.dumps(reply.body).encode()
+                payload = json.dumps(_capped(reply.body, received.body.get("max_tokens"))).encode()
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
