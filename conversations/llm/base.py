@@ -5,8 +5,13 @@ Errors say what the caller should do, not which SDK raised them:
 - ProviderUnavailable: timeouts, connection errors, 5xx — retry with backoff.
 - ProviderRejected: any other 4xx — retrying would only fail again; the message says why.
 The Celery task (tasks_app.tasks.ai_tasks) turns the first two into retries.
+
+Every provider streams: `stream()` hands each piece of the reply to `on_text` as it arrives (from
+the thread that runs the call) and returns the whole Completion at the end. An error raised
+after some pieces were handed over is raised all the same; the caller knows what it showed.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,6 +29,10 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     raw_usage: dict = field(default_factory=dict)
+    # True when the provider reported no usage and the token counts are estimates
+    # (conversations.tokens.estimate_tokens).
+    tokens_estimated: bool = False
+    finish_reason: str = "stop"
 
     @property
     def total_tokens(self) -> int:
@@ -55,7 +64,9 @@ class ProviderRejected(ProviderError):
 class LLMProvider(Protocol):
     name: str
 
-    def complete(self, messages: list[ChatMessage], *, temperature: float) -> Completion: ...
+    def stream(
+        self, messages: list[ChatMessage], *, temperature: float, on_text: Callable[[str], None]
+    ) -> Completion: ...
 
     def close(self) -> None:
         """Abandon any request in flight (called from another thread on cancellation)."""

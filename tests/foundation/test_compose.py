@@ -179,7 +179,9 @@ def test_production_runs_production_settings_under_gunicorn():
         assert environment["WEBHOOK_SIGNING_SECRET"].startswith("${WEBHOOK_SIGNING_SECRET:?")
     web = command_words(services["web"])
     assert web[:2] == ["--setup", "gunicorn"]
-    assert "claw_ai.wsgi:application" in web
+    # ASGI: an open reply stream (Server-Sent Events) holds no thread
+    assert "claw_ai.asgi:application" in web
+    assert web[web.index("-k") + 1] == "uvicorn_worker.UvicornWorker"
 
 
 def test_production_refuses_flower_without_a_password():
