@@ -22,7 +22,20 @@ from tasks_app.paginators import EstimatedCountPaginator
 
 class MessageInline(admin.TabularInline):
     model = Message
-    fields = ("created_at", "role", "short_content", "model", "prompt_tokens", "completion_tokens", "cost", "task")
+    fields = (
+        "created_at",
+        "role",
+        "short_content",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "tokens_estimated",
+        "cost",
+        "finish_reason",
+        "time_to_first_token_ms",
+        "tokens_per_second",
+        "task",
+    )
     readonly_fields = fields
     extra = 0
     can_delete = False

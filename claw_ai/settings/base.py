@@ -368,6 +368,17 @@ LLM_API_KEY = secret("LLM_API_KEY")
 LLM_MODEL = env("LLM_MODEL", default="gpt-4o-mini")
 # Seconds one provider request may take before it counts as a (retried) timeout.
 LLM_TIMEOUT = env.float("LLM_TIMEOUT", default=60.0)
+# Milliseconds the offline provider waits between the words it streams (0: all at once).
+LLM_OFFLINE_STREAM_DELAY_MS = env.int("LLM_OFFLINE_STREAM_DELAY_MS", default=40)
+
+# Live replies (conversations.reply_streams): each AI reply's text is appended to a Redis stream
+# per task, written at most every STREAM_FLUSH_MS, kept STREAM_RETENTION_SECONDS after the task
+# ended and at most STREAM_MAX_EVENTS entries long; GET /api/v1/tasks/stream/{id} serves it as
+# Server-Sent Events with a comment line every STREAM_KEEPALIVE_SECONDS.
+STREAM_FLUSH_MS = env.int("STREAM_FLUSH_MS", default=50)
+STREAM_RETENTION_SECONDS = env.int("STREAM_RETENTION_SECONDS", default=3600)
+STREAM_MAX_EVENTS = env.int("STREAM_MAX_EVENTS", default=10_000)
+STREAM_KEEPALIVE_SECONDS = env.float("STREAM_KEEPALIVE_SECONDS", default=15.0)
 # Instructions sent first in every prompt.
 LLM_SYSTEM_PROMPT = env("LLM_SYSTEM_PROMPT", default="You are CLAW.AI, a helpful assistant.")
 # USD per 1,000 tokens by model, {"model": {"prompt": x, "completion": y}}; LLM_PRICES (JSON)

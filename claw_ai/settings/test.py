@@ -49,3 +49,6 @@ REST_FRAMEWORK = {
     **REST_FRAMEWORK,  # noqa: F405
     "DEFAULT_THROTTLE_RATES": {"ai_generate": None, "task_retry": None},
 }
+
+# The offline provider answers at once in tests (a test of streaming sets its own pace).
+LLM_OFFLINE_STREAM_DELAY_MS = env.int("LLM_OFFLINE_STREAM_DELAY_MS", default=0)

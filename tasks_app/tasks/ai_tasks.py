@@ -7,7 +7,7 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
-from conversations import llm
+from conversations import llm, reply_streams
 from conversations.llm.base import ProviderUnavailable
 from conversations.provider_calls import GenerationCancelled
 from conversations.services import conversation_generate_reply
@@ -33,14 +33,18 @@ class AIGenerationTimeout(Exception):
 
 
 class AIGenerationTask(BaseTaskWithRetry):
-    """Retries provider failures itself (honouring Retry-After); sends the callback, if one was
-    asked for, once the task succeeded or failed for good."""
+    """Retries provider failures itself (honouring Retry-After); ends the reply's live stream and
+    sends the callback, if one was asked for, once the task succeeded or failed for good."""
 
     abstract = True
     autoretry_for = ()
 
     def after_return(self, status, retval, task_id, args, kwargs, einfo):
         # Runs after the result backend stored the outcome, so the status document is final.
+        if status == states.SUCCESS:
+            reply_streams.finish(task_id, reply_streams.DONE)
+        elif status == states.FAILURE:
+            reply_streams.finish(task_id, reply_streams.ERROR)
         callback_url = (kwargs or {}).get("callback_url")
         if callback_url and status in (states.SUCCESS, states.FAILURE):
             from tasks_app.tasks.notification_tasks import send_webhook
@@ -87,6 +91,7 @@ def generate_ai_response(
                 task_id=task_id,
                 retried_task_ids=selectors.retried_task_ids(record_id=retry_of),
                 should_stop=should_stop,
+                attempt=self.request.retries + 1,
             )
     except CapacityUnavailable as waiting:
         # Shared capacity is taken: give the worker slot back and come again when it may be free.
@@ -111,6 +116,9 @@ def generate_ai_response(
             countdown = get_exponential_backoff_interval(
                 factor=1, retries=self.request.retries, maximum=self.retry_backoff_max, full_jitter=True
             )
+        if self.request.retries < self.max_retries + capacity_waits:
+            # Live readers see the wait; the next attempt's stream starts with a reset.
+            reply_streams.mark_retrying(task_id)
         raise self.retry(
             exc=error,
             countdown=min(countdown, settings.TASK_RETRY_BACKOFF_MAX),
