@@ -9,7 +9,6 @@ the reply are unique per (task id, role), and a reply already saved is returned,
 """
 
 import contextlib
-import functools
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -18,7 +17,7 @@ from datetime import datetime
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from claw_ai.inserts import column_list, insert_fields, insert_values, loaded, placeholders
+from conversations import queries
 from conversations.budgets import budget_check, budget_release, budget_reserve, capped
 from conversations.llm import get_provider
 from conversations.llm.base import Completion
@@ -62,38 +61,20 @@ def conversation_create(
         raise ConversationExists(public_id) from None
 
 
-@functools.cache
-def _get_or_create_sql(*, tenant_is_null: bool) -> str:
-    meta, quote = Conversation._meta, connection.ops.quote_name
-    table, fields = quote(meta.db_table), column_list(meta.concrete_fields)
-    public_id = quote(meta.get_field("public_id").column)
-    tenant = quote(meta.get_field("created_by").column)
-    # Two shapes, so each SELECT is served by the (tenant, public id) unique index.
-    same_tenant = f"{tenant} IS NULL" if tenant_is_null else f"{tenant} = %s"
-    return (
-        f"WITH new AS (INSERT INTO {table} ({column_list(insert_fields(Conversation))}) "
-        f"VALUES ({placeholders(Conversation)}) ON CONFLICT ({tenant}, {public_id}) DO NOTHING RETURNING {fields}) "
-        f"SELECT {fields}, true FROM new UNION ALL "
-        f"SELECT {fields}, false FROM {table} WHERE {same_tenant} AND {public_id} = %s"
-    )
-
-
 def conversation_get_or_create(*, public_id: str, user_id: str, tenant_id: int | None) -> tuple[Conversation, bool]:
     """The tenant's conversation `public_id` and whether it is new (created for `user_id` when missing).
 
     Like get_or_create, but one statement in autocommit (get_or_create takes a SELECT, then
     BEGIN, INSERT and COMMIT for a new one: four round trips on every submit).
     """
-    new = Conversation(public_id=public_id, user_id=user_id, created_by_id=tenant_id)
-    tenant = [] if tenant_id is None else [tenant_id]
-    with connection.cursor() as cursor:
-        cursor.execute(_get_or_create_sql(tenant_is_null=tenant_id is None), [*insert_values(new), *tenant, public_id])
-        row = cursor.fetchone()
-    if row is None:
+    stored = queries.insert_or_get_conversation(
+        Conversation(public_id=public_id, user_id=user_id, created_by_id=tenant_id)
+    )
+    if stored is None:
         # Another transaction inserted it and committed while this INSERT waited on it, after
         # this statement's snapshot: a new statement sees the row.
         return Conversation.objects.of_tenant(tenant_id).get(public_id=public_id), False
-    return loaded(Conversation, Conversation._meta.concrete_fields, row[:-1]), row[-1]
+    return stored
 
 
 def conversation_for_generation(*, conversation_id: str, user_id: str, requested_by) -> Conversation:

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from celery.utils import uuid
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -80,16 +80,18 @@ def publish(
     eta = _eta(eta, countdown)
     if eta is not None:
         options["eta"] = eta
-    record = records.insert_published(
-        task_id=task_id,
-        task_name=task_name,
-        args=args,
-        kwargs=kwargs,
-        queue=_queue(task_name, args, kwargs, options, registered),
-        priority=priority,
-        eta=eta,
-        submitted_by_id=submitted_by_id,
-        retry_of_id=retry_of_id,
+    record = _write(
+        lambda: records.insert_published(
+            task_id=task_id,
+            task_name=task_name,
+            args=args,
+            kwargs=kwargs,
+            queue=_queue(task_name, args, kwargs, options, registered),
+            priority=priority,
+            eta=eta,
+            submitted_by_id=submitted_by_id,
+            retry_of_id=retry_of_id,
+        )
     )
     headers = _headers(submitted_by_id=submitted_by_id, retry_of_id=retry_of_id)
     try:
@@ -127,19 +129,21 @@ def apply_async(task, args, kwargs, task_id: str | None, options: dict[str, Any]
     headers = options["headers"] = {**(options.get("headers") or {}), HEADER_RECORDED: True}
     retries = options.get("retries") or 0
     if retries:
-        records.note_celery_retry(task_id=task_id, retries=retries, eta=eta)
+        _write(lambda: records.note_celery_retry(task_id=task_id, retries=retries, eta=eta))
     else:
-        records.insert_published(
-            task_id=task_id,
-            task_name=task.name,
-            args=list(args),
-            kwargs=kwargs,
-            queue=_queue(task.name, args, kwargs, options, task),
-            priority=options.get("priority", task.priority),  # as Task.apply_async merges it
-            eta=eta,
-            submitted_by_id=headers.get(HEADER_SUBMITTED_BY),
-            retry_of_id=headers.get(HEADER_RETRY_OF),
-            periodic_task_name=headers.get(HEADER_PERIODIC_TASK) or "",
+        _write(
+            lambda: records.insert_published(
+                task_id=task_id,
+                task_name=task.name,
+                args=list(args),
+                kwargs=kwargs,
+                queue=_queue(task.name, args, kwargs, options, task),
+                priority=options.get("priority", task.priority),  # as Task.apply_async merges it
+                eta=eta,
+                submitted_by_id=headers.get(HEADER_SUBMITTED_BY),
+                retry_of_id=headers.get(HEADER_RETRY_OF),
+                periodic_task_name=headers.get(HEADER_PERIODIC_TASK) or "",
+            )
         )
     sent = _send_after_commit(lambda: send(args, kwargs, task_id, **options), task_id=task_id, forget=not retries)
     return sent if sent is not None else task.AsyncResult(task_id)
@@ -163,6 +167,21 @@ def resend(record: TaskRecord) -> None:
         eta=record.eta,
         headers=headers,
     )
+
+
+def _write(statement: Callable[[], Any]) -> Any:
+    """Run a record statement; on a connection PostgreSQL dropped (a restart, a terminated backend), once more.
+
+    A task retrying after a database error publishes its retry on the connection that failed: a
+    fresh one lets the retry leave. Inside a transaction the connection cannot be replaced.
+    """
+    try:
+        return statement()
+    except (OperationalError, InterfaceError):
+        if connection.in_atomic_block:
+            raise
+        connection.close()
+        return statement()
 
 
 def _headers(*, submitted_by_id: int | None, retry_of_id: int | None) -> dict[str, Any]:

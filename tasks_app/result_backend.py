@@ -4,10 +4,15 @@ TaskRecord.state is the source of truth for a task's state. Each result a worker
 writes updates the TaskRecord and django-celery-results' TaskResult in one SQL
 statement (one round trip, one commit), so the API, the admin and the stats never
 see them disagree. A record cancelled through the system stays REVOKED: later
-writes from a worker that had not yet heard are dropped.
+writes from a worker that had not yet heard are dropped, and the STARTED write
+(mark_started, which ClawTask calls) tells the task class not to run.
 """
 
+import os
+from functools import partial
+
 from celery import states
+from celery.exceptions import BackendStoreError
 from django.db import InterfaceError as DjangoInterfaceError
 from django.db import OperationalError, connection
 from django.utils import timezone
@@ -37,7 +42,31 @@ class TaskRecordBackend(DatabaseBackend):
             return True
         return super().exception_safe_to_retry(exc)
 
+    def mark_started(self, task_id: str, *, request) -> bool:
+        """Write STARTED as Celery's tracer would, and say whether the task may run.
+
+        False when the write was refused because the task was cancelled through the system (its
+        record is REVOKED) and this worker had not heard: ClawTask then does not run it. Retried
+        on transient database errors like every write of the backend.
+        """
+        meta = {"pid": os.getpid(), "hostname": getattr(request, "hostname", None)}
+        return self._ensure_retryable(
+            self._write,
+            task_id,
+            self.encode_result(meta, states.STARTED),
+            states.STARTED,
+            None,
+            request,
+            fallback_exc=partial(BackendStoreError, task_id=task_id, state=states.STARTED),
+            fallback_msg="failed to store result on the backend",
+        )
+
     def _store_result(self, task_id, result, status, traceback=None, request=None, using=None):
+        self._write(task_id, result, status, traceback, request)
+        return result
+
+    def _write(self, task_id, result, status, traceback, request) -> bool:
+        """One state write of the record and its TaskResult; False when it was refused (records.write_state)."""
         now = timezone.now()
         error = describe_error(result) if status in (states.FAILURE, states.RETRY) else ""
         record_fields = records.state_fields(
@@ -48,21 +77,13 @@ class TaskRecordBackend(DatabaseBackend):
             traceback=traceback,
             now=now,
         )
-        written = records.write_state(
+        return records.write_state(
             task_id=task_id,
             status=status,
             record_fields=record_fields,
             result_fields=self._result_fields(result, status, traceback, request),
             now=now,
         )
-        if request is not None:
-            if not written and status != states.RETRY:
-                # Cancelled through the system: this worker had not heard yet. Tell ClawTask (same
-                # request context) not to run the task.
-                request.claw_cancelled = True
-            elif status == states.STARTED:
-                request.claw_record_checked = True  # ClawTask needs no query of its own
-        return result
 
     def _result_fields(self, result, status, traceback, request) -> dict:
         """TaskResult's columns, encoded as django-celery-results' own _store_result encodes them."""

@@ -21,10 +21,6 @@ from tasks_app.workers import Discovery, live_workers
 TASK_ID_MAX_LENGTH = 255
 
 
-def task_is_cancelled(*, task_id: str) -> bool:
-    return records.is_revoked(task_id=task_id)
-
-
 def tasks_visible_to(*, user: AbstractBaseUser) -> QuerySet[TaskRecord]:
     return TaskRecord.objects.visible_to(user)
 

@@ -1,6 +1,7 @@
 """Task base classes: what every task of the system does around its own work."""
 
 from celery import Task
+from celery.app.task import get_actual_ignore_result
 from celery.exceptions import Ignore
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
@@ -32,29 +33,34 @@ class ClawTask(Task):
 
         return publishing.apply_async(self, args, kwargs, task_id, options, send)
 
-    def __call__(self, *args, **kwargs):
-        from tasks_app.selectors import task_is_cancelled
+    # ClawTask writes STARTED itself (task_track_started), in __call__ rather than in Celery's
+    # tracer: the write is also the check for a cancellation (see _may_run).
+    track_started = False
 
+    def __call__(self, *args, **kwargs):
         request = self.request
         task_id = getattr(request, "id", None)
-        if task_id and not request.called_directly:
-            # The result backend's STARTED write already looked at the record (and flagged a
-            # cancelled task); without task_track_started, ask the database.
-            checked = getattr(request, "claw_record_checked", False)
-            if getattr(request, "claw_cancelled", False) or (
-                not checked and self._cancelled(task_id, task_is_cancelled)
-            ):
-                raise Ignore(f"task {task_id} was cancelled")
+        if task_id and not request.called_directly and not self._may_run(task_id):
+            raise Ignore(f"task {task_id} was cancelled")
         return super().__call__(*args, **kwargs)
 
-    @staticmethod
-    def _cancelled(task_id: str, task_is_cancelled) -> bool:
+    def _may_run(self, task_id: str) -> bool:
+        """Whether the task may run: not if it was cancelled through the system (its record is REVOKED).
+
+        With task_track_started, the result backend's STARTED write answers it (the write is refused
+        on a REVOKED record): one statement for both. Without (or run eagerly), the record is asked.
+        """
+        request = self.request
+        if self.app.conf.task_track_started and not request.is_eager and not get_actual_ignore_result(self, request):
+            return self.backend.mark_started(task_id, request=request)
+        from tasks_app import records  # not at import: Celery loads this class before Django's models
+
         try:
-            return task_is_cancelled(task_id=task_id)
+            return not records.is_revoked(task_id=task_id)
         except (OperationalError, InterfaceError):
             # The connection died between tasks: reconnect once rather than fail the task.
             connection.close()
-            return task_is_cancelled(task_id=task_id)
+            return not records.is_revoked(task_id=task_id)
 
 
 class BaseTaskWithRetry(ClawTask):
