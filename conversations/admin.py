@@ -13,6 +13,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from conversations import admin_budgets  # noqa: F401  (registers the budget admin)
 from conversations.knowledge import knowledge_schedule_reindex
 from conversations.models import Conversation, KnowledgeDocument, Message
 from tasks_app.models import TaskRecord
@@ -21,7 +22,20 @@ from tasks_app.paginators import EstimatedCountPaginator
 
 class MessageInline(admin.TabularInline):
     model = Message
-    fields = ("created_at", "role", "short_content", "model", "prompt_tokens", "completion_tokens", "cost", "task")
+    fields = (
+        "created_at",
+        "role",
+        "short_content",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "tokens_estimated",
+        "cost",
+        "finish_reason",
+        "time_to_first_token_ms",
+        "tokens_per_second",
+        "task",
+    )
     readonly_fields = fields
     extra = 0
     can_delete = False

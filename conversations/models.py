@@ -1,9 +1,12 @@
 """The chat domain: conversations, their messages, and each chat user's knowledge base."""
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
-from django.core.validators import RegexValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
@@ -113,6 +116,30 @@ class Message(models.Model):
         blank=True,
         default="",
         help_text=_("The Celery task that saved this message; one user and one assistant message per task."),
+    )
+    tokens_estimated = models.BooleanField(
+        _("tokens estimated"),
+        default=False,
+        help_text=_("The provider reported no usage (or the reply was cancelled): the token counts are estimates."),
+    )
+    finish_reason = models.CharField(
+        _("finish reason"),
+        max_length=40,
+        blank=True,
+        default="",
+        help_text=_('Why the reply ended: the provider\'s reason ("stop", "length", …) or "cancelled".'),
+    )
+    time_to_first_token_ms = models.PositiveIntegerField(
+        _("time to first token (ms)"),
+        null=True,
+        blank=True,
+        help_text=_("From the provider request to the first piece of streamed text."),
+    )
+    tokens_per_second = models.FloatField(
+        _("tokens per second"),
+        null=True,
+        blank=True,
+        help_text=_("Completion tokens over the time from the first piece of text to the last."),
     )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
@@ -249,3 +276,119 @@ class KnowledgeChunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.document_id}#{self.position}"
+
+
+# The most a budget may say: beyond these a figure is a typo, refused by the admin form.
+BUDGET_MAX_TOKENS_PER_DAY = 10**12
+BUDGET_MAX_USD = 10**7
+
+
+class BudgetScope(models.TextChoices):
+    API_USER = "api_user", _("API user (tenant)")
+    CHAT_USER = "chat_user", _("Chat user")
+
+
+class Budget(models.Model):
+    """What an API user (tenant), or one chat user of it, may spend on AI replies (conversations.budgets).
+
+    Without a tenant, a row is the default for every API user (scope api_user) or every chat user
+    (scope chat_user); with a tenant, it overrides that default for the tenant, or for all the
+    tenant's chat users (empty chat user id) or one of them. Empty figures: no limit. A change here
+    applies to the next submit and the next reply, without a restart.
+    """
+
+    scope = models.CharField(_("applies to"), max_length=20, choices=BudgetScope.choices)
+    tenant = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("tenant"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="budgets",
+        help_text=_("The API user this budget is for; empty: the default for everyone."),
+    )
+    user_id = models.CharField(
+        _("chat user id"),
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_("One chat user of the tenant (scope chat user); empty: all of them."),
+    )
+    tokens_per_day = models.BigIntegerField(
+        _("tokens per day"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(BUDGET_MAX_TOKENS_PER_DAY)],
+        help_text=_("Prompt and completion tokens of replies per day (UTC); empty: no limit."),
+    )
+    cost_per_day = models.DecimalField(
+        _("USD per day"),
+        max_digits=14,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0.000001")), MaxValueValidator(BUDGET_MAX_USD)],
+        help_text=_("Cost of replies per day (UTC); empty: no limit."),
+    )
+    cost_per_month = models.DecimalField(
+        _("USD per month"),
+        max_digits=14,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0.000001")), MaxValueValidator(BUDGET_MAX_USD)],
+        help_text=_("Cost of replies per calendar month (UTC); empty: no limit."),
+    )
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("budget")
+        verbose_name_plural = _("budgets")
+        ordering = ["scope", "tenant_id", "user_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["scope", "tenant", "user_id"], nulls_distinct=False, name="budget_one_per_subject"
+            ),
+            models.CheckConstraint(
+                condition=Q(scope="chat_user") | Q(user_id=""), name="budget_chat_user_only_in_its_scope"
+            ),
+            models.CheckConstraint(
+                condition=Q(user_id="") | Q(tenant__isnull=False), name="budget_chat_user_needs_tenant"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        who = self.tenant.get_username() if self.tenant_id else _("everyone")
+        return f"{self.get_scope_display()}: {who}{' / ' + self.user_id if self.user_id else ''}"
+
+    def clean(self) -> None:
+        if self.user_id and self.scope != BudgetScope.CHAT_USER:
+            raise ValidationError({"user_id": _("A chat user id belongs to a chat-user budget.")})
+        if self.user_id and not self.tenant_id:
+            raise ValidationError({"tenant": _("Name the tenant whose chat user this is.")})
+
+
+class BudgetReservation(models.Model):
+    """What a reply being written may still spend, counted against its budgets until it is saved.
+
+    Taken under a lock when the reply starts and deleted once its real usage is in the ledger
+    (the Message), so replies running at once share what is left instead of each seeing all of
+    it. A reservation of a worker that died lapses after the task time limit.
+    """
+
+    task_id = models.CharField(_("task id"), max_length=255, unique=True)
+    tenant = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("tenant"), null=True, blank=True, on_delete=models.CASCADE
+    )
+    user_id = models.CharField(_("chat user id"), max_length=255)
+    tokens = models.BigIntegerField(_("tokens"))
+    cost = models.DecimalField(_("cost (USD)"), max_digits=14, decimal_places=6)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("budget reservation")
+        verbose_name_plural = _("budget reservations")
+        indexes = [models.Index(fields=["tenant", "user_id"], name="budgetres_subject_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.task_id}: {self.tokens} tokens, {self.cost} USD"

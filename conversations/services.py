@@ -10,6 +10,7 @@ the reply are unique per (task id, role), and a reply already saved is returned,
 
 import contextlib
 import functools
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -18,17 +19,22 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from claw_ai.inserts import column_list, insert_fields, insert_values, loaded, placeholders
+from conversations.budgets import budget_check, budget_release, budget_reserve, capped
 from conversations.llm import get_provider
 from conversations.llm.base import Completion
 from conversations.models import Conversation, Message, MessageRole
 from conversations.prompts import build_prompt
-from conversations.provider_calls import complete_unless_stopped
+from conversations.provider_calls import GenerationCancelled, complete_unless_stopped
+from conversations.provider_limits import provider_capacity
+from conversations.reply_streams import ReplyStreamWriter
 from conversations.tokens import completion_cost, estimate_tokens
 from tasks_app.models import TaskRecord
 from tasks_app.services import ensure_below_unfinished_limit, submit_task
 
 TITLE_LENGTH = 80
 AI_GENERATION_TASK = "tasks_app.tasks.ai_tasks.generate_ai_response"
+# The finish_reason of a reply whose task was cancelled while it was being written.
+FINISH_CANCELLED = "cancelled"
 
 
 class ConversationForbidden(Exception):
@@ -119,11 +125,13 @@ def submit_ai_generation(
     """Send the AI reply generation for one conversation turn.
 
     The conversation is the caller's (its tenant's): an unknown one is created for `user_id`,
-    one of another chat user raises ConversationForbidden, and a caller at the unfinished-task
-    limit TooManyUnfinishedTasks. The task carries the tenant, so the worker finds the same
-    conversation and the tenant's own knowledge.
+    one of another chat user raises ConversationForbidden, a caller at the unfinished-task limit
+    TooManyUnfinishedTasks, and one past a budget (its own or the chat user's) BudgetExceeded.
+    The task carries the tenant, so the worker finds the same conversation and the tenant's own
+    knowledge.
     """
     ensure_below_unfinished_limit(user=submitted_by)
+    budget_check(tenant_id=submitted_by.pk, user_id=user_id)
     conversation_for_generation(conversation_id=conversation_id, user_id=user_id, requested_by=submitted_by)
     return submit_task(
         task_name=AI_GENERATION_TASK,
@@ -152,6 +160,7 @@ def conversation_generate_reply(
     task_id: str = "",
     retried_task_ids: Sequence[str] = (),
     should_stop: Callable[[], bool] = lambda: False,
+    attempt: int = 1,
 ) -> dict:
     """Save the user's message, ask the provider, save and return the reply.
 
@@ -161,7 +170,10 @@ def conversation_generate_reply(
     `retried_task_ids` are the tasks this one retries (a retry through the API or the admin has a
     new id): a question one of them saved and nobody answered is this task's question too, so
     the conversation does not show it twice. `should_stop` is polled while the provider works;
-    when it turns true the wait ends with GenerationCancelled and nothing more is saved.
+    when it turns true the provider's stream is closed, the text so far is saved as the reply
+    (finish_reason "cancelled") and GenerationCancelled is raised. The reply is streamed to
+    live readers as it is written (conversations.reply_streams); `attempt` is the task's
+    attempt number (1 for the first run), written on the stream when it restarts a reply.
     """
     conversation, question, reply = _save_user_message(
         conversation_id=conversation_id,
@@ -172,22 +184,135 @@ def conversation_generate_reply(
         retried_task_ids=retried_task_ids,
     )
     if reply is None:
-        provider = get_provider()
-        prompt = build_prompt(conversation, question)
-        completion = complete_unless_stopped(provider, prompt, temperature=temperature, should_stop=should_stop)
-        reply = _save_reply(conversation, completion, task_id=task_id)
+        reply = _generate_reply(
+            conversation,
+            question,
+            temperature=temperature,
+            task_id=task_id,
+            tenant_id=tenant_id,
+            should_stop=should_stop,
+            attempt=attempt,
+        )
     return reply_result(reply)
 
 
+def _generate_reply(
+    conversation: Conversation,
+    question: Message,
+    *,
+    temperature: float,
+    task_id: str,
+    tenant_id: int | None,
+    should_stop: Callable[[], bool],
+    attempt: int,
+) -> Message:
+    """Ask the provider, streaming its reply to live readers, and save the reply (or what a cancellation left).
+
+    The reply first reserves its share of the budgets (BudgetExceeded when none is left), which caps
+    its length, then a share of the provider account's capacity, which holds for the whole cluster
+    (CapacityUnavailable past the wait).
+    """
+    provider = get_provider()
+    prompt = build_prompt(conversation, question)
+    prompt_tokens = sum(estimate_tokens(message.content) for message in prompt)
+    reservation = task_id or f"direct-{uuid.uuid4().hex}"
+    cap = budget_reserve(
+        task_id=reservation, tenant_id=tenant_id, user_id=conversation.user_id, prompt_tokens=prompt_tokens
+    )
+    try:
+        return _stream_reply(
+            conversation,
+            capped(provider, cap),
+            prompt,
+            prompt_tokens=prompt_tokens,
+            cap=cap,
+            temperature=temperature,
+            task_id=task_id,
+            should_stop=should_stop,
+            attempt=attempt,
+        )
+    finally:
+        if cap is not None:
+            budget_release(task_id=reservation)
+
+
+def _stream_reply(
+    conversation: Conversation,
+    provider,
+    prompt: list,
+    *,
+    prompt_tokens: int,
+    cap: int | None,
+    temperature: float,
+    task_id: str,
+    should_stop: Callable[[], bool],
+    attempt: int,
+) -> Message:
+    stream = ReplyStreamWriter(task_id) if task_id else None
+    if stream is not None:
+        stream.start(attempt=attempt)
+    started = time.monotonic()
+    try:
+        with provider_capacity(prompt_tokens=prompt_tokens, max_tokens=cap) as call:
+            completion = complete_unless_stopped(
+                provider, prompt, temperature=temperature, should_stop=should_stop, listener=stream
+            )
+            call.used(completion)
+    except GenerationCancelled:
+        if stream is not None:
+            partial = stream.close()
+            if partial:  # a reply cancelled before its first word leaves no message
+                timing = _timing(stream, started, partial)
+                cancelled = _cancelled_completion(provider, prompt, partial)
+                _save_reply(conversation, cancelled, task_id=task_id, timing=timing)
+            stream.cancelled()
+        raise
+    except BaseException:
+        if stream is not None:
+            stream.close()  # a retry (or the failure) is written by the task
+        raise
+    if stream is not None:
+        stream.close()
+    return _save_reply(conversation, completion, task_id=task_id, timing=_timing(stream, started, completion.text))
+
+
+def _cancelled_completion(provider, prompt: list, partial: str) -> Completion:
+    """The tokens a cancelled reply used, estimated: a provider reports usage only at the end."""
+    return Completion(
+        text=partial,
+        model=getattr(provider, "model", "") or getattr(provider, "name", ""),
+        prompt_tokens=sum(estimate_tokens(message.content) for message in prompt),
+        completion_tokens=estimate_tokens(partial),
+        tokens_estimated=True,
+        finish_reason=FINISH_CANCELLED,
+    )
+
+
+def _timing(stream: ReplyStreamWriter | None, started: float, text: str) -> dict:
+    """time_to_first_token_ms and tokens_per_second of a streamed reply (None where no text came)."""
+    if stream is None or stream.first_text_at is None:
+        return {"time_to_first_token_ms": None, "tokens_per_second": None}
+    writing = time.monotonic() - stream.first_text_at
+    tokens = estimate_tokens(text)
+    return {
+        "time_to_first_token_ms": round((stream.first_text_at - started) * 1000),
+        "tokens_per_second": round(tokens / writing, 2) if writing > 0 and tokens else None,
+    }
+
+
 def reply_result(reply: Message) -> dict:
-    """The task's result document (the shape the seed fixes, plus the model and message id)."""
+    """The task's result document (the shape the seed fixes, plus the model, message id and timing)."""
     return {
         "conversation_id": reply.conversation.public_id,
         "response": reply.content,
         "tokens": {"prompt": reply.prompt_tokens, "completion": reply.completion_tokens, "total": reply.total_tokens},
+        "tokens_estimated": reply.tokens_estimated,
         "cost": float(reply.cost),
         "model": reply.model,
         "message_id": reply.pk,
+        "finish_reason": reply.finish_reason,
+        "time_to_first_token_ms": reply.time_to_first_token_ms,
+        "tokens_per_second": reply.tokens_per_second,
     }
 
 
@@ -268,7 +393,7 @@ def _add_user_message(conversation: Conversation, content: str, *, task_id: str)
     return message
 
 
-def _save_reply(conversation: Conversation, completion: Completion, *, task_id: str) -> Message:
+def _save_reply(conversation: Conversation, completion: Completion, *, task_id: str, timing: dict) -> Message:
     cost = completion_cost(
         model=completion.model, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens
     )
@@ -282,6 +407,9 @@ def _save_reply(conversation: Conversation, completion: Completion, *, task_id: 
             completion_tokens=completion.completion_tokens,
             cost=cost,
             task_id=task_id,
+            tokens_estimated=completion.tokens_estimated,
+            finish_reason=completion.finish_reason or "",
+            **timing,
         ),
         task_id=task_id,
         role=MessageRole.ASSISTANT,

@@ -198,7 +198,8 @@ def load_dotenv(root: Path) -> None:
     """
     import environ
 
-    environ.Env.read_env(root / ".env", overwrite=False)
+    if (root / ".env").exists():  # django-environ logs "not found" otherwise
+        environ.Env.read_env(root / ".env", overwrite=False)
 
 
 def run(command: list[str], data_dir: Path) -> int:

@@ -20,11 +20,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from django.db.models import F
-from django.utils import timezone
-
 from claw_ai.celery import celery_app
-from tasks_app.models import TaskRecord
+from tasks_app import records
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +72,7 @@ def rescue_orphaned_tasks(*, grace_seconds: float = 60) -> RescueReport:
             if task_id:
                 report.rescued_task_ids.append(task_id)
     if report.rescued_task_ids:
-        TaskRecord.objects.filter(task_id__in=report.rescued_task_ids).update(
-            resent_count=F("resent_count") + 1, resent_at=timezone.now()
-        )
+        records.note_rescued(report.rescued_task_ids)
         logger.warning(
             "lifeline: re-queued %d task(s) no live worker held: %s",
             len(report.rescued_task_ids),

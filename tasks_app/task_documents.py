@@ -49,6 +49,11 @@ class TaskStatusSerializer(TaskSummarySerializer):
     pending_reason = serializers.CharField(
         allow_null=True, help_text=_("Why a task is still PENDING, where the system can tell.")
     )
+    partial = serializers.CharField(
+        allow_null=True,
+        read_only=True,
+        help_text=_("While STARTED: the text the task has written so far (an AI reply being streamed)."),
+    )
 
     class Meta(TaskSummarySerializer.Meta):
         fields = [
@@ -58,6 +63,7 @@ class TaskStatusSerializer(TaskSummarySerializer):
             "kwargs",
             "traceback",
             "pending_reason",
+            "partial",
         ]
         read_only_fields = fields
 

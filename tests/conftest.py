@@ -20,12 +20,33 @@ def celery_worker(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         worker = Worker(concurrency=4).wait_ready()
     yield worker
-    worker.stop()
+    worker.stop(graceful=False)
+
+
+@pytest.fixture
+def consume_queue(celery_worker):
+    """Have the session's worker consume a queue of the test's own, until the test ends.
+
+    For tests that need a worker on a private queue and nothing special about it: adding a
+    consumer costs one remote-control round trip, a worker process of its own 5-10 s. Tests that
+    kill, freeze or shut down a worker, or need its env, pool or concurrency, use start_worker.
+    """
+    added: list[str] = []
+
+    def consume(queue: str) -> Worker:
+        replies = celery_app.control.add_consumer(queue, destination=[celery_worker.name], reply=True, timeout=5)
+        assert replies and "ok" in replies[0][celery_worker.name], replies
+        added.append(queue)
+        return celery_worker
+
+    yield consume
+    for queue in added:
+        celery_app.control.cancel_consumer(queue, destination=[celery_worker.name], reply=True, timeout=5)
 
 
 @pytest.fixture
 def start_worker(django_db_blocker):
-    """Start extra workers for one test; each is stopped at the end of the test."""
+    """Start extra workers for one test; each is ended at the end of the test (no graceful end needed)."""
     started: list[Worker] = []
 
     def start(**options) -> Worker:
@@ -36,7 +57,7 @@ def start_worker(django_db_blocker):
 
     yield start
     for worker in started:
-        worker.stop()
+        worker.stop(graceful=False)
 
 
 # Two ordinary API users, i.e. two tenants.

@@ -10,11 +10,15 @@ from pathlib import Path
 import environ
 from kombu import Exchange, Queue
 
+from claw_ai.settings.limits import number, optional_limit, parse_rate
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
-# A .env file in the project root is read when present; real environment variables win.
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# A .env file in the project root is read when present; real environment variables win. (Only when
+# present: django-environ logs ".env not found" otherwise, which Flower prints at every start.)
+if (BASE_DIR / ".env").exists():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 
 def secret(name: str, default: str = "") -> str:
@@ -184,7 +188,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
+        "claw_ai.renderers.BrowsableAPIRenderer",  # DRF's, its form kept after a submission
     ],
     # Writes per API user (claw_ai.throttles): 429 with Retry-After past them; empty = no limit.
     "DEFAULT_THROTTLE_RATES": {
@@ -276,6 +280,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "priority_steps": list(range(TASK_PRIORITY_MIN, TASK_PRIORITY_MAX + 1)),
     "sep": ":",
     "queue_order_strategy": "priority",
+    # kombu drops a BRPOP connection whose reply is overdue by this much (a half-open socket after
+    # a failover or a restart) and reconnects: a consumer is back within ~2x this plus 1 s.
+    "health_check_interval": 10,
 }
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT}
 CELERY_VISIBILITY_TIMEOUT = REDIS_VISIBILITY_TIMEOUT
@@ -314,14 +321,24 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 TASK_RETRY_MAX_RETRIES = env.int("TASK_RETRY_MAX_RETRIES", default=3)
 TASK_RETRY_BACKOFF_MAX = 600
 
-# Rate limits by task name (per worker instance, as Celery counts them), e.g. "10/m".
-TASK_RATE_LIMITS = {
-    "tasks_app.tasks.ai_tasks.generate_ai_response": env("AI_TASK_RATE_LIMIT", default="10/m"),
-}
+# Rate limits by task name, per worker instance as Celery counts them ("10/m" here means 10 a
+# minute for each worker process: four workers run 40). For limits that must hold for the whole
+# cluster use CLUSTER_TASK_RATE_LIMITS below. None set by default.
+TASK_RATE_LIMITS: dict[str, str] = {}
 CELERY_TASK_ANNOTATIONS = {name: {"rate_limit": limit} for name, limit in TASK_RATE_LIMITS.items() if limit}
+# Rate limits that hold for the whole cluster, however many workers run (tasks_app.cluster_limits):
+# (count, window seconds) by task name. "At most 10 AI tasks a minute" means 10, not 10 per worker.
+CLUSTER_TASK_RATE_LIMITS = {
+    "tasks_app.tasks.ai_tasks.generate_ai_response": parse_rate(
+        "AI_TASK_RATE_LIMIT", env("AI_TASK_RATE_LIMIT", default="10/m")
+    ),
+}
 
-# Schedules live in the database and are edited in the admin.
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Schedules live in the database and are edited in the admin. django-celery-beat's scheduler,
+# sending only while it holds a lease in Redis: a second beat by accident stands by instead of
+# sending every job twice, and takes over within BEAT_LEASE_SECONDS when the holder dies.
+CELERY_BEAT_SCHEDULER = "tasks_app.beat:LeasedDatabaseScheduler"
+BEAT_LEASE_SECONDS = env.float("BEAT_LEASE_SECONDS", default=10)
 
 # --- Flower ----------------------------------------------------------------------------
 FLOWER_USER = env("FLOWER_USER", default="admin")
@@ -351,6 +368,17 @@ LLM_API_KEY = secret("LLM_API_KEY")
 LLM_MODEL = env("LLM_MODEL", default="gpt-4o-mini")
 # Seconds one provider request may take before it counts as a (retried) timeout.
 LLM_TIMEOUT = env.float("LLM_TIMEOUT", default=60.0)
+# Milliseconds the offline provider waits between the words it streams (0: all at once).
+LLM_OFFLINE_STREAM_DELAY_MS = env.int("LLM_OFFLINE_STREAM_DELAY_MS", default=40)
+
+# Live replies (conversations.reply_streams): each AI reply's text is appended to a Redis stream
+# per task, written at most every STREAM_FLUSH_MS, kept STREAM_RETENTION_SECONDS after the task
+# ended and at most STREAM_MAX_EVENTS entries long; GET /api/v1/tasks/stream/{id} serves it as
+# Server-Sent Events with a comment line every STREAM_KEEPALIVE_SECONDS.
+STREAM_FLUSH_MS = env.int("STREAM_FLUSH_MS", default=50)
+STREAM_RETENTION_SECONDS = env.int("STREAM_RETENTION_SECONDS", default=3600)
+STREAM_MAX_EVENTS = env.int("STREAM_MAX_EVENTS", default=10_000)
+STREAM_KEEPALIVE_SECONDS = env.float("STREAM_KEEPALIVE_SECONDS", default=15.0)
 # Instructions sent first in every prompt.
 LLM_SYSTEM_PROMPT = env("LLM_SYSTEM_PROMPT", default="You are CLAW.AI, a helpful assistant.")
 # USD per 1,000 tokens by model, {"model": {"prompt": x, "completion": y}}; LLM_PRICES (JSON)
@@ -361,6 +389,22 @@ LLM_PRICES = {
     "deepseek-chat": {"prompt": 0.00027, "completion": 0.0011},
     "offline-echo": {"prompt": 0.0, "completion": 0.0},
 } | env.json("LLM_PRICES", default={})
+# --- Provider limits, shared by every worker (conversations.provider_limits, issue 15) -----------
+# What the provider account allows, for the whole cluster: calls in flight, requests and tokens per
+# minute. Empty = no limit. Set them a little under the account's figures.
+LLM_MAX_CONCURRENT_CALLS = optional_limit("LLM_MAX_CONCURRENT_CALLS", maximum=100_000)
+LLM_REQUESTS_PER_MINUTE = optional_limit("LLM_REQUESTS_PER_MINUTE", maximum=10_000_000)
+LLM_TOKENS_PER_MINUTE = optional_limit("LLM_TOKENS_PER_MINUTE", maximum=10_000_000_000)
+# The window the per-minute figures are counted over (seconds; 60 = per minute, as providers do).
+LLM_RATE_WINDOW_SECONDS = number("LLM_RATE_WINDOW_SECONDS", default=60, minimum=1, maximum=3600)
+# A call's hold on the capacity expires this long after its worker last renewed it (every third
+# of it): a worker that dies gives its calls' capacity back within this time.
+LLM_CAPACITY_LEASE_SECONDS = number("LLM_CAPACITY_LEASE_SECONDS", default=30, minimum=1, maximum=3600)
+# Longest a task waits for capacity in its worker slot; past it the task is re-queued with a countdown.
+LLM_CAPACITY_WAIT_SECONDS = number("LLM_CAPACITY_WAIT_SECONDS", default=5, minimum=0, maximum=300)
+# The most completion tokens one reply may write when a budget applies (conversations.budgets):
+# a reply reserves this much of what is left, so budgets are passed by at most one reply's cap.
+AI_REPLY_MAX_TOKENS = optional_limit("AI_REPLY_MAX_TOKENS", maximum=1_000_000) or 4096
 # Estimated tokens of earlier messages sent with each prompt (the newest that fit).
 LLM_HISTORY_TOKEN_BUDGET = env.int("LLM_HISTORY_TOKEN_BUDGET", default=3000)
 # Knowledge base: characters per chunk, and how many of the best chunks go into a prompt.
@@ -399,6 +443,16 @@ TASK_CLEANUP_TIME_BUDGET = env.float("TASK_CLEANUP_TIME_BUDGET", default=60)
 TASK_LOST_AFTER_SECONDS = env.float("TASK_LOST_AFTER_SECONDS", default=600)
 # Unacknowledged messages older than this that no live worker claims go back to their queue.
 TASK_RESCUE_GRACE_SECONDS = env.float("TASK_RESCUE_GRACE_SECONDS", default=300)
+# Worker liveness (tasks_app.liveness): each worker writes a heartbeat to Redis every
+# WORKER_HEARTBEAT_SECONDS that lives WORKER_HEARTBEAT_TTL_SECONDS; when one lapses, a live worker
+# hands the dead one's unacknowledged messages back at once. The TTL is the longest a worker may
+# stall (a paused process, a frozen VM) without its tasks being run elsewhere too.
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=2)
+WORKER_HEARTBEAT_TTL_SECONDS = env.float("WORKER_HEARTBEAT_TTL_SECONDS", default=15)
+# A worker with free slots that has not asked the broker for a message this long, while Redis
+# answers, is stuck (Celery's consumer can stay idle after a reconnect): it exits, its supervisor
+# (compose's restart policy, make run) starts it again.
+WORKER_STUCK_AFTER_SECONDS = env.float("WORKER_STUCK_AFTER_SECONDS", default=60)
 # A knowledge document still stale this long after its last change is queued for indexing again.
 KNOWLEDGE_REINDEX_STALE_AFTER_SECONDS = env.float("KNOWLEDGE_REINDEX_STALE_AFTER_SECONDS", default=600)
 

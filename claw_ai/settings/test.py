@@ -29,11 +29,16 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Tests run without collected static files: WhiteNoise finds them in the apps (as under DEBUG) and
+# does not warn "No directory at: staticfiles/" for every handler a test client builds.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
 
-# The AI task's 10/m rate limit would make end-to-end tests wait minutes, so test workers run
+# The AI task's 10/m rate limit (cluster-wide) would make end-to-end tests wait minutes, so test workers run
 # without it; one started with CLAW_TEST_KEEP_RATE_LIMITS=1 keeps it, to prove the limit applies.
 if not env.bool("CLAW_TEST_KEEP_RATE_LIMITS", default=False):
     CELERY_TASK_ANNOTATIONS = {}
+    CLUSTER_TASK_RATE_LIMITS = {}
 
 # Other tests submit hundreds of tasks as one user (50 concurrent clients among them): keep the
 # per-user limits out of their way (whatever .env says): no submit throttling (a huge rate would
@@ -44,3 +49,6 @@ REST_FRAMEWORK = {
     **REST_FRAMEWORK,  # noqa: F405
     "DEFAULT_THROTTLE_RATES": {"ai_generate": None, "task_retry": None},
 }
+
+# The offline provider answers at once in tests (a test of streaming sets its own pace).
+LLM_OFFLINE_STREAM_DELAY_MS = env.int("LLM_OFFLINE_STREAM_DELAY_MS", default=0)

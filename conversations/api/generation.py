@@ -15,6 +15,8 @@ from rest_framework.response import Response
 from claw_ai.errors import ServiceUnavailable
 from claw_ai.throttles import WriteRateThrottle
 from conversations.api.serializers import AIGenerateSerializer
+from conversations.api.usage import BudgetExceededError
+from conversations.budgets import BudgetExceeded
 from conversations.services import ConversationForbidden, submit_ai_generation
 from tasks_app.api.errors import too_many_tasks
 from tasks_app.api.serializers import TaskAcceptedSerializer
@@ -36,7 +38,7 @@ class ReplyGenerationViewSet(viewsets.GenericViewSet):
         request=AIGenerateSerializer,
         responses={202: TaskAcceptedSerializer, **errors(400, 401, 403, 429, 503)},
     )
-    @action(detail=False, methods=["post"], url_path="generate")
+    @action(detail=False, methods=["post"], url_path="generate", name="AI generate")
     def ai_generate(self, request):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -48,6 +50,8 @@ class ReplyGenerationViewSet(viewsets.GenericViewSet):
             raise PermissionDenied(_("This conversation belongs to another user.")) from None
         except TooManyUnfinishedTasks as refused:
             raise too_many_tasks(refused) from None
+        except BudgetExceeded as refused:
+            raise BudgetExceededError(refused) from None
         body = {
             "task_id": record.task_id,
             "status": TaskState.PENDING,

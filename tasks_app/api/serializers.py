@@ -74,6 +74,13 @@ class TaskStatsSerializer(serializers.Serializer):
         ),
     )
     queues = serializers.DictField(child=QueueCountsSerializer(), help_text=_("Counts by queue name."))
+    disabled_safety_jobs = serializers.ListField(
+        child=serializers.CharField(),
+        help_text=_(
+            "The lifeline and re-send periodic jobs that are disabled or deleted: while one is listed, tasks "
+            "of a dead worker node or lost by the broker are not recovered. Empty when all is well."
+        ),
+    )
 
 
 # --- actions -----------------------------------------------------------------------------------

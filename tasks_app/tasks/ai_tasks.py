@@ -7,13 +7,14 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
-from conversations import llm
+from conversations import llm, reply_streams
 from conversations.llm.base import ProviderUnavailable
 from conversations.provider_calls import GenerationCancelled
 from conversations.services import conversation_generate_reply
-from tasks_app import selectors
+from tasks_app import cluster_limits, selectors
 from tasks_app.cancellation import CancellationWatch
-from tasks_app.recording import HEADER_RETRY_OF
+from tasks_app.cluster_limits import CapacityUnavailable
+from tasks_app.publishing import HEADER_RETRY_OF
 from tasks_app.tasks.base import BaseTaskWithRetry
 
 logger = logging.getLogger(__name__)
@@ -32,14 +33,18 @@ class AIGenerationTimeout(Exception):
 
 
 class AIGenerationTask(BaseTaskWithRetry):
-    """Retries provider failures itself (honouring Retry-After); sends the callback, if one was
-    asked for, once the task succeeded or failed for good."""
+    """Retries provider failures itself (honouring Retry-After); ends the reply's live stream and
+    sends the callback, if one was asked for, once the task succeeded or failed for good."""
 
     abstract = True
     autoretry_for = ()
 
     def after_return(self, status, retval, task_id, args, kwargs, einfo):
         # Runs after the result backend stored the outcome, so the status document is final.
+        if status == states.SUCCESS:
+            reply_streams.finish(task_id, reply_streams.DONE)
+        elif status == states.FAILURE:
+            reply_streams.finish(task_id, reply_streams.ERROR)
         callback_url = (kwargs or {}).get("callback_url")
         if callback_url and status in (states.SUCCESS, states.FAILURE):
             from tasks_app.tasks.notification_tasks import send_webhook
@@ -62,16 +67,20 @@ def generate_ai_response(
     user_id: str | None = None,
     callback_url: str | None = None,
     tenant_id: int | None = None,
+    capacity_waits: int = 0,
 ) -> dict:
     """Generate and save the assistant's reply to `user_message` (conversations.services).
 
     `tenant_id` is the API user the conversation belongs to (the API sets it); a task sent from
-    code without one works in the conversations made from code.
+    code without one works in the conversations made from code. `capacity_waits` counts the times
+    the task was re-queued to wait for shared capacity (provider limits, the task rate).
     """
     task_id = self.request.id or ""
     # A retry through the API or the admin is a new task whose message names the record it retries.
     retry_of = getattr(self.request, HEADER_RETRY_OF, None)
     try:
+        # "At most N a minute" (AI_TASK_RATE_LIMIT) for the whole cluster, not per worker.
+        cluster_limits.take_task_rate(self.name, wait_seconds=settings.LLM_CAPACITY_WAIT_SECONDS)
         with CancellationWatch(task_id) as should_stop:
             return conversation_generate_reply(
                 conversation_id=conversation_id,
@@ -82,7 +91,18 @@ def generate_ai_response(
                 task_id=task_id,
                 retried_task_ids=selectors.retried_task_ids(record_id=retry_of),
                 should_stop=should_stop,
+                attempt=self.request.retries + 1,
             )
+    except CapacityUnavailable as waiting:
+        # Shared capacity is taken: give the worker slot back and come again when it may be free.
+        # Waiting is not failing: it does not count against max_retries (the kwarg counts the waits).
+        logger.info("AI task %s re-queued in %.1f s: %s", task_id, waiting.retry_after, waiting)
+        raise self.retry(
+            exc=waiting,
+            countdown=max(0.5, waiting.retry_after),
+            kwargs={**self.request.kwargs, "capacity_waits": capacity_waits + 1},
+            max_retries=self.request.retries + 1,
+        ) from None
     except GenerationCancelled:
         # The record is REVOKED already; Ignore leaves it so and writes nothing more.
         logger.info("AI task %s cancelled while waiting on the provider", task_id)
@@ -96,7 +116,14 @@ def generate_ai_response(
             countdown = get_exponential_backoff_interval(
                 factor=1, retries=self.request.retries, maximum=self.retry_backoff_max, full_jitter=True
             )
-        raise self.retry(exc=error, countdown=min(countdown, settings.TASK_RETRY_BACKOFF_MAX)) from error
+        if self.request.retries < self.max_retries + capacity_waits:
+            # Live readers see the wait; the next attempt's stream starts with a reset.
+            reply_streams.mark_retrying(task_id)
+        raise self.retry(
+            exc=error,
+            countdown=min(countdown, settings.TASK_RETRY_BACKOFF_MAX),
+            max_retries=self.max_retries + capacity_waits,
+        ) from error
     except SoftTimeLimitExceeded:
         limit = self.request.timelimit[1] if self.request.timelimit else None
         limit = limit or self.soft_time_limit

@@ -3,7 +3,7 @@
 from celery import Task
 from celery.exceptions import Ignore
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection
 
 
 class TransientError(Exception):
@@ -18,20 +18,19 @@ TRANSIENT_EXCEPTIONS = (TransientError, OperationalError, InterfaceError)
 class ClawTask(Task):
     """The app's default task class.
 
-    - Publishing inside a database transaction waits for the commit, so a worker
-      never receives a task before the rows it needs (and its record) exist.
+    - It leaves through tasks_app.publishing, which writes its record and holds a message
+      sent inside a database transaction until the commit.
     - A task cancelled through the system does not run, even on a worker that
       restarted and forgot Celery's in-memory revoked set.
     """
 
     def apply_async(self, args=None, kwargs=None, task_id=None, *rest, **options):
-        if connection.in_atomic_block:
-            from celery.utils import uuid
+        from tasks_app import publishing  # not at import: Celery loads this class before Django's models
 
-            task_id = task_id or uuid()
-            transaction.on_commit(lambda: super(ClawTask, self).apply_async(args, kwargs, task_id, *rest, **options))
-            return self.AsyncResult(task_id)
-        return super().apply_async(args, kwargs, task_id, *rest, **options)
+        def send(args, kwargs, task_id, **options):
+            return super(ClawTask, self).apply_async(args, kwargs, task_id, *rest, **options)
+
+        return publishing.apply_async(self, args, kwargs, task_id, options, send)
 
     def __call__(self, *args, **kwargs):
         from tasks_app.selectors import task_is_cancelled

@@ -221,7 +221,7 @@ class BlockingProvider:
     def __init__(self) -> None:
         self.closed = threading.Event()
 
-    def complete(self, messages, *, temperature):
+    def stream(self, messages, *, temperature, on_text):
         self.closed.wait(10)
         raise ConnectionError("client closed")
 
@@ -246,7 +246,7 @@ def test_waiting_on_the_provider_ends_when_the_task_should_stop():
 
 def test_provider_errors_reach_the_caller():
     class Failing:
-        def complete(self, messages, *, temperature):
+        def stream(self, messages, *, temperature, on_text):
             raise ValueError("bad")
 
         def close(self):
@@ -258,7 +258,9 @@ def test_provider_errors_reach_the_caller():
 
 def test_offline_answers_are_deterministic():
     class Fixed:
-        def complete(self, messages, *, temperature):
+        def stream(self, messages, *, temperature, on_text):
+            on_text("o")
+            on_text("k")
             return Completion("ok", "m", 1, 2)
 
         def close(self):

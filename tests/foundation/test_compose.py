@@ -19,9 +19,14 @@ from django.core.management import get_commands
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.prod.yml"]
 SEED_SERVICES = {"web", "postgres", "redis", "celery-worker", "celery-beat", "celery-flower"}
-APP_SERVICES = {"web", "celery-worker", "celery-beat", "celery-flower"}
+APP_SERVICES = {"web", "celery-worker", "celery-worker-background", "celery-beat", "celery-flower"}
+# Beyond the seed's, run by default: the prefork worker of the time-limited queues.
+DEFAULT_EXTRA_SERVICES = {"celery-worker-background"}
 # Development only, under the compose profile "monitoring" (deploy/monitoring/ provisions them).
 MONITORING_SERVICES = {"prometheus", "grafana"}
+# Optional everywhere, under a profile.
+OPTIONAL_SERVICES = MONITORING_SERVICES | {"rabbitmq"}
+WORKER_SERVICES = {"celery-worker": "worker@%h", "celery-worker-background": "background@%h"}
 # Compose interpolation: ${NAME}, ${NAME:-default}, ${NAME:?error}; $${NAME} is a literal for the container.
 INTERPOLATED = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
 # Enough to pass every ${VAR:?} of the production file.
@@ -66,11 +71,11 @@ def test_services_are_named_as_the_seed_names_them(name):
     # given / when
     services = load(name)["services"]
 
-    # then: the seed's services run by default; the others only under a profile
-    assert {n for n, service in services.items() if "profiles" not in service} == SEED_SERVICES
-    assert {n for n, service in services.items() if "profiles" in service} == (
-        MONITORING_SERVICES if name == "docker-compose.yml" else set()
-    )
+    # then: the seed's services (and the background worker) run by default; the others only under a profile
+    assert {n for n, service in services.items() if "profiles" not in service} == SEED_SERVICES | DEFAULT_EXTRA_SERVICES
+    optional = {n for n, service in services.items() if "profiles" in service}
+    assert optional <= OPTIONAL_SERVICES
+    assert (optional >= MONITORING_SERVICES) == (name == "docker-compose.yml")
 
 
 def mounted(service: dict) -> dict[str, Path]:
@@ -119,27 +124,40 @@ def test_prometheus_and_grafana_are_optional_and_provisioned_from_deploy_monitor
     assert {"prometheus-data", "grafana-data"} <= set(compose["volumes"])
 
 
+@pytest.mark.parametrize("service", WORKER_SERVICES)
 @pytest.mark.parametrize("name", COMPOSE_FILES)
-def test_the_worker_can_be_scaled(name):
+def test_the_worker_can_be_scaled(name, service):
     # given
-    worker = load(name)["services"]["celery-worker"]
+    worker = load(name)["services"][service]
     words = command_words(worker)
 
     # then: a fixed container name would make `--scale celery-worker=4` fail
     assert "container_name" not in worker
     assert "ports" not in worker
     # each replica gets a unique node name from its container hostname, so remote control reaches each one
-    assert option_value(words, "-n") == "worker@%h"
+    assert option_value(words, "-n") == WORKER_SERVICES[service]
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
-def test_the_worker_consumes_exactly_the_four_queues(name):
+def test_the_workers_consume_the_four_queues_with_time_limits_where_celery_enforces_them(name):
     # given
-    words = command_words(load(name)["services"]["celery-worker"])
+    services = load(name)["services"]
+    ai, background = (command_words(services[service]) for service in WORKER_SERVICES)
 
-    # then
-    assert words[:4] == ["celery", "-A", "claw_ai", "worker"]
-    assert option_value(words, "-Q").split(",") == list(settings.TASK_QUEUES)
+    # then: AI replies on threads (the provider call is bounded by LLM_TIMEOUT), the rest on prefork,
+    # where the soft and hard time limits are enforced; each queue consumed by one of them
+    for words in (ai, background):
+        assert words[:4] == ["celery", "-A", "claw_ai", "worker"]
+    assert option_value(ai, "-Q").split(",") == [settings.QUEUE_AI]
+    assert option_value(ai, "-P") == "${CELERY_WORKER_POOL:-threads}"
+    assert option_value(background, "-Q").split(",") == [
+        settings.QUEUE_KNOWLEDGE,
+        settings.QUEUE_NOTIFICATION,
+        settings.QUEUE_DEFAULT,
+    ]
+    assert option_value(background, "-P") == "prefork"
+    # the seed's `up -d celery-worker` brings the background worker along
+    assert services["celery-worker"]["depends_on"]["celery-worker-background"] == {"condition": "service_started"}
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
@@ -150,16 +168,23 @@ def test_there_is_exactly_one_beat(name):
     # when
     beats = [service for service in services.values() if command_words(service)[3:4] == ["beat"]]
 
-    # then: two beats would send every scheduled job twice
+    # then: one beat, with the leased scheduler, so a second one by accident would stand by
     assert len(beats) == 1
     assert beats[0] is services["celery-beat"]
     assert beats[0].get("deploy", {}).get("replicas", 1) == 1
+    assert option_value(command_words(beats[0]), "-S") == settings.CELERY_BEAT_SCHEDULER
 
 
+def test_make_run_starts_beat_with_the_leased_scheduler():
+    procfile = (ROOT / "Procfile").read_text()
+    assert f"beat: celery -A claw_ai beat -S {settings.CELERY_BEAT_SCHEDULER} " in procfile
+
+
+@pytest.mark.parametrize("service", WORKER_SERVICES)
 @pytest.mark.parametrize("name", COMPOSE_FILES)
-def test_the_worker_shuts_down_warm_within_the_task_time_limit(name):
+def test_the_worker_shuts_down_warm_within_the_task_time_limit(name, service):
     # given
-    worker = load(name)["services"]["celery-worker"]
+    worker = load(name)["services"][service]
 
     # then: SIGTERM (Celery's warm shutdown) and time for the longest task to finish
     assert worker.get("stop_signal", "SIGTERM") == "SIGTERM"
@@ -174,9 +199,11 @@ def test_services_start_in_order_of_health(name):
     # then: every dependency waits for health, and every service depended on has a healthcheck
     for service_name, service in services.items():
         for dependency, condition in service.get("depends_on", {}).items():
+            if (service_name, dependency) == ("celery-worker", "celery-worker-background"):
+                continue  # started along, not waited for (the AI workers need nothing of it)
             assert condition == {"condition": "service_healthy"}, (service_name, dependency)
             assert "healthcheck" in services[dependency], dependency
-    for service_name in ("web", "celery-worker", "celery-flower", "postgres", "redis"):
+    for service_name in ("web", "celery-worker", "celery-worker-background", "celery-flower", "postgres", "redis"):
         assert "healthcheck" in services[service_name], service_name
     # the worker and beat need the schema web's entrypoint migrates
     assert "web" in services["celery-worker"]["depends_on"]
@@ -230,7 +257,9 @@ def test_production_runs_production_settings_under_gunicorn():
         assert environment["WEBHOOK_SIGNING_SECRET"].startswith("${WEBHOOK_SIGNING_SECRET:?")
     web = command_words(services["web"])
     assert web[:2] == ["--setup", "gunicorn"]
-    assert "claw_ai.wsgi:application" in web
+    # ASGI: an open reply stream (Server-Sent Events) holds no thread
+    assert "claw_ai.asgi:application" in web
+    assert web[web.index("-k") + 1] == "uvicorn_worker.UvicornWorker"
 
 
 def test_production_refuses_flower_without_a_password():

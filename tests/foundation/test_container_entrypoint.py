@@ -134,7 +134,17 @@ def production_gunicorn(image: Path, log_path: Path):
     entrypoint = image / "docker" / "entrypoint.sh"
     with open(log_path, "w") as log:
         server = subprocess.Popen(
-            [entrypoint, "gunicorn", "claw_ai.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+            [
+                entrypoint,
+                "gunicorn",
+                "claw_ai.asgi:application",
+                "-k",
+                "uvicorn_worker.UvicornWorker",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+            ],
             cwd=image,
             env=container_env(),
             stdout=log,

@@ -1,7 +1,8 @@
 """The web server and Flower of `make run`, started from the Procfile through sh as honcho starts them.
 
-Each line runs as written but for its port (a free one, so a developer's own `make run` on this
-machine is never in the way); the test reads the address the process listens on.
+Each line runs as written, on a free port chosen as a user would (WEB_PORT, FLOWER_PORT), so a
+developer's own `make run` on this machine is never in the way; the test reads the address the
+process listens on.
 """
 
 import contextlib
@@ -19,16 +20,13 @@ from tests.support.waiting import wait_for
 from tests.support.workers import LOG_DIR, ROOT, process_env
 
 FLOWER_PASSWORD = "procfile-flower-password"
-# Where each line names its port, and the same with the free port the test uses.
-PORTS = {"web": (":8000 ", ":{port} "), "flower": ("--port=5555", "--port={port}")}
+# The variable that chooses each line's port.
+PORT_VARIABLES = {"web": "WEB_PORT", "flower": "FLOWER_PORT"}
 
 
-def procfile_line(name: str, port: int) -> str:
+def procfile_line(name: str) -> str:
     lines = (ROOT / "Procfile").read_text().splitlines()
-    command = dict(line.split(": ", 1) for line in lines if line and not line.startswith("#"))[name]
-    fixed, free = PORTS[name]
-    assert fixed in command, f"the Procfile's {name} no longer says {fixed!r}"
-    return command.replace(fixed, free.format(port=port))
+    return dict(line.split(": ", 1) for line in lines if line and not line.startswith("#"))[name]
 
 
 def free_port() -> int:
@@ -57,6 +55,7 @@ def procfile_process(name: str, *, bind_host: str | None):
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         FLOWER_USER="admin",
         FLOWER_PASSWORD=FLOWER_PASSWORD,
+        **{PORT_VARIABLES[name]: str(port)},
     )
     env.pop("CLAW_BIND_HOST", None)
     if bind_host is not None:
@@ -65,7 +64,7 @@ def procfile_process(name: str, *, bind_host: str | None):
     log_path = LOG_DIR / f"procfile-{name}-{port}.log"
     with open(log_path, "w") as log:
         shell = subprocess.Popen(
-            ["/bin/sh", "-c", procfile_line(name, port)],
+            ["/bin/sh", "-c", procfile_line(name)],
             cwd=ROOT,
             env=env,
             stdout=log,

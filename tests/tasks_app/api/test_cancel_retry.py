@@ -31,7 +31,8 @@ def test_cancel_a_queued_task_it_never_runs(staff_client, start_worker):
     # when it is cancelled
     response = staff_client.post(f"{API}/cancel/{cancelled}")
 
-    # then it reads REVOKED at once, and a worker started later (which never heard the revoke) skips it
+    # then it reads REVOKED at once, and a worker started later (which never heard the revoke: a
+    # process of its own, not the session's worker) skips it
     assert response.status_code == 200
     assert response.json()["status"] == "REVOKED"
     assert staff_client.get(f"{API}/status/{cancelled}").json()["status"] == "REVOKED"
@@ -119,7 +120,7 @@ def test_retry_a_failure_runs_it_again_with_lineage(celery_worker, staff_client)
     )
 
 
-def test_retry_a_cancelled_task_and_409_while_pending(staff_client, start_worker):
+def test_retry_a_cancelled_task_and_409_while_pending(staff_client, consume_queue):
     # given a task cancelled while queued where nobody listens
     queue, key = f"q-{uuid.uuid4().hex[:6]}", f"ran:{uuid.uuid4().hex}"
     record = TaskRecord.objects.get(task_id=send_record_run("again", key, queue=queue))
@@ -135,7 +136,7 @@ def test_retry_a_cancelled_task_and_409_while_pending(staff_client, start_worker
     assert record.retried_by.count() == 1
 
     # then a worker on the queue runs the retry (and not the cancelled original)
-    start_worker(queues=[queue], concurrency=1)
+    consume_queue(queue)
     wait_status(staff_client, retry["task_id"], "SUCCESS")
     assert ran(key) == ["again"]
 

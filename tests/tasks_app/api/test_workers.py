@@ -65,8 +65,8 @@ def test_worker_endpoints_need_the_control_workers_permission(alice_client):
     assert response.json()["message"]
 
 
-def test_pool_restart_of_a_prefork_worker(staff_client, start_worker):
-    worker = start_worker(queues=["default"], concurrency=1)
+def test_pool_restart_of_a_prefork_worker(staff_client, celery_worker):
+    worker = celery_worker  # prefork; its pool comes back by itself
 
     response = staff_client.post(f"{API}/workers/pool/restart", {"destination": [worker.name]}, format="json")
 

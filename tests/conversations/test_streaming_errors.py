@@ -1,0 +1,109 @@
+"""GET /api/v1/tasks/stream/{id} refuses, in the API's JSON error shape, before any stream starts."""
+
+import uuid
+
+import pytest
+from rest_framework.authtoken.models import Token
+
+from conversations.services import AI_GENERATION_TASK
+from tasks_app.models import TaskRecord, TaskState
+from tests.support.asgi_server import AsgiServer, free_port
+from tests.support.sse import EventStream
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+def task_of(user, *, task_name: str = AI_GENERATION_TASK, state: str = TaskState.STARTED) -> TaskRecord:
+    return TaskRecord.objects.create(
+        task_id=str(uuid.uuid4()), task_name=task_name, queue="ai_high_priority", state=state, submitted_by=user
+    )
+
+
+@pytest.fixture
+def token(alice) -> str:
+    return Token.objects.create(user=alice).key
+
+
+@pytest.fixture(scope="module")
+def server_without_redis(django_db_setup, django_db_blocker):
+    """The application with REDIS_URL naming a port nobody listens on."""
+    with django_db_blocker.unblock():
+        server = AsgiServer(env={"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}).wait_ready()
+    yield server
+    server.stop()
+
+
+def get(port: int, path: str, **options) -> EventStream:
+    return EventStream(port, path, **options)
+
+
+def test_an_unknown_or_another_tenants_task_is_404(web_server, alice, bob, token):
+    # given bob's AI reply
+    bobs = task_of(bob)
+
+    for task_id in (str(uuid.uuid4()), bobs.task_id, "x" * 300):
+        # when alice asks for its stream, or for a task nobody sent
+        answer = get(web_server.port, f"/api/v1/tasks/stream/{task_id}", token=token)
+
+        # then both are 404 JSON, telling her nothing about bob's task
+        assert answer.status == 404
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.body["code"] == "not_found"
+
+
+def test_a_task_that_is_not_an_ai_reply_is_400(web_server, alice, token):
+    task = task_of(alice, task_name="tasks_app.tasks.notification_tasks.send_notification")
+
+    answer = get(web_server.port, f"/api/v1/tasks/stream/{task.task_id}", token=token)
+
+    assert answer.status == 400
+    assert answer.body["code"] == "not_streamable"
+    assert "/status" in answer.body["message"]
+
+
+@pytest.mark.parametrize("last_event_id", ["abc", "1-2-3", "-1", "1700000000000", "1-"])
+def test_a_malformed_last_event_id_is_400(web_server, alice, token, last_event_id):
+    task = task_of(alice)
+
+    in_header = get(web_server.port, f"/api/v1/tasks/stream/{task.task_id}", token=token, last_event_id=last_event_id)
+    in_query = get(web_server.port, f"/api/v1/tasks/stream/{task.task_id}?last_event_id={last_event_id}", token=token)
+
+    for answer in (in_header, in_query):
+        assert answer.status == 400
+        assert answer.body["code"] == "invalid_last_event_id"
+
+
+def test_without_credentials_it_is_401(web_server, alice):
+    task = task_of(alice)
+
+    anonymous = get(web_server.port, f"/api/v1/tasks/stream/{task.task_id}")
+    bad_token = get(web_server.port, f"/api/v1/tasks/stream/{task.task_id}", token="nope")
+
+    assert anonymous.status == bad_token.status == 401
+    assert anonymous.body["code"] == "not_authenticated"
+    assert bad_token.body["code"] == "authentication_failed"
+
+
+def test_redis_unreachable_is_503_json(server_without_redis, alice, token):
+    task = task_of(alice)
+
+    answer = get(server_without_redis.port, f"/api/v1/tasks/stream/{task.task_id}", token=token)
+
+    assert answer.status == 503
+    assert answer.body["code"] == "service_unavailable"
+    assert "Redis" in answer.body["message"]
+
+
+def test_a_task_cancelled_before_it_started_ends_its_stream_with_cancelled(web_server, alice, token):
+    # given a queued reply that no worker takes
+    task = task_of(alice, state=TaskState.PENDING)
+
+    # when a client watches it and the task is cancelled meanwhile (nothing writes its stream)
+    stream = get(web_server.port, f"/api/v1/tasks/stream/{task.task_id}", token=token)
+    first = stream.next_event()
+    TaskRecord.objects.filter(pk=task.pk).update(state=TaskState.REVOKED)
+    rest = stream.read_all()
+
+    # then the stream said PENDING, then ended with `cancelled` and no text
+    assert (first.event, first.data) == ("status", {"status": "PENDING"})
+    assert [(event.event, event.data) for event in rest] == [("cancelled", {"task_id": task.task_id, "partial": ""})]
