@@ -119,10 +119,12 @@ class PrivatePostgres:
 
 
 class PrivateRedis:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, persistent: bool = False) -> None:
         self.dir = data_dir / "redis"
         self.port = free_port()
         self.process: subprocess.Popen | None = None
+        # persistent: an append-only file, so a restart keeps the data (as compose's production Redis)
+        self.persistent = persistent
 
     @staticmethod
     def binary() -> str:
@@ -147,7 +149,7 @@ class PrivateRedis:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
                 "--logfile",
                 str(self.dir / "server.log"),
             ],
