@@ -22,6 +22,7 @@ its held messages handed back by a live one at once (tasks_app.liveness).
 import time
 import weakref
 
+import redis as redis_py
 from kombu.transport import redis, virtual
 from kombu.utils.json import dumps
 
@@ -59,10 +60,14 @@ class PriorityChannel(redis.Channel):
     _shared_client = None
     #: monotonic time this channel last asked Redis for a message (BRPOP); None if it never consumed
     last_fetch_at: float | None = None
+    #: wall-clock time of its first fetch: messages taken before it belong to an earlier connection
+    consuming_since: float | None = None
 
     def _brpop_start(self, timeout=None):
         self.last_fetch_at = time.monotonic()
-        consuming_channels.add(self)
+        if self.consuming_since is None:
+            self.consuming_since = time.time()
+            consuming_channels.add(self)
         return super()._brpop_start(timeout)
 
     def _get_message_priority(self, message, reverse=False):
@@ -71,7 +76,14 @@ class PriorityChannel(redis.Channel):
     def _create_client(self, asynchronous=False):
         if asynchronous:
             return super()._create_client(asynchronous=True)
-        pool = self.pool  # a new pool after a lost connection: a new client with it
+        try:
+            pool = self.pool  # a new pool after a lost connection: a new client with it
+        except AttributeError as error:
+            # The connection was released while Celery closes it after a broker loss; kombu then
+            # tries to restore the unacknowledged messages through it. Say "connection error", which
+            # Celery ignores there (an AttributeError stopped the worker), and let the worker's
+            # heartbeat hand them back once it consumes again (tasks_app.liveness).
+            raise redis_py.ConnectionError("the broker connection is closed") from error
         client = self._shared_client
         if client is None or client.connection_pool is not pool:
             client = self._shared_client = super()._create_client()

@@ -28,6 +28,11 @@ re-sends, from their records, the tasks of the dead worker's queues that are PEN
 the heartbeat TTL, and in neither a queue nor the unacknowledged hash (the stuck-task job's test,
 without asking every worker). See the README's reliability section.
 
+After a lost broker connection the worker consumes on a new one; what it held on the old one
+(delayed tasks waiting for their eta, tasks Celery cancelled) stays in the `unacked` hash, and the
+restore kombu attempts on the dead connection fails. The heartbeat thread notices the new
+connection and hands back each message taken before it that no task of this process still runs.
+
 The watchdog: a worker with free slots that has not asked Redis for a message for
 WORKER_STUCK_AFTER_SECONDS while Redis answers is stuck; it hands back what it holds and exits, so
 its supervisor starts a fresh one.
@@ -148,6 +153,7 @@ class Heartbeat(threading.Thread):
         self.stopping = threading.Event()
         self.connection = None
         self.beaten_once = False
+        self.consuming_since: float | None = None  # of the consuming channel last seen
 
     # Redis through kombu's channel: restore_by_tag needs its queue and priority layout.
     def channel(self):
@@ -196,6 +202,45 @@ class Heartbeat(threading.Thread):
             finally:
                 close_old_connections()
 
+    def reclaim_after_reconnect(self) -> None:
+        """On a new consuming connection, hand back what the old one held and nothing here still runs."""
+        channels = [channel for channel in list(broker.consuming_channels) if channel.consuming_since]
+        if not channels:
+            return
+        latest = max(channels, key=lambda channel: channel.consuming_since)
+        if self.consuming_since is None or latest.consuming_since == self.consuming_since:
+            self.consuming_since = latest.consuming_since
+            return
+        self.consuming_since = latest.consuming_since
+        from celery.worker import state
+
+        running = {
+            request.message.delivery_tag
+            for request in list(state.active_requests)
+            if getattr(request, "message", None) is not None
+        }
+        channel = self.channel()
+        client = channel.client
+        taken_before = {
+            tag
+            for tag in client.smembers(broker.held_key(self.worker))
+            if (client.zscore(channel.unacked_index_key, tag) or 0) < latest.consuming_since
+        }
+        handed_back = []
+        for tag in taken_before - {str(tag).encode() for tag in running}:
+            raw = client.hget(channel.unacked_key, tag)
+            if raw is not None:
+                handed_back.append((json.loads(raw)[0].get("headers") or {}).get("id"))
+            channel.qos.restore_by_tag(tag, client)
+            client.srem(broker.held_key(self.worker), tag)
+        if handed_back:
+            logger.warning(
+                "worker %s reconnected to the broker: handed back %d message(s) taken on the lost connection: %s",
+                self.worker,
+                len(handed_back),
+                ", ".join(filter(None, handed_back)),
+            )
+
     def stuck(self) -> bool:
         """Free slots, Redis answering, and no fetch for WORKER_STUCK_AFTER_SECONDS."""
         channels = [channel for channel in list(broker.consuming_channels) if channel.last_fetch_at is not None]
@@ -224,10 +269,11 @@ class Heartbeat(threading.Thread):
             try:
                 self.beat()
                 self.rescue_dead_peers()
+                self.reclaim_after_reconnect()
                 if self.stuck():
                     self.exit_stuck()
-            except Exception:  # noqa: BLE001 (Redis away: keep trying; kombu reconnects the consumer)
-                logger.warning("heartbeat of %s failed; retrying", self.worker, exc_info=True)
+            except Exception as error:  # noqa: BLE001 (Redis away: keep trying; kombu reconnects the consumer)
+                logger.warning("heartbeat of %s failed (%r); retrying", self.worker, error)
                 self.reset()
 
     def stop(self) -> None:

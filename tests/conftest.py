@@ -4,6 +4,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from claw_ai.celery import celery_app
+from tests.support import rabbitmq
+from tests.support.broker import broker_at
 from tests.support.waiting import wait_for
 from tests.support.workers import Worker
 
@@ -58,6 +60,33 @@ def start_worker(django_db_blocker):
     yield start
     for worker in started:
         worker.stop(graceful=False)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_run_url():
+    """A virtual host of this test run on RabbitMQ (tests.support.rabbitmq), or a skip saying why not."""
+    run = rabbitmq.rabbitmq_for_this_run()
+    if run.url is None:
+        print(f"\nRabbitMQ tests skipped: {run.reason}")
+        pytest.skip(run.reason)
+    yield run.url
+    run.delete()
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request, monkeypatch):
+    """The broker-level end-to-end tests run on both brokers: this test process and the workers it
+    starts (they inherit CELERY_BROKER_URL) use the one named by the parameter."""
+    if request.param == "redis":
+        yield request.param
+        return
+    url = request.getfixturevalue("rabbitmq_run_url")
+    # broker_at first: it saves the settings' URL, which Celery reads from CELERY_BROKER_URL when set
+    with broker_at(url):
+        monkeypatch.setenv("CELERY_BROKER_URL", url)
+        yield request.param
+        monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+        monkeypatch.undo()
 
 
 # Two ordinary API users, i.e. two tenants.

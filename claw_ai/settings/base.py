@@ -219,7 +219,10 @@ SPECTACULAR_SETTINGS = {
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 # Every CELERY_* name below is the lower-case Celery setting without the prefix.
 
-# The broker is Redis unless CELERY_BROKER_URL names another (RabbitMQ works too).
+# The broker is Redis unless CELERY_BROKER_URL names another. RabbitMQ (amqp://) is first class:
+# the same queues, priorities through x-max-priority (below), and it returns a dead consumer's
+# unacknowledged messages itself. Run it with consumer_timeout off (compose's rabbitmq service):
+# a worker holds a delayed task unacknowledged until its eta, longer than the default 30 minutes.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
 # Seed priority 9 is the highest; Redis lists run 0 first, so this transport flips the order.
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):

@@ -401,3 +401,18 @@ def test_compose_refuses_production_without_a_secret(tmp_path, secret):
     # then
     assert result.returncode != 0
     assert secret in result.stderr
+
+
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_rabbitmq_is_an_optional_broker_behind_a_profile(name):
+    # given
+    services = load(name)["services"]
+    rabbitmq = services["rabbitmq"]
+
+    # then: started only with --profile rabbitmq, nothing needs it, its data in a named volume, and
+    # delayed tasks (held unacknowledged until their eta) are not cut off by the delivery timeout
+    assert rabbitmq["profiles"] == ["rabbitmq"]
+    assert not any("rabbitmq" in service.get("depends_on", {}) for service in services.values())
+    assert "rabbitmq-data:/var/lib/rabbitmq" in rabbitmq["volumes"]
+    assert "consumer_timeout undefined" in rabbitmq["environment"]["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
+    assert "healthcheck" in rabbitmq

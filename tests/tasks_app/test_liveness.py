@@ -2,6 +2,7 @@
 
 import time
 import uuid
+import weakref
 
 import pytest
 from django.test import override_settings
@@ -91,10 +92,7 @@ class ConsumingChannel:
     [(5, True, False), (31, True, True), (31, False, False)],
     ids=["fetching", "idle-with-free-slots", "busy"],
 )
-def test_a_worker_is_stuck_only_when_it_has_free_slots_and_stopped_fetching(idle_for, free, stuck):
+def test_a_worker_is_stuck_only_when_it_has_free_slots_and_stopped_fetching(idle_for, free, stuck, monkeypatch):
     channel = ConsumingChannel(idle_for, free)
-    broker.consuming_channels.add(channel)
-    try:
-        assert Heartbeat("watch@x", ["default"]).stuck() is stuck
-    finally:
-        broker.consuming_channels.discard(channel)
+    monkeypatch.setattr(broker, "consuming_channels", weakref.WeakSet([channel]))
+    assert Heartbeat("watch@x", ["default"]).stuck() is stuck

@@ -23,7 +23,7 @@ def send_record_run(label: str, list_key: str, **options) -> str:
     return celery_app.send_task("tests.record_run", args=[label, list_key], **options).id
 
 
-def test_cancel_a_queued_task_it_never_runs(staff_client, start_worker):
+def test_cancel_a_queued_task_it_never_runs(broker, staff_client, start_worker):
     # given a task queued where no worker listens yet
     queue, key = f"q-{uuid.uuid4().hex[:6]}", f"ran:{uuid.uuid4().hex}"
     cancelled = send_record_run("cancelled", key, queue=queue)
@@ -43,11 +43,12 @@ def test_cancel_a_queued_task_it_never_runs(staff_client, start_worker):
     assert staff_client.get(f"{API}/status/{cancelled}").json()["status"] == "REVOKED"
 
 
-def test_cancel_a_delayed_task_it_never_runs(celery_worker, staff_client):
-    # given a task delayed by two seconds, and a marker due one second after it
-    key = f"ran:{uuid.uuid4().hex}"
-    delayed = send_record_run("cancelled", key, countdown=2)
-    send_record_run("marker", key, countdown=3)
+def test_cancel_a_delayed_task_it_never_runs(broker, staff_client, start_worker):
+    # given a task delayed by two seconds, and a marker due one second after it, held by a worker
+    queue, key = f"q-{uuid.uuid4().hex[:6]}", f"ran:{uuid.uuid4().hex}"
+    start_worker(queues=[queue], concurrency=2)
+    delayed = send_record_run("cancelled", key, countdown=2, queue=queue)
+    send_record_run("marker", key, countdown=3, queue=queue)
 
     # when the delayed task is cancelled
     response = staff_client.post(f"{API}/cancel/{delayed}/")
