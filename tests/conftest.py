@@ -1,9 +1,9 @@
 import pytest
 import redis
 from django.conf import settings
-from django.contrib.auth import get_user_model
 
 from claw_ai.celery import celery_app
+from tests.factories import UserFactory
 from tests.support.waiting import wait_for
 from tests.support.workers import Worker
 
@@ -63,12 +63,12 @@ def start_worker(django_db_blocker):
 # Two ordinary API users, i.e. two tenants.
 @pytest.fixture
 def alice(db):
-    return get_user_model().objects.create_user("alice", password="pw")
+    return UserFactory(username="alice")
 
 
 @pytest.fixture
 def bob(db):
-    return get_user_model().objects.create_user("bob", password="pw")
+    return UserFactory(username="bob")
 
 
 @pytest.fixture
