@@ -7,6 +7,17 @@ from tests.factories import UserFactory
 from tests.support.waiting import wait_for
 from tests.support.workers import Worker
 
+# Fixtures that start a Celery worker process or another process of the system (beat; a browser
+# on a live server): a test using one is marked `worker`, and `make test-fast` (-m "not worker")
+# leaves it out. Modules that start processes themselves carry the marker in their pytestmark.
+PROCESS_FIXTURES = frozenset({"celery_worker", "start_worker", "consume_queue", "llm_worker", "beat", "live_server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.worker)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _empty_test_broker():

@@ -20,7 +20,8 @@ from rest_framework.authtoken.models import Token
 from tests.support.processes import ROOT, TestProcess, process_env
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Starts manage.py and gunicorn processes: left out of make test-fast.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
 def copy_build_context(destination: Path) -> None:

@@ -8,8 +8,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.support.processes import TestProcess, process_env
 from tests.support.waiting import wait_for
+
+# Starts Flower processes: left out of make test-fast.
+pytestmark = pytest.mark.worker
 
 USER, PASSWORD = "flower-user", "flower-secret"
 

@@ -17,6 +17,9 @@ import pytest
 from tests.support.processes import ROOT, TestProcess, process_env
 from tests.support.waiting import wait_for
 
+# Starts the Procfile's web server and Flower: left out of make test-fast.
+pytestmark = pytest.mark.worker
+
 FLOWER_PASSWORD = "procfile-flower-password"
 # Where each line names its port, and the same with the free port the test uses.
 PORTS = {"web": (":8000 ", ":{port} "), "flower": ("--port=5555", "--port={port}")}

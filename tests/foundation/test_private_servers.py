@@ -6,9 +6,13 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 from django.conf import settings
 
 from tests.support import processes
+
+# Starts private PostgreSQL and Redis servers: left out of make test-fast.
+pytestmark = pytest.mark.worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
