@@ -2,6 +2,7 @@
 #             other ports: make run WEB_PORT=8001 FLOWER_PORT=5556)
 # make admin-password   the admin password make run generated, again
 # make test   the whole test suite against real PostgreSQL, Redis and Celery workers
+# make test-fast  the tests that start no worker (or other) process
 # make bench  the benchmarks (never part of make test)
 # With DATABASE_URL / REDIS_URL unset, private servers are started (and stopped) under .devdata/.
 
@@ -10,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run admin-password test bench lint clean
+.PHONY: install run admin-password test test-fast bench lint clean
 
 install: $(INSTALLED)
 
@@ -34,8 +35,15 @@ admin-password: $(INSTALLED)
 # of their time waiting on worker processes. TEST_PROCESSES=1 runs them in one.
 TEST_PROCESSES ?= 2
 
+PYTEST := $(PY) -m devtools.private_servers --data .devdata/test -- $(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
+
 test: $(INSTALLED)
-	$(PY) -m devtools.private_servers --data .devdata/test -- $(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
+
+# The tests marked `worker` start processes (Celery workers, beat, Flower, web servers); the rest need
+# only PostgreSQL and Redis.
+test-fast: $(INSTALLED)
+	$(PYTEST) -m "not worker" $(PYTEST_ARGS)
 
 bench: $(INSTALLED)
 	$(PY) -m devtools.private_servers --data .devdata/bench -- $(PY) -m bench

@@ -1,13 +1,24 @@
 import pytest
 import redis
 from django.conf import settings
-from django.contrib.auth import get_user_model
 
 from claw_ai.celery import celery_app
+from tests.factories import UserFactory
 from tests.support import rabbitmq
 from tests.support.broker import broker_at
 from tests.support.waiting import wait_for
 from tests.support.workers import Worker
+
+# Fixtures that start a Celery worker process or another process of the system (beat; a browser
+# on a live server): a test using one is marked `worker`, and `make test-fast` (-m "not worker")
+# leaves it out. Modules that start processes themselves carry the marker in their pytestmark.
+PROCESS_FIXTURES = frozenset({"celery_worker", "start_worker", "consume_queue", "llm_worker", "beat", "live_server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.worker)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -92,12 +103,12 @@ def broker(request, monkeypatch):
 # Two ordinary API users, i.e. two tenants.
 @pytest.fixture
 def alice(db):
-    return get_user_model().objects.create_user("alice", password="pw")
+    return UserFactory(username="alice")
 
 
 @pytest.fixture
 def bob(db):
-    return get_user_model().objects.create_user("bob", password="pw")
+    return UserFactory(username="bob")
 
 
 @pytest.fixture

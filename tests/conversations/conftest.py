@@ -1,7 +1,7 @@
 import pytest
-from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
+from tests.factories import StaffFactory, UserFactory
 from tests.support.fake_llm import FakeLLM
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.support.workers import Worker
@@ -48,12 +48,12 @@ def webhook_receiver():
 
 @pytest.fixture
 def user():
-    return get_user_model().objects.create_user("alice", password="pw")
+    return UserFactory(username="alice")
 
 
 @pytest.fixture
 def other_user():
-    return get_user_model().objects.create_user("bob", password="pw")
+    return UserFactory(username="bob")
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def staff_user():
     """An operator: staff, and granted the named permissions through a group."""
     from tests.tasks_app.api.conftest import grant_operator
 
-    return grant_operator(get_user_model().objects.create_user("carol", password="pw", is_staff=True))
+    return grant_operator(StaffFactory(username="carol"))
 
 
 @pytest.fixture

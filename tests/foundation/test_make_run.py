@@ -9,15 +9,17 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
+from tests.support.processes import ROOT, TestProcess, process_env
 from tests.support.waiting import wait_for
-from tests.support.workers import LOG_DIR, ROOT, process_env
+
+# Starts the Procfile's web server and Flower: left out of make test-fast.
+pytestmark = pytest.mark.worker
 
 FLOWER_PASSWORD = "procfile-flower-password"
 # The variable that chooses each line's port.
@@ -60,38 +62,20 @@ def procfile_process(name: str, *, bind_host: str | None):
     env.pop("CLAW_BIND_HOST", None)
     if bind_host is not None:
         env["CLAW_BIND_HOST"] = bind_host
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / f"procfile-{name}-{port}.log"
-    with open(log_path, "w") as log:
-        shell = subprocess.Popen(
-            ["/bin/sh", "-c", procfile_line(name)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    shell = TestProcess(["/bin/sh", "-c", procfile_line(name)], name=f"procfile-{name}-{port}", env=env)
     process = psutil.Process(shell.pid)
     try:
 
         def listening():
-            if shell.poll() is not None:
-                raise AssertionError(f"{name} exited ({shell.returncode}):\n{log_path.read_text()}")
+            shell.check_running()
             return listening_on(process, port)
 
         addresses = wait_for(listening, timeout=60, interval=0.1, what=f"the Procfile's {name} to listen")
         yield process, addresses
     finally:
-        # Every process of the group (gunicorn's workers too) is gone before the next test; SIGINT is
-        # gunicorn's quick shutdown (SIGTERM waits up to its graceful timeout for booting workers).
-        members = [process, *process.children(recursive=True)]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(shell.pid, signal.SIGINT)
-        _, alive = psutil.wait_procs(members, timeout=30)
-        for member in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.kill()
-        shell.wait(5)
+        # SIGINT to the group is gunicorn's quick shutdown (SIGTERM waits up to its graceful timeout
+        # for booting workers); every process of the group is gone before the next test.
+        shell.stop(sig=signal.SIGINT, whole_group=True)
 
 
 @pytest.mark.parametrize("name", ["web", "flower"])

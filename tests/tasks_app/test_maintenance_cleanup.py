@@ -8,6 +8,7 @@ from django_celery_results.models import TaskResult
 
 from tasks_app.models import TaskRecord, TaskState
 from tasks_app.tasks.maintenance_tasks import cleanup_finished_tasks
+from tests.factories import TaskRecordFactory
 from tests.support.waiting import wait_for
 
 DAY = timedelta(days=1)
@@ -16,7 +17,7 @@ DAY = timedelta(days=1)
 def make_task(task_id: str, state: str, age: timedelta, *, with_result: bool = True, **fields) -> TaskRecord:
     """A record (and its TaskResult) as old as `age`: created then, finished then if finished."""
     at = timezone.now() - age
-    record = TaskRecord.objects.create(task_id=task_id, task_name="t", queue="default", state=state, **fields)
+    record = TaskRecordFactory(task_id=task_id, task_name="t", queue="default", state=state, **fields)
     done_at = at if state in (TaskState.SUCCESS, TaskState.FAILURE, TaskState.REVOKED) else None
     TaskRecord.objects.filter(pk=record.pk).update(created_at=at, done_at=done_at)
     if with_result:

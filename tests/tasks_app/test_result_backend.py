@@ -1,7 +1,5 @@
 """The result backend's state writes (tasks_app.result_backend), against the real database."""
 
-import uuid
-
 import pytest
 from celery import states
 from celery.app.task import Context
@@ -9,14 +7,13 @@ from django_celery_results.models import TaskResult
 
 from claw_ai.celery import celery_app
 from tasks_app.models import TaskRecord, TaskState
+from tests.factories import TaskRecordFactory
 
 pytestmark = pytest.mark.django_db
 
 
 def record(state: str = TaskState.PENDING) -> TaskRecord:
-    return TaskRecord.objects.create(
-        task_id=str(uuid.uuid4()), task_name="tests.retry_once", queue="default", state=state
-    )
+    return TaskRecordFactory(task_name="tests.retry_once", queue="default", state=state)
 
 
 def test_a_late_retry_never_reopens_a_task_its_resent_run_finished():

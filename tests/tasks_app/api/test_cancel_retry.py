@@ -7,6 +7,7 @@ from django_celery_results.models import TaskResult
 
 from claw_ai.celery import celery_app
 from tasks_app.models import TaskRecord, TaskState
+from tests.factories import TaskRecordFactory
 from tests.support import tasks as support_tasks
 from tests.support.waiting import wait_for
 from tests.tasks_app.api.conftest import API
@@ -143,9 +144,7 @@ def test_retry_a_cancelled_task_and_409_while_pending(staff_client, consume_queu
 
 
 def test_retry_when_broker_is_down_is_503_and_keeps_no_record(alice, alice_client, broker_down):
-    failed = TaskRecord.objects.create(
-        task_id=str(uuid.uuid4()), task_name="tests.fail", queue="default", state="FAILURE", submitted_by=alice
-    )
+    failed = TaskRecordFactory(task_name="tests.fail", queue="default", state="FAILURE", submitted_by=alice)
 
     response = alice_client.post(f"{API}/retry/{failed.task_id}")
 
@@ -182,9 +181,7 @@ def test_stats_agree_with_list_after_a_mixed_run(celery_worker, staff_client):
 
 
 def test_retry_of_a_task_no_worker_knows_is_400_and_sends_nothing(alice, alice_client):
-    failed = TaskRecord.objects.create(
-        task_id=str(uuid.uuid4()), task_name="nobody.knows.this", queue="default", state="FAILURE", submitted_by=alice
-    )
+    failed = TaskRecordFactory(task_name="nobody.knows.this", queue="default", state="FAILURE", submitted_by=alice)
 
     response = alice_client.post(f"{API}/retry/{failed.task_id}")
 
