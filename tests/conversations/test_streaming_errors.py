@@ -131,3 +131,24 @@ def test_a_client_that_goes_away_costs_nothing_after_it_left(web_server, alice, 
 
     # then the server stops reading for them
     wait_for(lambda: blocked_stream_readers(redis_client) == before, timeout=10, what="the reads to end")
+
+
+@pytest.fixture(scope="module")
+def server_with_quick_keepalive(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        server = AsgiServer(env={"STREAM_KEEPALIVE_SECONDS": "0.3"}).wait_ready()
+    yield server
+    server.stop()
+
+
+def test_an_idle_stream_gets_keep_alive_comments(server_with_quick_keepalive, alice, token):
+    # given a client watching a reply that waits in its queue
+    task = task_of(alice, state=TaskState.PENDING)
+    stream = get(server_with_quick_keepalive.port, f"/api/v1/tasks/stream/{task.task_id}", token=token)
+    assert stream.next_event().data == {"status": "PENDING"}
+
+    # when nothing happens for a while, then comment lines keep the connection alive
+    TaskRecord.objects.filter(pk=task.pk).update(state=TaskState.REVOKED)  # ends the stream after a few
+    rest = stream.read_all()
+    assert stream.comments and set(stream.comments) == {": keep-alive"}
+    assert [event.event for event in rest] == ["cancelled"]
