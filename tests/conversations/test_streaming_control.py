@@ -142,3 +142,31 @@ def test_supersede_must_be_a_boolean(api):
 
     assert response.status_code == 400
     assert "supersede" in response.json()["errors"]
+
+
+def test_on_a_prefork_worker_a_cancelled_reply_still_ends_its_stream(
+    web_server, fake_llm, alice, token, api, start_worker
+):
+    # given a prefork worker (CELERY_WORKER_POOL=prefork), where cancelling a running task also
+    # terminates its process, so the reply code cannot save the partial reply nor end the stream
+    start_worker(
+        queues=["test_llm_prefork_stream"],
+        pool="prefork",
+        concurrency=1,
+        env={"LLM_PROVIDER": "openai", "LLM_BASE_URL": fake_llm.base_url, "LLM_API_KEY": "sk-test"},
+    )
+    fake_llm.script(streamed(LONG, every=0.1))
+    closed_before = len(fake_llm.closed_by_client)
+    task = send_reply(alice, conversation_id="conv_prefork", queue="test_llm_prefork_stream")
+    stream = EventStream(web_server.port, stream_path(task.task_id), token=token)
+    events = stream.events_until(lambda event: event.event == "delta")
+
+    # when it is cancelled mid-reply
+    assert api.post(f"/api/v1/tasks/cancel/{task.task_id}").status_code == 200
+
+    # then the provider connection is closed all the same, and the stream ends with `cancelled`
+    # (made up by the endpoint from the record and the text it had streamed)
+    wait_for(lambda: fake_llm.closed_by_client[closed_before:], timeout=10, what="the provider connection to close")
+    events += stream.events_until(lambda event: event.event in FINAL_EVENTS)
+    assert events[-1].event == "cancelled"
+    assert events[-1].data["partial"] == reply_text(events)
