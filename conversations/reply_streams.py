@@ -248,6 +248,12 @@ async def read_after(task_id: str, after: str, *, block_ms: int | None = None, c
     return parse_entries(found[0][1]) if found else []
 
 
+async def read_last(task_id: str) -> StreamEvent | None:
+    client = redis_clients.async_client()
+    found = parse_entries(await client.xrevrange(stream_key(task_id), count=1))
+    return found[0] if found else None
+
+
 async def read_all(task_id: str) -> list[StreamEvent]:
     client = redis_clients.async_client()
     return parse_entries(await client.xrange(stream_key(task_id)))

@@ -27,8 +27,8 @@ from conversations.provider_calls import GenerationCancelled, complete_unless_st
 from conversations.provider_limits import provider_capacity
 from conversations.reply_streams import ReplyStreamWriter
 from conversations.tokens import completion_cost, estimate_tokens
-from tasks_app.models import TaskRecord
-from tasks_app.services import ensure_below_unfinished_limit, submit_task
+from tasks_app.models import UNFINISHED_STATES, TaskRecord
+from tasks_app.services import TaskStateConflict, cancel_task, ensure_below_unfinished_limit, submit_task
 
 TITLE_LENGTH = 80
 AI_GENERATION_TASK = "tasks_app.tasks.ai_tasks.generate_ai_response"
@@ -101,6 +101,7 @@ def submit_ai_generation(
     priority: int | None = None,
     countdown: float | None = None,
     eta: datetime | None = None,
+    supersede: bool = False,
     submitted_by,
 ) -> TaskRecord:
     """Send the AI reply generation for one conversation turn.
@@ -110,11 +111,16 @@ def submit_ai_generation(
     TooManyUnfinishedTasks, and one past a budget (its own or the chat user's) BudgetExceeded.
     The task carries the tenant, so the worker finds the same conversation and the tenant's own
     knowledge.
+
+    `supersede`: the user sent a new message while a reply was still being written (or queued):
+    those replies of the conversation are cancelled first (a reply being written keeps what it
+    wrote, finish_reason "cancelled"). Their ids are in the record's `superseded_task_ids`.
     """
     ensure_below_unfinished_limit(user=submitted_by)
     budget_check(tenant_id=submitted_by.pk, user_id=user_id)
     conversation_for_generation(conversation_id=conversation_id, user_id=user_id, requested_by=submitted_by)
-    return submit_task(
+    superseded = replies_cancel_unfinished(conversation_id=conversation_id, tenant=submitted_by) if supersede else []
+    record = submit_task(
         task_name=AI_GENERATION_TASK,
         kwargs={
             "conversation_id": conversation_id,
@@ -129,6 +135,23 @@ def submit_ai_generation(
         eta=eta,
         submitted_by=submitted_by,
     )
+    record.superseded_task_ids = superseded
+    return record
+
+
+def replies_cancel_unfinished(*, conversation_id: str, tenant) -> list[str]:
+    """Cancel the tenant's queued or running replies in the conversation; the ids of those cancelled."""
+    unfinished = TaskRecord.objects.filter(
+        conversation_id=conversation_id, submitted_by=tenant, task_name=AI_GENERATION_TASK, state__in=UNFINISHED_STATES
+    ).order_by("created_at")
+    cancelled = []
+    for record in unfinished:
+        try:
+            cancel_task(record=record, by=tenant)
+        except TaskStateConflict:
+            continue  # it finished meanwhile: nothing to supersede
+        cancelled.append(record.task_id)
+    return cancelled
 
 
 def conversation_generate_reply(

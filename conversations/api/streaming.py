@@ -107,8 +107,8 @@ def _open(request, task_id: str) -> TaskRecord | HttpResponse:
 
 
 async def _is_final_id(task_id: str, event_id: str) -> bool:
-    events = await reply_streams.read_after(task_id, "0-0")
-    return any(event.id == event_id and event.is_final for event in events)
+    last = await reply_streams.read_last(task_id)
+    return last is not None and last.id == event_id and last.is_final
 
 
 def format_event(event: str, data: dict, event_id: str) -> str:

@@ -9,6 +9,7 @@ from conversations.services import AI_GENERATION_TASK
 from tasks_app.models import TaskRecord, TaskState
 from tests.support.asgi_server import AsgiServer, free_port
 from tests.support.sse import EventStream
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -107,3 +108,47 @@ def test_a_task_cancelled_before_it_started_ends_its_stream_with_cancelled(web_s
     # then the stream said PENDING, then ended with `cancelled` and no text
     assert (first.event, first.data) == ("status", {"status": "PENDING"})
     assert [(event.event, event.data) for event in rest] == [("cancelled", {"task_id": task.task_id, "partial": ""})]
+
+
+def blocked_stream_readers(redis_client) -> int:
+    """Connections of the test Redis database waiting in XREAD (one per open stream)."""
+    db = redis_client.connection_pool.connection_kwargs.get("db", 0)
+    return sum(1 for client in redis_client.client_list() if client["cmd"] == "xread" and int(client["db"]) == db)
+
+
+def test_a_client_that_goes_away_costs_nothing_after_it_left(web_server, alice, token, redis_client):
+    # given two clients watching a queued reply: each is one waiting read in Redis, no thread
+    task = task_of(alice, state=TaskState.PENDING)
+    before = blocked_stream_readers(redis_client)
+    streams = [get(web_server.port, f"/api/v1/tasks/stream/{task.task_id}", token=token) for _ in range(2)]
+    for stream in streams:
+        assert stream.next_event().event == "status"
+    wait_for(lambda: blocked_stream_readers(redis_client) == before + 2, timeout=10, what="two waiting reads")
+
+    # when the clients go away
+    for stream in streams:
+        stream.close()
+
+    # then the server stops reading for them
+    wait_for(lambda: blocked_stream_readers(redis_client) == before, timeout=10, what="the reads to end")
+
+
+@pytest.fixture(scope="module")
+def server_with_quick_keepalive(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        server = AsgiServer(env={"STREAM_KEEPALIVE_SECONDS": "0.3"}).wait_ready()
+    yield server
+    server.stop()
+
+
+def test_an_idle_stream_gets_keep_alive_comments(server_with_quick_keepalive, alice, token):
+    # given a client watching a reply that waits in its queue
+    task = task_of(alice, state=TaskState.PENDING)
+    stream = get(server_with_quick_keepalive.port, f"/api/v1/tasks/stream/{task.task_id}", token=token)
+    assert stream.next_event().data == {"status": "PENDING"}
+
+    # when nothing happens for a while, then comment lines keep the connection alive
+    TaskRecord.objects.filter(pk=task.pk).update(state=TaskState.REVOKED)  # ends the stream after a few
+    rest = stream.read_all()
+    assert stream.comments and set(stream.comments) == {": keep-alive"}
+    assert [event.event for event in rest] == ["cancelled"]

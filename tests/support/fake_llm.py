@@ -21,6 +21,8 @@ and `stream_started` is set at each stream's first chunk.
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -247,7 +249,10 @@ class FakeLLM:
                         self.send_header(name, value)
                     self.end_headers()
                     for index, chunk in enumerate(chunks):
-                        if index and reply.every and fake._stopping.wait(reply.every):
+                        if index and reply.every and self._client_left_within(reply.every):
+                            fake.closed_by_client.append(time.monotonic())
+                            return
+                        if fake._stopping.is_set():
                             return
                         self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                         self.wfile.flush()
@@ -257,6 +262,16 @@ class FakeLLM:
                         self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     fake.closed_by_client.append(time.monotonic())
+
+            def _client_left_within(self, seconds: float) -> bool:
+                """Wait `seconds`, noticing at once a client that closes the connection meanwhile."""
+                readable, _, _ = select.select([self.connection], [], [], seconds)
+                if not readable:
+                    return False
+                try:
+                    return self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    return True
 
             def log_message(self, *args) -> None:
                 pass
