@@ -25,7 +25,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils.translation import gettext as _
 from redis.exceptions import RedisError
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, MethodNotAllowed
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
@@ -50,6 +50,15 @@ FIRST_RECORD_CHECK_SECONDS = 1.0
 
 
 async def reply_stream(request, task_id: str):
+    if request.method != "GET":
+        refused = MethodNotAllowed(request.method[:20])
+        response = error_response(str(refused.detail), code=refused.default_code, status=405)
+        response["Allow"] = "GET"
+        return response
+    # Who asks comes first: an anonymous caller learns nothing, not even that its id was malformed.
+    opened = await sync_to_async(_open)(request, task_id)
+    if isinstance(opened, HttpResponse):
+        return opened
     last_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or None
     if last_id is not None and not reply_streams.EVENT_ID.match(last_id):
         return error_response(
@@ -57,9 +66,6 @@ async def reply_stream(request, task_id: str):
             code="invalid_last_event_id",
             status=400,
         )
-    opened = await sync_to_async(_open)(request, task_id)
-    if isinstance(opened, HttpResponse):
-        return opened
     try:
         first = await reply_streams.read_after(task_id, last_id or "0-0")
         if last_id is not None and not first and await _is_final_id(task_id, last_id):

@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from claw_ai.settings import run_servers
+from tests.support.processes import LOG_DIR, ROOT
 from tests.support.waiting import wait_for
-from tests.support.workers import LOG_DIR, ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.support.workers import ROOT, process_env
+from tests.support.processes import ROOT, process_env
 
 
 def listening_socket() -> socket.socket:

@@ -6,8 +6,8 @@ import urllib.request
 import psutil
 
 from tests.foundation.test_make_run import procfile_process
+from tests.support.processes import LOG_DIR
 from tests.support.waiting import wait_for
-from tests.support.workers import LOG_DIR
 
 
 def listening_port(process: psutil.Process) -> int:
@@ -20,7 +20,9 @@ def listening_port(process: psutil.Process) -> int:
 
 
 def fetch(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=10) as response:
+    # Generous: gunicorn listens before its uvicorn workers have imported Django (seconds on a busy
+    # machine), and the first request waits for one of them.
+    with urllib.request.urlopen(url, timeout=60) as response:
         response.read()
         return response.status
 

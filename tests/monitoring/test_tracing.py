@@ -18,8 +18,8 @@ from rest_framework.test import APIClient
 from monitoring import tracing
 from tasks_app.models import TaskRecord, TaskState
 from tests.support.fake_llm import FakeLLM, answer
+from tests.support.processes import ROOT, process_env
 from tests.support.waiting import wait_for
-from tests.support.workers import ROOT, process_env
 
 AI_QUEUE = "ai_high_priority"
 AI_TASK = "tasks_app.tasks.ai_tasks.generate_ai_response"

@@ -14,10 +14,10 @@ from django.db import connection
 
 from tasks_app.models import TaskRecord, TaskState
 from tasks_app.schedules import LIFELINE_JOB_NAME, PERIODIC_JOBS, RESEND_JOB_NAME
-from tests.support import workers
+from tests.support import processes
 from tests.support.beat import Beat
+from tests.support.processes import ROOT, process_env
 from tests.support.waiting import wait_for
-from tests.support.workers import ROOT, process_env
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,7 @@ SAFETY_TASKS = {job.task for job in PERIODIC_JOBS if job.name in (LIFELINE_JOB_N
 def fresh_database(django_db_blocker):
     """An empty database beside the test database, dropped afterwards; yields its URL."""
     with django_db_blocker.unblock():
-        test_url = workers.test_database_url()
+        test_url = processes.test_database_url()
         name = f"{connection.settings_dict['NAME']}_fresh_{uuid.uuid4().hex[:6]}"
     server = test_url.rsplit("/", 1)[0]
     with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:

@@ -13,8 +13,8 @@ import socket
 import subprocess
 import sys
 
+from tests.support.processes import LOG_DIR, ROOT, process_env, stop_with_test_run
 from tests.support.waiting import wait_for
-from tests.support.workers import LOG_DIR, ROOT, process_env, stop_with_test_run
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import uuid
 
-from tests.support.workers import LOG_DIR, ROOT, process_env, stop_with_test_run
+from tests.support.processes import LOG_DIR, ROOT, process_env, stop_with_test_run
 
 
 class Beat:
