@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from claw_ai.celery import celery_app
+from tasks_app import revoke_announcement
 from tasks_app.cancellation import flag_cancelled
 from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord, TaskState
 from tasks_app.recording import HEADER_RETRY_OF, HEADER_SUBMITTED_BY, record_written_for
@@ -167,6 +168,7 @@ def _broadcast_revoke(task_id: str, *, terminate: bool) -> None:
     flag_cancelled(task_id)
     try:
         celery_app.control.revoke(task_id, terminate=terminate, signal="SIGTERM")
+        revoke_announcement.announce(task_id)  # Flower sees REVOKED now, not when a delayed task's eta comes
     except BROKER_ERRORS as exc:
         # The record is REVOKED: ClawTask will still refuse to run it.
         logger.warning("revoke of %s not broadcast: %s", task_id, exc)
