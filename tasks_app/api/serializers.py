@@ -64,7 +64,9 @@ class TaskStatsSerializer(serializers.Serializer):
     revoked = serializers.IntegerField()
     workers = serializers.IntegerField(
         allow_null=True,
-        help_text=_("Live workers as of workers_checked_at; null before the first discovery (ask again shortly)."),
+        help_text=_(
+            "Live workers as of workers_checked_at; null only when they could not be discovered (the broker is down)."
+        ),
     )
     workers_checked_at = serializers.DateTimeField(
         allow_null=True,
