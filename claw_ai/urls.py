@@ -9,6 +9,9 @@ from claw_ai.docs import SwaggerDocsView
 from conversations.api.streaming import reply_stream
 from monitoring.views import dashboard, metrics
 
+# The admin's "View site" leads to the API root (the site has no home page of its own).
+admin.site.site_url = "/api/v1/"
+
 urlpatterns = [
     path("admin/monitoring/", admin.site.admin_view(dashboard), name="monitoring-dashboard"),
     path("admin/", admin.site.urls),

@@ -15,7 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from claw_ai.celery import celery_app
-from tasks_app import publishing, records
+from tasks_app import publishing, records, revoke_announcement
 from tasks_app.cancellation import flag_cancelled
 from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord, TaskState
 from tasks_app.publishing import BROKER_ERRORS, BrokerUnavailable
@@ -123,6 +123,7 @@ def _broadcast_revoke(task_id: str, *, terminate: bool) -> None:
     flag_cancelled(task_id)
     try:
         celery_app.control.revoke(task_id, terminate=terminate, signal="SIGTERM")
+        revoke_announcement.announce(task_id)  # Flower sees REVOKED now, not when a delayed task's eta comes
     except BROKER_ERRORS as exc:
         # The record is REVOKED: ClawTask will still refuse to run it.
         logger.warning("revoke of %s not broadcast: %s", task_id, exc)

@@ -120,6 +120,8 @@ LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env("DJANGO_TIME_ZONE", default="UTC")
+# Times to the second in the admin, in each language (claw_ai/formats).
+FORMAT_MODULE_PATH = ["claw_ai.formats"]
 USE_I18N = True
 USE_TZ = True
 

@@ -56,7 +56,9 @@ QueueCountsSerializer = type("QueueCountsSerializer", (serializers.Serializer,),
 class TaskStatsSerializer(type("TaskCountsSerializer", (serializers.Serializer,), _counts_per_state("total_tasks"))):
     workers = serializers.IntegerField(
         allow_null=True,
-        help_text=_("Live workers as of workers_checked_at; null before the first discovery (ask again shortly)."),
+        help_text=_(
+            "Live workers as of workers_checked_at; null only when they could not be discovered (the broker is down)."
+        ),
     )
     workers_checked_at = serializers.DateTimeField(
         allow_null=True,

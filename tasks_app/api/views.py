@@ -134,7 +134,7 @@ class TaskViewSet(TaskApiViewSet):
     @action(detail=False, methods=["get"], url_path="stats")
     def stats(self, request):
         counts = selectors.task_stats(user=request.user)
-        live = workers.live_workers()
+        live = workers.live_workers(wait_when_unknown=True)
         counts["workers"] = len(live.queues) if live.known else None
         counts["workers_checked_at"] = (
             datetime.fromtimestamp(live.checked_at, tz=timezone.get_current_timezone()) if live.known else None
