@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from celery.utils import uuid
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -75,8 +76,7 @@ def publish(
     registered = celery_app.tasks.get(task_name)
     if priority is None:
         priority = getattr(registered, "priority", None)  # send_task's default: the registered task's
-    if priority is not None:
-        options["priority"] = priority
+    options["priority"] = priority = _runs_at(priority)
     eta = _eta(eta, countdown)
     if eta is not None:
         options["eta"] = eta
@@ -114,6 +114,12 @@ def publish(
     return record
 
 
+def _runs_at(priority: int | None) -> int:
+    """The priority a task runs at: without one, kombu would file the message under 0, the lowest
+    of the seed's, while the system promises the default (5); the record says the same."""
+    return settings.CELERY_TASK_DEFAULT_PRIORITY if priority is None else priority
+
+
 def apply_async(task, args, kwargs, task_id: str | None, options: dict[str, Any], send: Callable):
     """Task.apply_async of every task of the system (ClawTask): record, then `send` (Celery's own).
 
@@ -127,6 +133,7 @@ def apply_async(task, args, kwargs, task_id: str | None, options: dict[str, Any]
     if eta is not None:
         options["eta"] = eta
     headers = options["headers"] = {**(options.get("headers") or {}), HEADER_RECORDED: True}
+    options["priority"] = _runs_at(options.get("priority", task.priority))  # as Task.apply_async merges it
     retries = options.get("retries") or 0
     if retries:
         _write(lambda: records.note_celery_retry(task_id=task_id, retries=retries, eta=eta))
@@ -138,7 +145,7 @@ def apply_async(task, args, kwargs, task_id: str | None, options: dict[str, Any]
                 args=list(args),
                 kwargs=kwargs,
                 queue=_queue(task.name, args, kwargs, options, task),
-                priority=options.get("priority", task.priority),  # as Task.apply_async merges it
+                priority=options["priority"],
                 eta=eta,
                 submitted_by_id=headers.get(HEADER_SUBMITTED_BY),
                 retry_of_id=headers.get(HEADER_RETRY_OF),
