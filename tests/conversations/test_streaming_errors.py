@@ -205,3 +205,28 @@ def test_open_streams_hold_no_thread(web_server, alice, token):
     assert len(database_connections) < 5
     for stream in streams:
         stream.close()
+
+
+def test_a_signed_in_browser_session_may_watch_its_own_reply(web_server, alice, bob):
+    # given alice signed in (an EventSource sends the session cookie, no token)
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+
+    session = import_module(settings.SESSION_ENGINE).SessionStore()
+    session[SESSION_KEY] = str(alice.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = alice.get_session_auth_hash()
+    session.save()
+    cookie = f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+
+    # when she opens the stream of her reply, and of bob's
+    own = get(web_server.port, f"/api/v1/tasks/stream/{task_of(alice, state=TaskState.PENDING).task_id}", cookie=cookie)
+    foreign = get(web_server.port, f"/api/v1/tasks/stream/{task_of(bob).task_id}", cookie=cookie)
+
+    # then hers streams and bob's is unknown to her
+    assert own.status == 200
+    assert own.next_event().data == {"status": "PENDING"}
+    own.close()
+    assert foreign.status == 404
