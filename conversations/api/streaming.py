@@ -21,7 +21,9 @@ import json
 import logging
 import time
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync, sync_to_async
+from django.conf import settings
+from django.db import connection
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils.translation import gettext as _
 from redis.exceptions import RedisError
@@ -87,6 +89,14 @@ async def reply_stream(request, task_id: str):
 
 def _open(request, task_id: str) -> TaskRecord | HttpResponse:
     """Authenticate as the API does and find the caller's AI task; an error response otherwise."""
+    try:
+        return _open_in_database(request, task_id)
+    finally:
+        # The stream may stay open for minutes: hold no database connection meanwhile.
+        connection.close()
+
+
+def _open_in_database(request, task_id: str) -> TaskRecord | HttpResponse:
     drf_request = Request(request, authenticators=[cls() for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES])
     try:
         user = drf_request.user
@@ -125,8 +135,6 @@ class ReplyEvents:
     """The events of one open stream, from `after` on."""
 
     def __init__(self, record: TaskRecord, last_id: str | None, first: list[StreamEvent]) -> None:
-        from django.conf import settings
-
         self.record = record
         self.task_id = record.task_id
         self.resumed = last_id is not None
@@ -135,6 +143,7 @@ class ReplyEvents:
         self.keepalive = settings.STREAM_KEEPALIVE_SECONDS
 
     async def stream(self):
+        _release_request_thread()
         try:
             async for chunk in self._events():
                 yield chunk
@@ -173,7 +182,7 @@ class ReplyEvents:
                 yield ": keep-alive\n\n"
                 quiet_since = now
             if now >= next_check:
-                state = await sync_to_async(_state_of)(self.task_id)
+                state = await in_shared_thread(_state_of)(self.task_id)
                 if state in FINISHED_STATES:
                     for chunk in await self._ended_without_final_entry():
                         yield chunk
@@ -184,7 +193,7 @@ class ReplyEvents:
     async def _send(self, event: StreamEvent) -> str:
         self.after = event.id
         if event.event in (DONE, ERROR):
-            document = await sync_to_async(_status_document)(self.task_id)
+            document = await in_shared_thread(_status_document)(self.task_id)
             return format_event(event.event, document, event.id)
         return format_event(event.event, event.data, event.id)
 
@@ -198,7 +207,8 @@ class ReplyEvents:
             chunks.append(await self._send(event))
             if event.is_final:
                 return chunks
-        streamed = reply_streams.text_of(await reply_streams.read_all(self.task_id))
+        written = await reply_streams.read_all(self.task_id)
+        streamed = reply_streams.text_of(written) if written else None  # None: the stream is gone
         return chunks + await self._from_database(streamed=streamed)
 
     async def _from_database(self, *, streamed: str | None) -> list[str]:
@@ -207,7 +217,7 @@ class ReplyEvents:
         streamed None: no stream exists; a fresh client gets the whole reply, a resuming one
         (it read the stream before it expired) only the end.
         """
-        state, reply = await sync_to_async(_state_and_reply)(self.task_id)
+        state, reply = await in_shared_thread(_state_and_reply)(self.task_id)
         ids = _ids_after(self.after)
         if streamed is None:
             streamed = reply if self.resumed else ""
@@ -218,13 +228,40 @@ class ReplyEvents:
                 streamed = ""
             chunks.append(format_event(DELTA, {"text": reply[len(streamed) :]}, next(ids)))
         if state == TaskState.SUCCESS:
-            chunks.append(format_event(DONE, await sync_to_async(_status_document)(self.task_id), next(ids)))
+            chunks.append(format_event(DONE, await in_shared_thread(_status_document)(self.task_id), next(ids)))
         elif state == TaskState.FAILURE:
-            chunks.append(format_event(ERROR, await sync_to_async(_status_document)(self.task_id), next(ids)))
+            chunks.append(format_event(ERROR, await in_shared_thread(_status_document)(self.task_id), next(ids)))
         else:
             partial = reply or streamed
             chunks.append(format_event(CANCELLED, {"task_id": self.task_id, "partial": partial}, next(ids)))
         return chunks
+
+
+def _release_request_thread() -> None:
+    """End the thread Django keeps for this request while the response streams.
+
+    Under ASGI each request runs its sync work (sync middleware, signal receivers, the checks in
+    _open) on a thread of its own (asgiref's ThreadSensitiveContext), kept until the response
+    has been sent: for a stream, as long as the client watches. Its work is done once the stream
+    starts, so its thread is let go here (a new one serves the few sync calls of the request's
+    end); the stream's own database reads use a shared pool (in_shared_thread).
+    """
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    executor = SyncToAsync.context_to_thread_executor.pop(context, None) if context is not None else None
+    if executor is not None:
+        executor.shutdown(wait=False)
+
+
+def in_shared_thread(function):
+    """`function` as a coroutine run on the event loop's shared thread pool, closing its database connection."""
+
+    def run(*args):
+        try:
+            return function(*args)
+        finally:
+            connection.close()
+
+    return sync_to_async(run, thread_sensitive=False)
 
 
 def _ids_after(after: str):

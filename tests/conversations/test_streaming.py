@@ -6,6 +6,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from conversations.models import Message
+from conversations.reply_streams import stream_key
 from conversations.services import AI_GENERATION_TASK
 from tasks_app.models import TaskRecord, TaskState
 from tasks_app.services import submit_task
@@ -193,3 +194,25 @@ def test_the_offline_provider_streams_word_by_word(web_server, alice, token, sta
     assert "hello there" in reply.content
     assert events[-1].event == "done"
     assert events[-1].data["result"]["tokens_estimated"] is True
+
+
+def test_after_the_stream_expired_the_reply_comes_from_the_saved_message(
+    stream_worker, web_server, fake_llm, alice, token, redis_client
+):
+    # given a finished reply whose stream has expired
+    fake_llm.script(streamed(PIECES, every=0.01))
+    task = send_reply(alice, conversation_id="conv_expired")
+    finished(task.task_id)
+    events = EventStream(web_server.port, stream_path(task.task_id), token=token).read_all()
+    redis_client.delete(stream_key(task.task_id))
+
+    # when a new client connects, and one that had read the stream up to a delta comes back
+    late = EventStream(web_server.port, stream_path(task.task_id), token=token).read_all()
+    last_delta = [event for event in events if event.event == "delta"][-1]
+    back = EventStream(web_server.port, stream_path(task.task_id), token=token, last_event_id=last_delta.id).read_all()
+
+    # then the new one gets the whole reply and done; the returning one only done
+    assert reply_text(late) == REPLY
+    assert [event.event for event in late] == ["delta", "done"]
+    assert late[-1].data["result"]["response"] == REPLY
+    assert [event.event for event in back] == ["done"]

@@ -1,7 +1,10 @@
 """GET /api/v1/tasks/stream/{id} refuses, in the API's JSON error shape, before any stream starts."""
 
+import http.client
+import json
 import uuid
 
+import psutil
 import pytest
 from rest_framework.authtoken.models import Token
 
@@ -152,3 +155,78 @@ def test_an_idle_stream_gets_keep_alive_comments(server_with_quick_keepalive, al
     rest = stream.read_all()
     assert stream.comments and set(stream.comments) == {": keep-alive"}
     assert [event.event for event in rest] == ["cancelled"]
+
+
+def test_the_rest_of_the_api_works_under_the_same_asgi_server(web_server, alice, token):
+    # given the DRF endpoints served by uvicorn (sync views, run in a thread per request)
+    connection = http.client.HTTPConnection("127.0.0.1", web_server.port, timeout=30)
+    headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+
+    # when a reply is submitted and its status read, as a chat backend does
+    body = json.dumps({"conversation_id": "conv_asgi", "user_message": "hi", "user_id": "user_456"})
+    connection.request("POST", "/api/v1/tasks/ai/generate", body=body, headers=headers)
+    submitted = connection.getresponse()
+    accepted = json.loads(submitted.read())
+    connection.request("GET", f"/api/v1/tasks/status/{accepted['task_id']}", headers=headers)
+    status = connection.getresponse()
+    document = json.loads(status.read())
+    connection.request("GET", "/api/v1/tasks/status/nope", headers=headers)
+    missing = connection.getresponse()
+    missing_body = json.loads(missing.read())
+
+    # then they answer as they do under WSGI
+    assert submitted.status == 202, accepted
+    assert accepted["status"] == "PENDING"
+    assert status.status == 200
+    assert document["task_id"] == accepted["task_id"]
+    assert "partial" in document
+    assert (missing.status, missing_body["code"]) == (404, "not_found")
+
+
+def test_open_streams_hold_no_thread(web_server, alice, token):
+    # given the server after one stream was served (its pools are warm)
+    task = task_of(alice, state=TaskState.PENDING)
+    path = f"/api/v1/tasks/stream/{task.task_id}"
+    warm = get(web_server.port, path, token=token)
+    warm.next_event()
+    warm.close()
+    server = psutil.Process(web_server.process.pid)
+    before = server.num_threads()
+
+    # when twenty clients watch a reply that waits in its queue
+    streams = [get(web_server.port, path, token=token) for _ in range(20)]
+    for stream in streams:
+        assert stream.next_event().data == {"status": "PENDING"}
+
+    # then the server runs no more threads than a handful (its shared pools), not one per stream,
+    # and holds no database connection for them
+    assert server.num_threads() - before < 5
+    database_connections = [c for c in server.net_connections(kind="tcp") if c.raddr and c.raddr.port == 5432]
+    assert len(database_connections) < 5
+    for stream in streams:
+        stream.close()
+
+
+def test_a_signed_in_browser_session_may_watch_its_own_reply(web_server, alice, bob):
+    # given alice signed in (an EventSource sends the session cookie, no token)
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+
+    session = import_module(settings.SESSION_ENGINE).SessionStore()
+    session[SESSION_KEY] = str(alice.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = alice.get_session_auth_hash()
+    session.save()
+    cookie = f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+
+    # when she opens the stream of her reply, and of bob's
+    own = get(web_server.port, f"/api/v1/tasks/stream/{task_of(alice, state=TaskState.PENDING).task_id}", cookie=cookie)
+    foreign = get(web_server.port, f"/api/v1/tasks/stream/{task_of(bob).task_id}", cookie=cookie)
+
+    # then hers streams and bob's is unknown to her
+    assert own.status == 200
+    assert own.next_event().data == {"status": "PENDING"}
+    own.close()
+    assert foreign.status == 404

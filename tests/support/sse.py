@@ -20,7 +20,14 @@ class EventStream:
     """GET `path` on 127.0.0.1:`port`; `status`, `headers` and `body` (for a non-stream answer) at once."""
 
     def __init__(
-        self, port: int, path: str, *, token: str | None = None, last_event_id: str | None = None, timeout: float = 30
+        self,
+        port: int,
+        path: str,
+        *,
+        token: str | None = None,
+        last_event_id: str | None = None,
+        cookie: str | None = None,
+        timeout: float = 30,
     ) -> None:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         headers = {"Accept": "text/event-stream"}
@@ -28,6 +35,8 @@ class EventStream:
             headers["Authorization"] = f"Token {token}"
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
+        if cookie:
+            headers["Cookie"] = cookie
         self.connection.request("GET", path, headers=headers)
         self.response = self.connection.getresponse()
         self.status = self.response.status
