@@ -6,6 +6,7 @@ import conversations.api.routes  # noqa: F401  (registers viewsets on the router
 import tasks_app.api.routes  # noqa: F401  (registers viewsets on the router)
 from claw_ai.api import router
 from conversations.api.streaming import reply_stream
+from conversations.chat_page import chat_page
 from monitoring.views import dashboard, metrics
 
 urlpatterns = [
@@ -17,6 +18,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api-auth/", include("rest_framework.urls")),
+    # A page to chat and watch replies stream, built on the public API only.
+    path("chat/", chat_page, name="chat"),
     path("metrics", metrics, name="metrics"),
 ]
 

@@ -29,6 +29,9 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# The web server a test starts (uvicorn) serves the apps' static files, as `make run` does with
+# DEBUG on, without a collectstatic: the chat page's script and style (tests/conversations/test_chat_page.py).
+WHITENOISE_USE_FINDERS = True
 
 # The AI task's 10/m rate limit would make end-to-end tests wait minutes, so test workers run
 # without it; one started with CLAW_TEST_KEEP_RATE_LIMITS=1 keeps it, to prove the limit applies.
