@@ -4,6 +4,7 @@
     python -m bench --quick              # small sizes, to check the harness works
     python -m bench --only overhead      # one part: overhead, profile (database work per task), memory
     python -m bench --only monitoring    # issue 17: metrics cost, /metrics and the dashboard on 1M records
+    python -m bench --only streaming --stream-replies 50 --idle-streams 200   # live replies, smaller
 
 Prints a table and writes it to bench/RESULTS.md with the machine's core count.
 """
@@ -28,7 +29,7 @@ import django
 import psycopg
 import requests
 
-from bench import db_profile
+from bench import db_profile, streaming
 from bench import monitoring as bench_monitoring
 from bench.fake_llm_server import FakeLLMServer
 from bench.processes import ROOT, Gunicorn, Worker, bare_env, run_json, run_tasks, system_env
@@ -36,7 +37,7 @@ from bench.processes import ROOT, Gunicorn, Worker, bare_env, run_json, run_task
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 # Every row of the latest full-size run of each measurement: a run of some (--only) keeps the others.
 RESULTS_JSON = Path(__file__).resolve().parent / "results.json"
-PARTS = ["overhead", "profile", "ai", "api", "submit", "memory", "monitoring"]
+PARTS = ["overhead", "profile", "ai", "api", "submit", "memory", "monitoring", "streaming"]
 
 
 @dataclass
@@ -429,6 +430,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory-repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--stream-replies", type=int, help="measurement 6: replies streamed at once (200)")
+    parser.add_argument("--idle-streams", type=int, help="measurement 6: idle open streams (1,000)")
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so every worker started is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -503,6 +506,22 @@ def main() -> int:
             Row(**row)
             for row in bench_monitoring.measure(
                 quick=args.quick, repeats=args.repeats, big_database_url=big_database_url()
+            )
+        ],
+    )
+    run(
+        "streaming",
+        1,
+        lambda: [
+            Row(**cells)
+            for cells in streaming.measure(
+                replies=args.stream_replies or (20 if args.quick else 200),
+                tokens_per_second=30,
+                seconds=10,
+                idle_streams=args.idle_streams or (100 if args.quick else 1000),
+                baseline_replies=10 if args.quick else 20,
+                poll_every=0.5,
+                log=log,
             )
         ],
     )

@@ -7,6 +7,7 @@ import tasks_app.api.routes  # noqa: F401  (registers viewsets on the router)
 from claw_ai.api import router
 from claw_ai.docs import SwaggerDocsView
 from conversations.api.streaming import reply_stream
+from conversations.chat_page import chat_page
 from monitoring.views import dashboard, metrics
 
 # The admin's "View site" leads to the API root (the site has no home page of its own).
@@ -21,6 +22,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SwaggerDocsView.as_view(url_name="schema"), name="api-docs"),
     path("api-auth/", include("rest_framework.urls")),
+    # A page to chat and watch replies stream, built on the public API only.
+    path("chat/", chat_page, name="chat"),
     path("metrics", metrics, name="metrics"),
 ]
 

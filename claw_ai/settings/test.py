@@ -29,8 +29,9 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
-# Tests run without collected static files: WhiteNoise finds them in the apps (as under DEBUG) and
-# does not warn "No directory at: staticfiles/" for every handler a test client builds.
+# Tests run without collected static files: WhiteNoise finds them in the apps (as under DEBUG), so
+# the web server a test starts serves the chat page's script and style, and no handler a test client
+# builds warns "No directory at: staticfiles/".
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 
