@@ -3,6 +3,7 @@
     python -m bench                      # everything, full size (needs DATABASE_URL, REDIS_URL)
     python -m bench --quick              # small sizes, to check the harness works
     python -m bench --only overhead      # one part: overhead, profile (database work per task), memory
+    python -m bench --soak 30            # only the soak: 30 minutes of mixed load, nodes killed, Redis restarted
 
 Prints a table and writes it to bench/RESULTS.md with the machine's core count.
 """
@@ -427,7 +428,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory-repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--soak", type=float, metavar="MINUTES", help="run only the soak (bench/soak.py) for this long, e.g. 30"
+    )
     args = parser.parse_args()
+    if args.soak:
+        from bench import soak
+
+        report = soak.soak(args.soak, kill_every=300, clients=8)
+        return 0 if report["lost"] == 0 and report["duplicate_replies"] == 0 else 1
     # SIGTERM unwinds like Ctrl-C, so every worker started is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.load_at_start = os.getloadavg()[0]
