@@ -5,6 +5,7 @@
     python -m bench --only overhead      # one part: overhead, profile (database work per task), memory
     python -m bench --only monitoring    # issue 17: metrics cost, /metrics and the dashboard on 1M records
     python -m bench --only streaming --stream-replies 50 --idle-streams 200   # live replies, smaller
+    python -m bench --soak 30            # only the soak: 30 minutes of mixed load, nodes killed, Redis restarted
 
 Prints a table and writes it to bench/RESULTS.md with the machine's core count.
 """
@@ -432,7 +433,15 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--stream-replies", type=int, help="measurement 6: replies streamed at once (200)")
     parser.add_argument("--idle-streams", type=int, help="measurement 6: idle open streams (1,000)")
+    parser.add_argument(
+        "--soak", type=float, metavar="MINUTES", help="run only the soak (bench/soak.py) for this long, e.g. 30"
+    )
     args = parser.parse_args()
+    if args.soak:
+        from bench import soak
+
+        report = soak.soak(args.soak, kill_every=300, clients=8)
+        return 0 if report["lost"] == 0 and report["duplicate_replies"] == 0 else 1
     # SIGTERM unwinds like Ctrl-C, so every worker started is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.load_at_start = os.getloadavg()[0]
