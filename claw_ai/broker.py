@@ -20,13 +20,14 @@ class PriorityChannel(redis.Channel):
     def _get_message_priority(self, message, reverse=False):
         return super()._get_message_priority(message, reverse=not reverse)
 
+    # _create_client is kombu's own (celery-types' stubs of the Redis channel lack it).
     def _create_client(self, asynchronous=False):
         if asynchronous:
-            return super()._create_client(asynchronous=True)
+            return super()._create_client(asynchronous=True)  # type: ignore[misc]
         pool = self.pool  # a new pool after a lost connection: a new client with it
         client = self._shared_client
         if client is None or client.connection_pool is not pool:
-            client = self._shared_client = super()._create_client()
+            client = self._shared_client = super()._create_client()  # type: ignore[misc]
         return client
 
 

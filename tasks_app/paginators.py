@@ -10,8 +10,11 @@ The admin's pagination template (admin/tasks_app/taskrecord/pagination.html) sho
 which kind of number it is.
 """
 
+from typing import Any, cast
+
 from django.core.paginator import Paginator
 from django.db import connections
+from django.db.models import QuerySet
 from django.utils.functional import cached_property
 
 # Below this many rows an exact count is cheap.
@@ -27,7 +30,8 @@ class EstimatedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        queryset = self.object_list
+        # The admin gives its paginator a QuerySet (Paginator's own type allows any sequence).
+        queryset = cast("QuerySet[Any]", self.object_list)
         if not queryset.query.where:
             estimate = self._table_estimate(queryset)
             if estimate >= EXACT_COUNT_BELOW:

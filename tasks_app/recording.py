@@ -18,7 +18,7 @@ from celery.signals import before_task_publish
 from django.db import connection
 from django.utils.dateparse import parse_datetime
 
-from claw_ai.inserts import column_list, insert_fields, insert_values, placeholders
+from claw_ai.inserts import column_list, column_of, insert_fields, insert_values, placeholders
 from tasks_app.models import TaskRecord
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _record_sql(published_fields: tuple[str, ...]) -> str:
     meta, quote = TaskRecord._meta, connection.ops.quote_name
     updates = ", ".join(
         f"{quote(column)} = EXCLUDED.{quote(column)}"
-        for column in (meta.get_field(name).column for name in published_fields)
+        for column in (column_of(TaskRecord, name) for name in published_fields)
     )
     returned = column_list(meta.get_field(name) for name in ("id", "state", "created_at"))
     return (

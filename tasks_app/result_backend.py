@@ -17,6 +17,7 @@ from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
 from psycopg import OperationalError as PsycopgOperationalError
 
+from claw_ai.inserts import column_of
 from tasks_app.models import FINISHED_STATES, TaskRecord, TaskState
 
 TRANSIENT_DATABASE_ERRORS = (OperationalError, DjangoInterfaceError, PsycopgOperationalError)
@@ -58,7 +59,7 @@ def _write_state_sql(record_fields: tuple[str, ...], *, protected: tuple[str, ..
     record, and the upsert finds the REVOKED TaskResult the cancel wrote.
     """
     record = TaskRecord._meta
-    columns = {name: record.get_field(name).column for name in record_fields}
+    columns = {name: column_of(TaskRecord, name) for name in record_fields}
     sets = ", ".join(f"{column} = %(record_{name})s" for name, column in columns.items())
     revoked = f"'{TaskState.REVOKED}'"
     kept = ", ".join(f"'{state}'" for state in protected)

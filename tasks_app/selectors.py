@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
@@ -17,6 +16,10 @@ from django_celery_results.models import TaskResult
 from tasks_app.models import UNFINISHED_STATES, VIEW_ALL_TASKS, TaskCount, TaskRecord, TaskState
 from tasks_app.workers import Discovery, live_workers
 
+if TYPE_CHECKING:
+    # The caller: request.user, an API user or (unauthenticated) AnonymousUser.
+    from django.contrib.auth.models import AnonymousUser, User
+
 # Longer ids are no Celery task id; they never reach the database.
 TASK_ID_MAX_LENGTH = 255
 
@@ -25,11 +28,11 @@ def task_is_cancelled(*, task_id: str) -> bool:
     return TaskRecord.objects.filter(task_id=task_id, state=TaskState.REVOKED).exists()
 
 
-def tasks_visible_to(*, user: AbstractBaseUser) -> QuerySet[TaskRecord]:
+def tasks_visible_to(*, user: User | AnonymousUser) -> QuerySet[TaskRecord]:
     return TaskRecord.objects.visible_to(user)
 
 
-def task_for_user(*, user: AbstractBaseUser, task_id: str) -> TaskRecord:
+def task_for_user(*, user: User | AnonymousUser, task_id: str) -> TaskRecord:
     """The caller's task (any task with tasks_app.view_all_tasks). Raises TaskRecord.DoesNotExist otherwise.
 
     Another tenant's task is as unknown as one never sent: its id tells the caller nothing.
@@ -45,7 +48,7 @@ def task_for_user(*, user: AbstractBaseUser, task_id: str) -> TaskRecord:
 
 def task_list(
     *,
-    user: AbstractBaseUser,
+    user: User | AnonymousUser,
     status: str | None = None,
     queue: str | None = None,
     task_name: str | None = None,
@@ -74,13 +77,14 @@ def task_list(
 STATE_KEYS = {state: state.lower() for state in TaskState.values}
 
 
-def task_stats(*, user: AbstractBaseUser) -> dict[str, Any]:
+def task_stats(*, user: User | AnonymousUser) -> dict[str, Any]:
     """Counts by state and by queue, summed from the trigger-kept TaskCount rows.
 
     A few rows however many tasks there are: every task with tasks_app.view_all_tasks, the
     caller's own otherwise.
     """
-    owner = TaskCount.ALL_OWNERS if user.has_perm(VIEW_ALL_TASKS) else user.pk
+    # An anonymous caller (the API's permissions never let one through) owns no task: no user has id 0.
+    owner = TaskCount.ALL_OWNERS if user.has_perm(VIEW_ALL_TASKS) else (user.pk or 0)
     rows = TaskCount.objects.filter(owner=owner).values_list("queue", "state").annotate(count=Sum("count")).order_by()
     totals = dict.fromkeys(STATE_KEYS.values(), 0)
     queues: dict[str, dict[str, int]] = {}
@@ -95,7 +99,7 @@ def task_stats(*, user: AbstractBaseUser) -> dict[str, Any]:
     return {"total_tasks": sum(totals.values()), **totals, "queues": dict(sorted(queues.items()))}
 
 
-def unfinished_task_count(*, user: AbstractBaseUser) -> int:
+def unfinished_task_count(*, user: User | AnonymousUser) -> int:
     """Tasks the user submitted that are PENDING, STARTED or RETRY, from the TaskCount rows."""
     # Plain SQL: asked on every submission, and compiling the ORM's aggregate cost more than running it.
     with connection.cursor() as cursor:
@@ -174,7 +178,7 @@ def pending_reason(*, record: TaskRecord, live: Discovery | None = None) -> str 
             "queue": record.queue,
             "workers": ", ".join(consumers),
         }
-    if live.age > settings.WORKER_DISCOVERY_CACHE_SECONDS:
+    if live.checked_at is not None and (live.age or 0.0) > settings.WORKER_DISCOVERY_CACHE_SECONDS:
         checked = datetime.fromtimestamp(live.checked_at, tz=timezone.get_current_timezone())
         reason += " " + _("(Workers as seen at %(time)s.)") % {"time": checked.isoformat(timespec="seconds")}
     return reason

@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 from django_celery_results.models import TaskResult
@@ -27,6 +26,10 @@ from tasks_app.cancellation import flag_cancelled
 from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord, TaskState
 from tasks_app.recording import HEADER_RETRY_OF, HEADER_SUBMITTED_BY, record_written_for
 from tasks_app.selectors import unfinished_task_count
+
+if TYPE_CHECKING:
+    # The caller: request.user, an API user or (unauthenticated) AnonymousUser.
+    from django.contrib.auth.models import AnonymousUser, User
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class TooManyUnfinishedTasks(Exception):
         super().__init__(f"{unfinished} unfinished tasks, the limit is {limit}")
 
 
-def ensure_below_unfinished_limit(*, user: AbstractBaseUser | None) -> None:
+def ensure_below_unfinished_limit(*, user: User | AnonymousUser | None) -> None:
     """Refuse a new task from a user who already has the maximum number of unfinished ones.
 
     Bounds what one API user can make the broker and database hold. Holders of
@@ -88,7 +91,7 @@ def submit_task(
     priority: int | None = None,
     countdown: float | None = None,
     eta: datetime | None = None,
-    submitted_by: AbstractBaseUser | None = None,
+    submitted_by: User | AnonymousUser | None = None,
     retry_of: TaskRecord | None = None,
     task_id: str | None = None,
 ) -> TaskRecord:
@@ -134,7 +137,7 @@ def submit_task(
     return record_written_for(task_id) or TaskRecord.objects.get(task_id=task_id)
 
 
-def cancel_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> TaskRecord:
+def cancel_task(*, record: TaskRecord, by: User | AnonymousUser | None = None) -> TaskRecord:
     """Cancel a queued, delayed or running task: its record reads REVOKED at once.
 
     The record and django-celery-results' TaskResult turn REVOKED in one transaction;
@@ -176,7 +179,7 @@ class UnknownTaskName(Exception):
     """No worker of this system can run a task of that name."""
 
 
-def retry_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> tuple[TaskRecord, bool]:
+def retry_task(*, record: TaskRecord, by: User | AnonymousUser | None = None) -> tuple[TaskRecord, bool]:
     """Send a failed or cancelled task again: same task, args, kwargs, queue and priority, new id.
 
     Returns the retry and whether it is new: a task whose earlier retry is still pending,

@@ -9,8 +9,10 @@ import email.utils
 import functools
 import ssl
 import time
+from typing import cast
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from conversations.llm.base import (
     ChatMessage,
@@ -71,7 +73,11 @@ class OpenAICompatibleProvider:
         try:
             response = self.client.chat.completions.create(
                 model=self.model,
-                messages=[{"role": message.role, "content": message.content} for message in messages],
+                # ChatMessage roles are "system", "user" and "assistant": each a message shape of the SDK.
+                messages=[
+                    cast(ChatCompletionMessageParam, {"role": message.role, "content": message.content})
+                    for message in messages
+                ],
                 temperature=temperature,
             )
         except openai.APITimeoutError as error:

@@ -7,7 +7,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import permissions, status, viewsets
+from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import CursorPagination
@@ -47,13 +47,15 @@ class TaskCursorPagination(CursorPagination):
     def decode_cursor(self, request):
         # A cursor is opaque but client-held: its position must be a datetime, or the query would fail.
         cursor = super().decode_cursor(request)
-        if cursor is not None and cursor.position is not None and parse_datetime(cursor.position) is None:
+        if cursor is not None and cursor.position is not None and parse_datetime(str(cursor.position)) is None:
             raise NotFound(self.invalid_cursor_message)
         return cursor
 
 
 class TaskApiViewSet(viewsets.GenericViewSet):
     """Shared by the task and worker viewsets."""
+
+    serializer_classes: dict[str, type[serializers.BaseSerializer]] = {}  # by action
 
     def get_serializer_class(self):
         return self.serializer_classes.get(self.action, s.EmptySerializer)
@@ -97,8 +99,9 @@ class TaskViewSet(TaskApiViewSet):
     @action(detail=False, methods=["get"], url_path=rf"status/(?P<task_id>{TASK_ID_PATTERN})")
     def task_status(self, request, task_id: str):
         record = self.task_or_404(task_id)
-        record.result = selectors.task_result_value(record=record)
-        record.pending_reason = selectors.pending_reason(record=record)
+        # Two values the serializer reads beside the record's own fields (not model fields).
+        record.result = selectors.task_result_value(record=record)  # type: ignore[attr-defined]
+        record.pending_reason = selectors.pending_reason(record=record)  # type: ignore[attr-defined]
         return Response(s.TaskStatusSerializer(record).data)
 
     @extend_schema(
@@ -134,7 +137,9 @@ class TaskViewSet(TaskApiViewSet):
         live = workers.live_workers()
         counts["workers"] = len(live.queues) if live.known else None
         counts["workers_checked_at"] = (
-            datetime.fromtimestamp(live.checked_at, tz=timezone.get_current_timezone()) if live.known else None
+            datetime.fromtimestamp(live.checked_at, tz=timezone.get_current_timezone())
+            if live.checked_at is not None
+            else None
         )
         return Response(s.TaskStatsSerializer(counts).data)
 
