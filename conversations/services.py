@@ -390,7 +390,7 @@ def _add_user_message(conversation: Conversation, content: str, *, task_id: str)
         prompt_tokens=estimate_tokens(content),
         task_id=task_id,
     )
-    update = {"updated_at": timezone.now()}
+    update: dict[str, object] = {"updated_at": timezone.now()}
     if not conversation.title:
         update["title"] = content[:TITLE_LENGTH]
     Conversation.objects.filter(pk=conversation.pk).update(**update)

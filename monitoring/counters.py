@@ -13,6 +13,7 @@ import os
 import random
 import threading
 from collections import defaultdict
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -45,7 +46,7 @@ def histogram(
     }
 
 
-def add(deltas: dict[Series, float | Decimal]) -> None:
+def add(deltas: Mapping[Series, float | Decimal]) -> None:
     """Add `deltas` to their series, in one statement (sorted, as the triggers do, against deadlocks)."""
     if not deltas:
         return

@@ -29,6 +29,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import cache
@@ -109,7 +111,7 @@ class ScrapeCollector(Collector):
 
     # --- from the counters table ------------------------------------------------------------
     @staticmethod
-    def _counters(values: dict[Series, object]):
+    def _counters(values: Mapping[Series, float | Decimal]):
         by_metric: dict[str, dict[Series, float]] = defaultdict(dict)
         for series, value in values.items():
             by_metric[series.metric][series] = float(value)
@@ -122,10 +124,10 @@ class ScrapeCollector(Collector):
             grouped: dict[tuple, dict[str, float]] = defaultdict(dict)
             for series, value in by_metric.get(metric, {}).items():
                 grouped[tuple(getattr(series, field) for _, field in labels)][series.kind] = value
-            family = HistogramMetricFamily(metric, help_text, labels=[name for name, _ in labels])
+            histogram = HistogramMetricFamily(metric, help_text, labels=[name for name, _ in labels])
             for label_values, kinds in sorted(grouped.items()):
-                family.add_metric(list(label_values), buckets.cumulative(kinds, bounds), kinds.get("sum", 0.0))
-            yield family
+                histogram.add_metric(list(label_values), buckets.cumulative(kinds, bounds), kinds.get("sum", 0.0))
+            yield histogram
 
     # --- from the broker ----------------------------------------------------------------------
     @staticmethod

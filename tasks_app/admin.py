@@ -13,6 +13,7 @@ import json
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import ShowFacets
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import Q
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
@@ -156,7 +157,8 @@ class TaskRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ),
         (_("Lineage"), {"fields": ("retry_of_link", "retried_by_links")}),
     )
-    readonly_fields = [field for group in fieldsets for field in group[1]["fields"]]  # every field shown is read-only
+    # Every field shown is read-only (these fieldsets name fields only, no rows of several: hence the ignore).
+    readonly_fields = [field for group in fieldsets for field in group[1]["fields"]]  # type: ignore[misc]
 
     # --- permissions: view only (ReadOnlyAdminMixin); the actions need the change permission ----
     def has_operate_permission(self, request):
@@ -313,7 +315,7 @@ class TaskRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     "records": records,
                     "allowed_states": sorted(allowed),
                     "refused": [record for record in records if record.state not in allowed],
-                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                    "action_checkbox_name": ACTION_CHECKBOX_NAME,
                 },
             )
         if action == "retry_selected":

@@ -71,6 +71,8 @@ def _schedule_for(job: PeriodicJob) -> dict:
         interval = IntervalSchedule.objects.filter(every=job.every_seconds, period=IntervalSchedule.SECONDS).first()
         interval = interval or IntervalSchedule.objects.create(every=job.every_seconds, period=IntervalSchedule.SECONDS)
         return {"interval": interval}
+    if job.crontab is None:
+        raise ValueError(f"periodic job {job.name!r} has neither every_seconds nor crontab")
     minute, hour, day_of_month, month_of_year, day_of_week = job.crontab.split()
     fields = {
         "minute": minute,

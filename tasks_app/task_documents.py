@@ -70,6 +70,7 @@ class TaskStatusSerializer(TaskSummarySerializer):
 
 def task_status_document(record: TaskRecord) -> dict:
     """Exactly what GET /api/v1/tasks/status/{id} answers for the (finished) task."""
-    record.result = selectors.task_result_value(record=record)
-    record.pending_reason = None  # callbacks are sent for finished tasks only
+    # Two values the serializer reads beside the record's own fields (not model fields).
+    record.result = selectors.task_result_value(record=record)  # type: ignore[attr-defined]
+    record.pending_reason = None  # type: ignore[attr-defined]  # callbacks are sent for finished tasks only
     return dict(TaskStatusSerializer(record).data)

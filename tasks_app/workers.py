@@ -114,7 +114,7 @@ def inspect_workers(*, destination: list[str] | None = None) -> WorkerReport:
     stats, queues, active, reserved = (replies[m] for m in ("stats", "active_queues", "active", "reserved"))
     replied = set(stats) | set(queues) | set(active) | set(reserved)
     expected = set(destination) if destination else _remember(replied)
-    workers = []
+    workers: list[dict[str, Any]] = []
     for name in sorted(replied):
         worker_stats = stats.get(name) or {}
         processed = _processed(worker_stats)

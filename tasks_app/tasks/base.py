@@ -72,7 +72,7 @@ class BaseTaskWithRetry(ClawTask):
     """
 
     abstract = True
-    autoretry_for = TRANSIENT_EXCEPTIONS
+    autoretry_for: tuple[type[BaseException], ...] = TRANSIENT_EXCEPTIONS
     max_retries = settings.TASK_RETRY_MAX_RETRIES
     retry_backoff = True
     retry_backoff_max = settings.TASK_RETRY_BACKOFF_MAX
