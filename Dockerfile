@@ -32,4 +32,4 @@ USER claw
 
 EXPOSE 8000 5555
 ENTRYPOINT ["/app/docker/entrypoint.sh"]
-CMD ["gunicorn", "claw_ai.wsgi:application", "--bind", "0.0.0.0:8000"]
+CMD ["gunicorn", "claw_ai.asgi:application", "-k", "uvicorn_worker.UvicornWorker", "--bind", "0.0.0.0:8000"]

@@ -1,5 +1,9 @@
-# make run    the whole system on this machine (API+admin :8000, worker, beat, Flower :5555)
-# make test   the whole test suite against real PostgreSQL, Redis and Celery workers
+# make run    the whole system on this machine (API+admin :8000, worker, beat, Flower :5555;
+#             other ports: make run WEB_PORT=8001 FLOWER_PORT=5556)
+# make admin-password   the admin password make run generated, again
+# make test   ruff, then the whole test suite against real PostgreSQL, Redis and Celery workers
+# make check  ruff and mypy (not yet clean: see the README)
+# make test-fast  the tests that start no worker (or other) process
 # make bench  the benchmarks (never part of make test)
 # With DATABASE_URL / REDIS_URL unset, private servers are started (and stopped) under .devdata/.
 
@@ -8,26 +12,48 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test bench lint clean
+.PHONY: install run admin-password test test-fast check bench lint clean
 
 install: $(INSTALLED)
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
-	touch $(INSTALLED)
+	@test -x $(PY) || { echo "install 1/3: creating $(VENV)/"; $(PYTHON) -m venv $(VENV); }
+	@echo "install 2/3: upgrading pip"
+	@$(PY) -m pip install --quiet --upgrade pip
+	@echo "install 3/3: the pinned requirements (about 360 MB the first time: a few minutes)"
+	@$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $(INSTALLED)
+	@echo "install: done"
 
 run: $(INSTALLED)
-	$(PY) -m devtools.run
+	@$(PY) -m devtools.run
+
+admin-password: $(INSTALLED)
+	@$(PY) -m devtools.run --admin-password
 
 # Two pytest processes (pytest-xdist), a test file to each at a time: the end-to-end tests spend most
 # of their time waiting on worker processes. TEST_PROCESSES=1 runs them in one.
 TEST_PROCESSES ?= 2
 
+PYTEST := $(PY) -m devtools.private_servers --data .devdata/test -- $(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
+
 test: $(INSTALLED)
-	$(PY) -m devtools.private_servers --data .devdata/test -- $(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/bin/ruff check .
+	$(PYTEST) $(PYTEST_ARGS)
+
+# The tests marked `worker` start processes (Celery workers, beat, Flower, web servers); the rest need
+# only PostgreSQL and Redis.
+test-fast: $(INSTALLED)
+	$(PYTEST) -m "not worker" $(PYTEST_ARGS)
+
+# Lint and type check. mypy is not yet clean on the merged code (so not yet part of make test). mypy's
+# Django plugin loads the settings, which need the two URLs (nothing connects to them); its
+# incremental cache is .mypy_cache.
+check: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	DATABASE_URL=$${DATABASE_URL:-postgres://localhost/unused} REDIS_URL=$${REDIS_URL:-redis://localhost/0} \
+		$(VENV)/bin/mypy
 
 bench: $(INSTALLED)
 	$(PY) -m devtools.private_servers --data .devdata/bench -- $(PY) -m bench

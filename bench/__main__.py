@@ -3,6 +3,9 @@
     python -m bench                      # everything, full size (needs DATABASE_URL, REDIS_URL)
     python -m bench --quick              # small sizes, to check the harness works
     python -m bench --only overhead      # one part: overhead, profile (database work per task), memory
+    python -m bench --only monitoring    # issue 17: metrics cost, /metrics and the dashboard on 1M records
+    python -m bench --only streaming --stream-replies 50 --idle-streams 200   # live replies, smaller
+    python -m bench --soak 30            # only the soak: 30 minutes of mixed load, nodes killed, Redis restarted
 
 Prints a table and writes it to bench/RESULTS.md with the machine's core count.
 """
@@ -27,14 +30,15 @@ import django
 import psycopg
 import requests
 
-from bench import db_profile
+from bench import db_profile, streaming
+from bench import monitoring as bench_monitoring
 from bench.fake_llm_server import FakeLLMServer
 from bench.processes import ROOT, Gunicorn, Worker, bare_env, run_json, run_tasks, system_env
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 # Every row of the latest full-size run of each measurement: a run of some (--only) keeps the others.
 RESULTS_JSON = Path(__file__).resolve().parent / "results.json"
-PARTS = ["overhead", "profile", "ai", "api", "submit", "memory"]
+PARTS = ["overhead", "profile", "ai", "api", "submit", "memory", "monitoring", "streaming"]
 
 
 @dataclass
@@ -427,7 +431,17 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory-repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--stream-replies", type=int, help="measurement 6: replies streamed at once (200)")
+    parser.add_argument("--idle-streams", type=int, help="measurement 6: idle open streams (1,000)")
+    parser.add_argument(
+        "--soak", type=float, metavar="MINUTES", help="run only the soak (bench/soak.py) for this long, e.g. 30"
+    )
     args = parser.parse_args()
+    if args.soak:
+        from bench import soak
+
+        report = soak.soak(args.soak, kill_every=300, clients=8)
+        return 0 if report["lost"] == 0 and report["duplicate_replies"] == 0 else 1
     # SIGTERM unwinds like Ctrl-C, so every worker started is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.load_at_start = os.getloadavg()[0]
@@ -493,6 +507,32 @@ def main() -> int:
         lambda: measure_memory(
             first=100, total=1000 if args.quick else 10_000, repeats=args.memory_repeats, concurrency=args.concurrency
         ),
+    )
+    run(
+        "monitoring",
+        args.repeats,
+        lambda: [
+            Row(**row)
+            for row in bench_monitoring.measure(
+                quick=args.quick, repeats=args.repeats, big_database_url=big_database_url()
+            )
+        ],
+    )
+    run(
+        "streaming",
+        1,
+        lambda: [
+            Row(**cells)
+            for cells in streaming.measure(
+                replies=args.stream_replies or (20 if args.quick else 200),
+                tokens_per_second=30,
+                seconds=10,
+                idle_streams=args.idle_streams or (100 if args.quick else 1000),
+                baseline_replies=10 if args.quick else 20,
+                poll_every=0.5,
+                log=log,
+            )
+        ],
     )
     print()
     print(table(rows))

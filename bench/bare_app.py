@@ -41,3 +41,16 @@ app.conf.update(
 @app.task(name="bench.bare.noop")
 def noop(n: int) -> dict:
     return {"n": n}
+
+
+@app.task(name="bench.bare.reply")
+def reply(provider_url: str) -> dict:
+    """An AI reply as a plain Celery task writes one: read the provider's stream to its end, return
+    the text. The task has nowhere to send the pieces on to: its user sees the reply when it ends."""
+    import openai
+
+    client = openai.OpenAI(base_url=provider_url, api_key="x", max_retries=0)
+    stream = client.chat.completions.create(
+        model="bench-model", messages=[{"role": "user", "content": "Tell me a long story"}], stream=True
+    )
+    return {"response": "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)}

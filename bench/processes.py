@@ -138,6 +138,16 @@ def rss_of(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its descendants still running."""
+    total = 0
+    for each in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run_tasks(kind: str, tasks: int, **extra_env: str) -> dict:
     """Publish `tasks` trivial tasks and wait until every result is stored (bench.load, in its own process)."""
     env = system_env(**extra_env) if kind == "system" else bare_env(**extra_env)
@@ -155,9 +165,10 @@ def run_json(module: str, *args: str, env: dict[str, str], timeout: float = 1800
 
 
 class Gunicorn:
-    """`gunicorn claw_ai.wsgi` as `make run` starts it (Procfile: 4 workers × 2 threads), on a free port."""
+    """`gunicorn claw_ai.wsgi` with 4 workers × 2 threads (measurements 3 and 4), on a free port;
+    asgi=True: as the Procfile starts it now, `claw_ai.asgi` under uvicorn's worker class (measurement 6)."""
 
-    def __init__(self, env: dict[str, str], *, workers: int = 4, threads: int = 2) -> None:
+    def __init__(self, env: dict[str, str], *, workers: int = 4, threads: int = 2, asgi: bool = False) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -165,8 +176,11 @@ class Gunicorn:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"gunicorn-{os.getpid()}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
-        command = [sys.executable, "-m", "gunicorn", "claw_ai.wsgi:application", "--bind", f"127.0.0.1:{self.port}"]
-        command += ["--workers", str(workers), "--threads", str(threads), "--graceful-timeout", "5"]
+        command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)]
+        if asgi:
+            command += ["claw_ai.asgi:application", "-k", "uvicorn_worker.UvicornWorker", "--graceful-timeout", "5"]
+        else:
+            command += ["claw_ai.wsgi:application", "--threads", str(threads), "--graceful-timeout", "5"]
         self.process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )

@@ -16,14 +16,15 @@ from django.core.cache.backends.redis import RedisCacheClient
 class SharedClientRedisCacheClient(RedisCacheClient):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._clients = {}  # connection pool -> its client
+        self._clients: dict[object, object] = {}  # connection pool -> its client
 
     def get_client(self, key=None, *, write=False):
-        pool = self._get_connection_pool(write)
+        # _get_connection_pool and _client are Django's own (not in django-stubs).
+        pool = self._get_connection_pool(write)  # type: ignore[attr-defined]
         client = self._clients.get(pool)
         if client is None:
             # Two threads may both build one at first; either serves.
-            client = self._clients[pool] = self._client(connection_pool=pool)
+            client = self._clients[pool] = self._client(connection_pool=pool)  # type: ignore[attr-defined]
         return client
 
 
@@ -36,7 +37,8 @@ class RedisCache(DjangoRedisCache):
         """Add one to the counter at `key` and return it; a missing counter starts at 0 and
         expires `timeout` seconds after it was created. Atomic, in one round trip."""
         key = self.make_and_validate_key(key, version=version)
-        with self._cache.get_client(key, write=True).pipeline(transaction=True) as pipe:
+        # RedisCache._cache (Django's own, not in django-stubs) is the SharedClientRedisCacheClient.
+        with self._cache.get_client(key, write=True).pipeline(transaction=True) as pipe:  # type: ignore[attr-defined]
             pipe.set(key, 0, ex=timeout, nx=True)
             pipe.incr(key)
             return pipe.execute()[1]

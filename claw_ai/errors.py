@@ -21,7 +21,8 @@ class ErrorSerializer(serializers.Serializer):
 
     message = serializers.CharField(help_text=gettext_lazy("What went wrong, for a person."))
     code = serializers.CharField(help_text=gettext_lazy("Machine-readable error code."))
-    errors = serializers.DictField(
+    # A field named like Serializer.errors: DRF's metaclass collects declared fields, the property stays.
+    errors = serializers.DictField(  # type: ignore[assignment]
         child=serializers.JSONField(), required=False, help_text=gettext_lazy("Field errors (400 only).")
     )
 

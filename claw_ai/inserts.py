@@ -8,15 +8,31 @@ get_db_prep_save() adapts JSON and dates.
 """
 
 import functools
+from typing import TypeVar
 
 from django.db import connection
 from django.db.models import Field, Model
+
+M = TypeVar("M", bound=Model)
 
 
 @functools.cache
 def insert_fields(model: type[Model]) -> tuple[Field, ...]:
     """The fields an INSERT of `model` writes: every concrete field but a generated primary key."""
-    return tuple(field for field in model._meta.concrete_fields if not (field.primary_key and field.db_returning))
+    # Field.db_returning (Django 4.2+) is missing from django-stubs 5.2.
+    return tuple(
+        field
+        for field in model._meta.concrete_fields
+        if not (field.primary_key and field.db_returning)  # type: ignore[attr-defined]
+    )
+
+
+def column_of(model: type[Model], name: str) -> str:
+    """The database column of `model`'s field `name`, for hand-written SQL (a field with no column fails)."""
+    field = model._meta.get_field(name)
+    if not isinstance(field, Field) or field.column is None:
+        raise TypeError(f"{model.__name__}.{name} has no database column")
+    return field.column
 
 
 def column_list(fields) -> str:
@@ -34,6 +50,6 @@ def insert_values(instance: Model) -> list:
     ]
 
 
-def loaded(model: type[Model], fields, row) -> Model:
+def loaded(model: type[M], fields, row) -> M:
     """An instance of `model` from the `fields` values of a row read from the database."""
     return model.from_db(connection.alias, [field.attname for field in fields], row)

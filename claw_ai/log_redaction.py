@@ -64,15 +64,17 @@ def traceback_without_messages(exc: BaseException) -> str:
 
     Frames show code, not values, so only the exception lines can carry text.
     """
-    chain, links = [], []
-    while exc is not None and all(exc is not seen for seen in chain):
-        chain.append(exc)
-        if exc.__cause__ is not None:
-            exc, link = exc.__cause__, "The above exception was the direct cause of the following exception:"
-        elif exc.__context__ is not None and not exc.__suppress_context__:
-            exc, link = exc.__context__, "During handling of the above exception, another exception occurred:"
+    chain: list[BaseException] = []
+    links: list[str] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        if current.__cause__ is not None:
+            current, link = current.__cause__, "The above exception was the direct cause of the following exception:"
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, link = current.__context__, "During handling of the above exception, another exception occurred:"
         else:
-            exc, link = None, ""
+            current, link = None, ""
         links.append(link)
     parts = []
     for exc, link in zip(reversed(chain), reversed(links), strict=True):

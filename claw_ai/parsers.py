@@ -17,7 +17,9 @@ import re
 from django.conf import settings
 from django.utils.translation import gettext as _
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser, get_encoding
+
+# get_encoding is DRF 3.17+; djangorestframework-stubs 3.16 (the last for django-stubs 5.2) lacks it.
+from rest_framework.parsers import JSONParser, get_encoding  # type: ignore[attr-defined]
 from rest_framework.utils import json
 
 # A JSON string (escapes included), or the rest of the text after an unterminated one.

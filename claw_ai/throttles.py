@@ -8,6 +8,7 @@ user in the default cache (Redis, so shared by every web process). A throttled r
 """
 
 import math
+from typing import cast
 
 from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
@@ -31,17 +32,19 @@ class WriteRateThrottle(ScopedRateThrottle):
         self.scope = scopes.get(getattr(view, "action", None) or "")
         if not self.scope:
             return True
-        self.rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        if self.rate is None:
+        # Rates are strings such as "120/min" (drf-stubs types the settings' values as numbers).
+        self.rate = cast("str | None", api_settings.DEFAULT_THROTTLE_RATES.get(self.scope))
+        num_requests, duration = self.parse_rate(self.rate)
+        if num_requests is None or duration is None:  # no rate for the scope: not throttled
             return True
+        self.num_requests, self.duration = num_requests, duration
         self.key = self.get_cache_key(request, view)
         if self.key is None:
             return True
         self.now = self.timer()
-        window = int(self.now // self.duration)
-        self.window_ends_at = (window + 1) * self.duration
-        return self._count(f"{self.key}:{window}", timeout=self.duration + 5) <= self.num_requests
+        window = int(self.now // duration)
+        self.window_ends_at = (window + 1) * duration
+        return self._count(f"{self.key}:{window}", timeout=duration + 5) <= num_requests
 
     def _count(self, key: str, timeout: int) -> int:
         # claw_ai.cache.RedisCache (the default cache) counts in one round trip; any other cache

@@ -22,7 +22,20 @@ from tasks_app.paginators import EstimatedCountPaginator
 
 class MessageInline(admin.TabularInline):
     model = Message
-    fields = ("created_at", "role", "short_content", "model", "prompt_tokens", "completion_tokens", "cost", "task")
+    fields = (
+        "created_at",
+        "role",
+        "short_content",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "tokens_estimated",
+        "cost",
+        "finish_reason",
+        "time_to_first_token_ms",
+        "tokens_per_second",
+        "task",
+    )
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -86,7 +99,7 @@ class ConversationAdmin(admin.ModelAdmin):
 
 @admin.register(KnowledgeDocument)
 class KnowledgeDocumentAdmin(admin.ModelAdmin):
-    list_display = ("title", "user_id", "format", "chunk_count", "indexed_at", "updated_at", "stale")
+    list_display = ("title", "user_id", "format", "chunk_count", "indexed_at", "updated_at", "index_up_to_date")
     list_filter = ("format",)
     search_fields = ("=user_id", "title")
     readonly_fields = (
@@ -101,9 +114,11 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):
     )
     actions = ["reindex_selected"]
 
-    @admin.display(description=_("stale"), boolean=True)
-    def stale(self, document):
-        return document.is_stale
+    # A yes/no icon says yes in green and no in red: asked as "stale?", a document that is fine got
+    # the red ✖. Asked the other way round, green means fine and red means re-index it.
+    @admin.display(description=_("index up to date"), boolean=True)
+    def index_up_to_date(self, document):
+        return not document.is_stale
 
     def save_model(self, request, obj, form, change):
         if not change:

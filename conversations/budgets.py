@@ -19,6 +19,7 @@ Windows are UTC days and calendar months. Tasks sent from code (no tenant) have 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -205,8 +206,8 @@ class CappedProvider:
         self.name = provider.name
         self.model = getattr(provider, "model", "")
 
-    def complete(self, messages: list[ChatMessage], *, temperature: float) -> Completion:
-        return self.provider.complete(messages, temperature=temperature, max_tokens=self.max_tokens)
+    def stream(self, messages: list[ChatMessage], *, temperature: float, on_text: Callable[[str], None]) -> Completion:
+        return self.provider.stream(messages, temperature=temperature, on_text=on_text, max_tokens=self.max_tokens)
 
     def close(self) -> None:
         # Abandoning a call discards the thread's provider itself, so the next reply builds a new one.

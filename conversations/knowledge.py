@@ -20,11 +20,12 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.postgres.search import SearchVector
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Case, Count, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from conversations import queries
 from conversations.models import DocumentFormat, KnowledgeChunk, KnowledgeDocument
 from tasks_app.models import TaskRecord
 from tasks_app.services import BrokerUnavailable, submit_task
@@ -100,9 +101,7 @@ def _try_lock_document(document_id: int) -> bool:
     An advisory lock, not a row lock: the API's edits of the document never wait on an indexing,
     and an indexing never holds a pooled connection waiting on another one.
     """
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [INDEXING_LOCK_SPACE, document_id])
-        return cursor.fetchone()[0]
+    return queries.try_advisory_xact_lock(INDEXING_LOCK_SPACE, document_id)
 
 
 def knowledge_reindex(document: KnowledgeDocument) -> KnowledgeDocument:
@@ -165,18 +164,9 @@ def knowledge_relevant_chunks(*, tenant_id: int | None, user_id: str, text: str,
     terms = _search_terms(text)
     if terms is None or limit <= 0:
         return []
-    chunks, documents = KnowledgeChunk._meta.db_table, KnowledgeDocument._meta.db_table
-    tenant = KnowledgeDocument._meta.get_field("created_by").column
-    same_tenant = f"d.{tenant} IS NULL" if tenant_id is None else f"d.{tenant} = %s"
-    sql = f"""
-        SELECT c.*, d.title AS document_title
-        FROM {chunks} c JOIN {documents} d ON d.id = c.document_id, to_tsquery(%s::regconfig, %s) query
-        WHERE c.user_id = %s AND {same_tenant} AND c.search_vector @@ query
-        ORDER BY ts_rank(c.search_vector, query) DESC, c.document_id, c.position
-        LIMIT %s
-    """
-    params = [settings.KNOWLEDGE_SEARCH_CONFIG, terms, user_id, *([] if tenant_id is None else [tenant_id]), limit]
-    return list(KnowledgeChunk.objects.raw(sql, params))
+    return queries.best_matching_chunks(
+        search_config=settings.KNOWLEDGE_SEARCH_CONFIG, terms=terms, tenant_id=tenant_id, user_id=user_id, limit=limit
+    )
 
 
 class KnowledgeQuotaExceeded(Exception):

@@ -117,6 +117,30 @@ class Message(models.Model):
         default="",
         help_text=_("The Celery task that saved this message; one user and one assistant message per task."),
     )
+    tokens_estimated = models.BooleanField(
+        _("tokens estimated"),
+        default=False,
+        help_text=_("The provider reported no usage (or the reply was cancelled): the token counts are estimates."),
+    )
+    finish_reason = models.CharField(
+        _("finish reason"),
+        max_length=40,
+        blank=True,
+        default="",
+        help_text=_('Why the reply ended: the provider\'s reason ("stop", "length", …) or "cancelled".'),
+    )
+    time_to_first_token_ms = models.PositiveIntegerField(
+        _("time to first token (ms)"),
+        null=True,
+        blank=True,
+        help_text=_("From the provider request to the first piece of streamed text."),
+    )
+    tokens_per_second = models.FloatField(
+        _("tokens per second"),
+        null=True,
+        blank=True,
+        help_text=_("Completion tokens over the time from the first piece of text to the last."),
+    )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
     class Meta:

@@ -22,7 +22,9 @@ def build_prompt(conversation: Conversation, question: Message) -> list[ChatMess
     )
     if chunks:
         passages = "\n".join(
-            f"[{number}] ({chunk.document_title}) {chunk.content}" for number, chunk in enumerate(chunks, 1)
+            # document_title: a column of the search's raw query, not a model field.
+            f"[{number}] ({chunk.document_title}) {chunk.content}"  # type: ignore[attr-defined]
+            for number, chunk in enumerate(chunks, 1)
         )
         prompt.append(
             ChatMessage("system", f"Passages from the user's knowledge base; use them when they help:\n{passages}")

@@ -9,7 +9,7 @@ the reply are unique per (task id, role), and a reply already saved is returned,
 """
 
 import contextlib
-import functools
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -18,21 +18,30 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from claw_ai.inserts import column_list, insert_fields, insert_values, loaded, placeholders
+from conversations import queries
 from conversations.admission import WaitingRecord, admit_reply, reply_withdrawn
 from conversations.budgets import budget_check, budget_release, budget_reserve, capped
 from conversations.llm import get_provider
 from conversations.llm.base import Completion
 from conversations.models import Conversation, Message, MessageRole
 from conversations.prompts import build_prompt
-from conversations.provider_calls import complete_unless_stopped
+from conversations.provider_calls import GenerationCancelled, complete_unless_stopped
 from conversations.provider_limits import provider_capacity
+from conversations.reply_streams import ReplyStreamWriter
 from conversations.tokens import completion_cost, estimate_tokens
-from tasks_app.models import TaskRecord
-from tasks_app.services import BrokerUnavailable, ensure_below_unfinished_limit, submit_task
+from tasks_app.models import UNFINISHED_STATES, TaskRecord
+from tasks_app.services import (
+    BrokerUnavailable,
+    TaskStateConflict,
+    cancel_task,
+    ensure_below_unfinished_limit,
+    submit_task,
+)
 
 TITLE_LENGTH = 80
 AI_GENERATION_TASK = "tasks_app.tasks.ai_tasks.generate_ai_response"
+# The finish_reason of a reply whose task was cancelled while it was being written.
+FINISH_CANCELLED = "cancelled"
 
 
 class ConversationForbidden(Exception):
@@ -60,38 +69,20 @@ def conversation_create(
         raise ConversationExists(public_id) from None
 
 
-@functools.cache
-def _get_or_create_sql(*, tenant_is_null: bool) -> str:
-    meta, quote = Conversation._meta, connection.ops.quote_name
-    table, fields = quote(meta.db_table), column_list(meta.concrete_fields)
-    public_id = quote(meta.get_field("public_id").column)
-    tenant = quote(meta.get_field("created_by").column)
-    # Two shapes, so each SELECT is served by the (tenant, public id) unique index.
-    same_tenant = f"{tenant} IS NULL" if tenant_is_null else f"{tenant} = %s"
-    return (
-        f"WITH new AS (INSERT INTO {table} ({column_list(insert_fields(Conversation))}) "
-        f"VALUES ({placeholders(Conversation)}) ON CONFLICT ({tenant}, {public_id}) DO NOTHING RETURNING {fields}) "
-        f"SELECT {fields}, true FROM new UNION ALL "
-        f"SELECT {fields}, false FROM {table} WHERE {same_tenant} AND {public_id} = %s"
-    )
-
-
 def conversation_get_or_create(*, public_id: str, user_id: str, tenant_id: int | None) -> tuple[Conversation, bool]:
     """The tenant's conversation `public_id` and whether it is new (created for `user_id` when missing).
 
     Like get_or_create, but one statement in autocommit (get_or_create takes a SELECT, then
     BEGIN, INSERT and COMMIT for a new one: four round trips on every submit).
     """
-    new = Conversation(public_id=public_id, user_id=user_id, created_by_id=tenant_id)
-    tenant = [] if tenant_id is None else [tenant_id]
-    with connection.cursor() as cursor:
-        cursor.execute(_get_or_create_sql(tenant_is_null=tenant_id is None), [*insert_values(new), *tenant, public_id])
-        row = cursor.fetchone()
-    if row is None:
+    stored = queries.insert_or_get_conversation(
+        Conversation(public_id=public_id, user_id=user_id, created_by_id=tenant_id)
+    )
+    if stored is None:
         # Another transaction inserted it and committed while this INSERT waited on it, after
         # this statement's snapshot: a new statement sees the row.
         return Conversation.objects.of_tenant(tenant_id).get(public_id=public_id), False
-    return loaded(Conversation, Conversation._meta.concrete_fields, row[:-1]), row[-1]
+    return stored
 
 
 def conversation_for_generation(*, conversation_id: str, user_id: str, requested_by) -> Conversation:
@@ -118,6 +109,7 @@ def submit_ai_generation(
     priority: int | None = None,
     countdown: float | None = None,
     eta: datetime | None = None,
+    supersede: bool = False,
     submitted_by,
     queue: str | None = None,
 ) -> TaskRecord:
@@ -128,10 +120,17 @@ def submit_ai_generation(
     TooManyUnfinishedTasks, and one past a budget (its own or the chat user's) BudgetExceeded.
     The task carries the tenant, so the worker finds the same conversation and the tenant's own
     knowledge.
+
+    `supersede`: the user sent a new message while a reply was still being written (or queued):
+    those replies of the conversation are cancelled first (a reply being written keeps what it
+    wrote, finish_reason "cancelled"). Their ids are in the record's `superseded_task_ids`.
     """
     ensure_below_unfinished_limit(user=submitted_by)
     budget_check(tenant_id=submitted_by.pk, user_id=user_id)
     conversation_for_generation(conversation_id=conversation_id, user_id=user_id, requested_by=submitted_by)
+    # The replies this message supersedes are cancelled first: the new one then waits its turn behind
+    # them only until they have stopped.
+    superseded = replies_cancel_unfinished(conversation_id=conversation_id, tenant=submitted_by) if supersede else []
     kwargs = {
         "conversation_id": conversation_id,
         "user_message": user_message,
@@ -154,9 +153,11 @@ def submit_ai_generation(
         record=WaitingRecord(AI_GENERATION_TASK, kwargs, queue or settings.QUEUE_AI, eta, submitted_by),
     )
     if waiting_for:
-        return TaskRecord.objects.get(task_id=task_id)
+        record = TaskRecord.objects.get(task_id=task_id)
+        record.superseded_task_ids = superseded
+        return record
     try:
-        return submit_task(
+        record = submit_task(
             task_name=AI_GENERATION_TASK,
             kwargs=kwargs,
             queue=queue,
@@ -168,6 +169,23 @@ def submit_ai_generation(
     except BrokerUnavailable:
         reply_withdrawn(task_id=task_id)
         raise
+    record.superseded_task_ids = superseded
+    return record
+
+
+def replies_cancel_unfinished(*, conversation_id: str, tenant) -> list[str]:
+    """Cancel the tenant's queued or running replies in the conversation; the ids of those cancelled."""
+    unfinished = TaskRecord.objects.filter(
+        conversation_id=conversation_id, submitted_by=tenant, task_name=AI_GENERATION_TASK, state__in=UNFINISHED_STATES
+    ).order_by("created_at")
+    cancelled = []
+    for record in unfinished:
+        try:
+            cancel_task(record=record, by=tenant)
+        except TaskStateConflict:
+            continue  # it finished meanwhile: nothing to supersede
+        cancelled.append(record.task_id)
+    return cancelled
 
 
 def conversation_generate_reply(
@@ -180,6 +198,7 @@ def conversation_generate_reply(
     task_id: str = "",
     retried_task_ids: Sequence[str] = (),
     should_stop: Callable[[], bool] = lambda: False,
+    attempt: int = 1,
 ) -> dict:
     """Save the user's message, ask the provider, save and return the reply.
 
@@ -189,7 +208,10 @@ def conversation_generate_reply(
     `retried_task_ids` are the tasks this one retries (a retry through the API or the admin has a
     new id): a question one of them saved and nobody answered is this task's question too, so
     the conversation does not show it twice. `should_stop` is polled while the provider works;
-    when it turns true the wait ends with GenerationCancelled and nothing more is saved.
+    when it turns true the provider's stream is closed, the text so far is saved as the reply
+    (finish_reason "cancelled") and GenerationCancelled is raised. The reply is streamed to
+    live readers as it is written (conversations.reply_streams); `attempt` is the task's
+    attempt number (1 for the first run), written on the stream when it restarts a reply.
     """
     conversation, question, reply = _save_user_message(
         conversation_id=conversation_id,
@@ -200,37 +222,135 @@ def conversation_generate_reply(
         retried_task_ids=retried_task_ids,
     )
     if reply is None:
-        provider = get_provider()
-        prompt = build_prompt(conversation, question)
-        prompt_tokens = sum(estimate_tokens(message.content) for message in prompt)
-        # This reply's share of the budgets (BudgetExceeded when none is left), capping its length.
-        reservation = task_id or f"direct-{uuid.uuid4().hex}"
-        cap = budget_reserve(
-            task_id=reservation, tenant_id=tenant_id, user_id=conversation.user_id, prompt_tokens=prompt_tokens
+        reply = _generate_reply(
+            conversation,
+            question,
+            temperature=temperature,
+            task_id=task_id,
+            tenant_id=tenant_id,
+            should_stop=should_stop,
+            attempt=attempt,
         )
-        try:
-            # The provider account's limits hold for the whole cluster (CapacityUnavailable past the wait).
-            with provider_capacity(prompt_tokens=prompt_tokens, max_tokens=cap) as call:
-                completion = complete_unless_stopped(
-                    capped(provider, cap), prompt, temperature=temperature, should_stop=should_stop
-                )
-                call.used(completion)
-            reply = _save_reply(conversation, completion, task_id=task_id)
-        finally:
-            if cap is not None:
-                budget_release(task_id=reservation)
     return reply_result(reply)
 
 
+def _generate_reply(
+    conversation: Conversation,
+    question: Message,
+    *,
+    temperature: float,
+    task_id: str,
+    tenant_id: int | None,
+    should_stop: Callable[[], bool],
+    attempt: int,
+) -> Message:
+    """Ask the provider, streaming its reply to live readers, and save the reply (or what a cancellation left).
+
+    The reply first reserves its share of the budgets (BudgetExceeded when none is left), which caps
+    its length, then a share of the provider account's capacity, which holds for the whole cluster
+    (CapacityUnavailable past the wait).
+    """
+    provider = get_provider()
+    prompt = build_prompt(conversation, question)
+    prompt_tokens = sum(estimate_tokens(message.content) for message in prompt)
+    reservation = task_id or f"direct-{uuid.uuid4().hex}"
+    cap = budget_reserve(
+        task_id=reservation, tenant_id=tenant_id, user_id=conversation.user_id, prompt_tokens=prompt_tokens
+    )
+    try:
+        return _stream_reply(
+            conversation,
+            capped(provider, cap),
+            prompt,
+            prompt_tokens=prompt_tokens,
+            cap=cap,
+            temperature=temperature,
+            task_id=task_id,
+            should_stop=should_stop,
+            attempt=attempt,
+        )
+    finally:
+        if cap is not None:
+            budget_release(task_id=reservation)
+
+
+def _stream_reply(
+    conversation: Conversation,
+    provider,
+    prompt: list,
+    *,
+    prompt_tokens: int,
+    cap: int | None,
+    temperature: float,
+    task_id: str,
+    should_stop: Callable[[], bool],
+    attempt: int,
+) -> Message:
+    stream = ReplyStreamWriter(task_id) if task_id else None
+    if stream is not None:
+        stream.start(attempt=attempt)
+    started = time.monotonic()
+    try:
+        with provider_capacity(prompt_tokens=prompt_tokens, max_tokens=cap) as call:
+            completion = complete_unless_stopped(
+                provider, prompt, temperature=temperature, should_stop=should_stop, listener=stream
+            )
+            call.used(completion)
+    except GenerationCancelled:
+        if stream is not None:
+            partial = stream.close()
+            if partial:  # a reply cancelled before its first word leaves no message
+                timing = _timing(stream, started, partial)
+                cancelled = _cancelled_completion(provider, prompt, partial)
+                _save_reply(conversation, cancelled, task_id=task_id, timing=timing)
+            stream.cancelled()
+        raise
+    except BaseException:
+        if stream is not None:
+            stream.close()  # a retry (or the failure) is written by the task
+        raise
+    if stream is not None:
+        stream.close()
+    return _save_reply(conversation, completion, task_id=task_id, timing=_timing(stream, started, completion.text))
+
+
+def _cancelled_completion(provider, prompt: list, partial: str) -> Completion:
+    """The tokens a cancelled reply used, estimated: a provider reports usage only at the end."""
+    return Completion(
+        text=partial,
+        model=getattr(provider, "model", "") or getattr(provider, "name", ""),
+        prompt_tokens=sum(estimate_tokens(message.content) for message in prompt),
+        completion_tokens=estimate_tokens(partial),
+        tokens_estimated=True,
+        finish_reason=FINISH_CANCELLED,
+    )
+
+
+def _timing(stream: ReplyStreamWriter | None, started: float, text: str) -> dict:
+    """time_to_first_token_ms and tokens_per_second of a streamed reply (None where no text came)."""
+    if stream is None or stream.first_text_at is None:
+        return {"time_to_first_token_ms": None, "tokens_per_second": None}
+    writing = time.monotonic() - stream.first_text_at
+    tokens = estimate_tokens(text)
+    return {
+        "time_to_first_token_ms": round((stream.first_text_at - started) * 1000),
+        "tokens_per_second": round(tokens / writing, 2) if writing > 0 and tokens else None,
+    }
+
+
 def reply_result(reply: Message) -> dict:
-    """The task's result document (the shape the seed fixes, plus the model and message id)."""
+    """The task's result document (the shape the seed fixes, plus the model, message id and timing)."""
     return {
         "conversation_id": reply.conversation.public_id,
         "response": reply.content,
         "tokens": {"prompt": reply.prompt_tokens, "completion": reply.completion_tokens, "total": reply.total_tokens},
+        "tokens_estimated": reply.tokens_estimated,
         "cost": float(reply.cost),
         "model": reply.model,
         "message_id": reply.pk,
+        "finish_reason": reply.finish_reason,
+        "time_to_first_token_ms": reply.time_to_first_token_ms,
+        "tokens_per_second": reply.tokens_per_second,
     }
 
 
@@ -304,14 +424,14 @@ def _add_user_message(conversation: Conversation, content: str, *, task_id: str)
         prompt_tokens=estimate_tokens(content),
         task_id=task_id,
     )
-    update = {"updated_at": timezone.now()}
+    update: dict[str, object] = {"updated_at": timezone.now()}
     if not conversation.title:
         update["title"] = content[:TITLE_LENGTH]
     Conversation.objects.filter(pk=conversation.pk).update(**update)
     return message
 
 
-def _save_reply(conversation: Conversation, completion: Completion, *, task_id: str) -> Message:
+def _save_reply(conversation: Conversation, completion: Completion, *, task_id: str, timing: dict) -> Message:
     cost = completion_cost(
         model=completion.model, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens
     )
@@ -325,6 +445,9 @@ def _save_reply(conversation: Conversation, completion: Completion, *, task_id: 
             completion_tokens=completion.completion_tokens,
             cost=cost,
             task_id=task_id,
+            tokens_estimated=completion.tokens_estimated,
+            finish_reason=completion.finish_reason or "",
+            **timing,
         ),
         task_id=task_id,
         role=MessageRole.ASSISTANT,

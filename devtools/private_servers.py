@@ -119,10 +119,12 @@ class PrivatePostgres:
 
 
 class PrivateRedis:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, persistent: bool = False) -> None:
         self.dir = data_dir / "redis"
         self.port = free_port()
         self.process: subprocess.Popen | None = None
+        # persistent: an append-only file, so a restart keeps the data (as compose's production Redis)
+        self.persistent = persistent
 
     @staticmethod
     def binary() -> str:
@@ -147,7 +149,7 @@ class PrivateRedis:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
                 "--logfile",
                 str(self.dir / "server.log"),
             ],
@@ -164,6 +166,74 @@ class PrivateRedis:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+class PrivateRabbitMQ:
+    """A RabbitMQ node of its own, from the system's rabbitmq-server (tests: broker restarts, or no
+    RabbitMQ on 127.0.0.1:5672). Its data stays in `dir` across stop() and start(), as a real restart.
+
+    Run as root, rabbitmq-server switches to the `rabbitmq` user, so the data directory is made
+    under /tmp (a pytest tmp_path is private to root) and given to that user.
+    """
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp(prefix="claw-rabbitmq-"))
+        self.port = free_port()
+        self.node = f"claw{self.port}@localhost"
+        self.process: subprocess.Popen | None = None
+
+    @staticmethod
+    def binary() -> str | None:
+        places = ("/usr/sbin/rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmq-server")
+        return shutil.which("rabbitmq-server") or next((path for path in places if Path(path).exists()), None)
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "HOME": str(self.dir),  # the Erlang cookie lives here, for the server and rabbitmqctl alike
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.port + 1 if self.port < 65535 else self.port - 1),
+            "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),  # not the system's
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(self.dir / "pid"),
+        }
+
+    def start(self) -> str:
+        binary = self.binary()
+        if binary is None:
+            raise RuntimeError("rabbitmq-server is not installed")
+        (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "rabbitmq-env.conf").write_text("")
+        if os.geteuid() == 0:
+            with contextlib.suppress(KeyError):
+                subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.dir)], check=True)
+        self.log = open(self.dir / "server.out", "a")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [binary], env=self._env(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_for_port(self.port, deadline_seconds=120, process=self.process)
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            subprocess.run(["rabbitmqctl", "-n", self.node, "stop"], env=self._env(), capture_output=True, timeout=60)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+            self.log.close()
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -198,7 +268,8 @@ def load_dotenv(root: Path) -> None:
     """
     import environ
 
-    environ.Env.read_env(root / ".env", overwrite=False)
+    if (root / ".env").exists():  # django-environ logs "not found" otherwise
+        environ.Env.read_env(root / ".env", overwrite=False)
 
 
 def run(command: list[str], data_dir: Path) -> int:

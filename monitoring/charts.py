@@ -7,6 +7,7 @@ is drawn at a fixed size with its axis in the chart's unit; the caller titles it
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from django.utils.html import escape
@@ -83,7 +84,7 @@ def _legend(names: list[str]) -> list[str]:
 
 def time_chart(
     times: list[datetime],
-    series: dict[str, list[float | None]],
+    series: Mapping[str, Sequence[float | None]],
     *,
     unit: str,
     label: str,

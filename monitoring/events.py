@@ -24,15 +24,17 @@ def count_received(request=None, **_kwargs) -> None:
 
 
 @receiver(provider_call_finished, dispatch_uid="monitoring.count_provider_call")
-def count_provider_call(*, model: str, seconds: float, error: BaseException | None, **_kwargs) -> None:
+def count_provider_call(
+    *, model: str, seconds: float, error: BaseException | None, first_token_seconds: float | None = None, **_kwargs
+) -> None:
     error_type = type(error).__name__ if error is not None else ""
     observed = histogram(
         "gen_ai_client_operation_duration_seconds", seconds, buckets.OPERATION_SECONDS, model=model, label=error_type
     )
-    if error is None:
-        # Replies are not streamed: the first token arrives with the whole answer.
+    if error is None and first_token_seconds is not None:
+        # Replies are streamed: the first piece of text, not the whole answer.
         observed |= histogram(
-            "gen_ai_server_time_to_first_token_seconds", seconds, buckets.FIRST_TOKEN_SECONDS, model=model
+            "gen_ai_server_time_to_first_token_seconds", first_token_seconds, buckets.FIRST_TOKEN_SECONDS, model=model
         )
     if isinstance(error, ProviderRateLimited):
         observed[Series("claw_llm_rate_limited_total", model=model)] = 1

@@ -18,7 +18,7 @@ So events are counted where they are written, into one shared store:
   its 429s): written to the same counters by the process that saw them (monitoring.events).
 - gauges: queue lengths and oldest message ages from the broker, live workers from the
   workers' discovery (tasks_app.workers, cached, never waited for), active tasks per worker
-  from the STARTED records.
+  from a count of the STARTED records kept by triggers (monitoring migration 0003).
 Any process can answer a scrape, and all answer the same. When a source fails (the broker is
 down) the scrape still answers with the rest; `claw_scrape_errors_total{source}` counts it and
 `claw_scrape_source_up{source}` is 0 for that scrape.
@@ -29,16 +29,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Count
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from monitoring import broker, buckets
-from monitoring.counters import Series, add, totals
-from tasks_app.models import TaskRecord, TaskState
+from monitoring.counters import Series, add, running_per_worker, totals
 from tasks_app.workers import SEEN_FOR, SEEN_KEY, live_workers
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class ScrapeCollector(Collector):
 
     # --- from the counters table ------------------------------------------------------------
     @staticmethod
-    def _counters(values: dict[Series, object]):
+    def _counters(values: Mapping[Series, float | Decimal]):
         by_metric: dict[str, dict[Series, float]] = defaultdict(dict)
         for series, value in values.items():
             by_metric[series.metric][series] = float(value)
@@ -124,10 +124,10 @@ class ScrapeCollector(Collector):
             grouped: dict[tuple, dict[str, float]] = defaultdict(dict)
             for series, value in by_metric.get(metric, {}).items():
                 grouped[tuple(getattr(series, field) for _, field in labels)][series.kind] = value
-            family = HistogramMetricFamily(metric, help_text, labels=[name for name, _ in labels])
+            histogram = HistogramMetricFamily(metric, help_text, labels=[name for name, _ in labels])
             for label_values, kinds in sorted(grouped.items()):
-                family.add_metric(list(label_values), buckets.cumulative(kinds, bounds), kinds.get("sum", 0.0))
-            yield family
+                histogram.add_metric(list(label_values), buckets.cumulative(kinds, bounds), kinds.get("sum", 0.0))
+            yield histogram
 
     # --- from the broker ----------------------------------------------------------------------
     @staticmethod
@@ -152,13 +152,7 @@ class ScrapeCollector(Collector):
         discovery = live_workers()
         seen = cache.get(SEEN_KEY) or {}
         now = time.time()
-        active = dict(
-            TaskRecord.objects.filter(state=TaskState.STARTED)
-            .exclude(worker="")
-            .order_by()
-            .values_list("worker")
-            .annotate(n=Count("id"))
-        )
+        active = running_per_worker()
         up = GaugeMetricFamily("celery_worker_up", "1 for a live worker, 0 for one seen lately.", labels=["hostname"])
         running = GaugeMetricFamily("celery_worker_tasks_active", "Tasks the worker is running.", labels=["hostname"])
         if discovery.known:

@@ -27,12 +27,12 @@ VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 CONTEXT_FIELDS = ("task_id", "task_name", "queue", "conversation_id", "request_id")
 
 
-def task_context() -> dict[str, str]:
+def task_context() -> dict[str, str | None]:
     task = current_task
     if not task or getattr(task.request, "id", None) is None:  # a proxy: falsy outside a task
         return {}
     request = task.request
-    context = {"task_id": request.id, "task_name": task.name}
+    context: dict[str, str | None] = {"task_id": request.id, "task_name": task.name}
     queue = (request.delivery_info or {}).get("routing_key")
     if queue:
         context["queue"] = queue

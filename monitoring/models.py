@@ -4,6 +4,7 @@ Why a table, not process memory: see monitoring.exposition. Each row is one slot
 series (metric + labels, or one histogram bucket / sum); a series' value is the sum over its
 slots. Rows are only ever increased, never decreased: cleaning up old task records leaves the
 counts alone, so every counter is monotonic as Prometheus requires.
+One series is a gauge instead: claw_running_tasks (the STARTED records per worker, migration 0003).
 """
 
 from django.db import models
@@ -38,3 +39,44 @@ class MetricCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.metric}{{{self.name},{self.queue},{self.model},{self.label}}} {self.kind} = {self.value}"
+
+
+class MetricRollup(models.Model):
+    """Per-minute and per-hour sums of what the admin dashboard draws (monitoring.rollup).
+
+    Kept by PostgreSQL triggers (migration 0002) as the task records and replies are written, so
+    the dashboard reads a few hundred rows for any range instead of every record of the range.
+    A row is one figure of one time bin: a count of finished tasks by state, one histogram
+    bucket of runtime, queue wait or time to reply, tokens or cost by model, cost by chat user.
+    """
+
+    span = models.PositiveIntegerField(_("span (seconds)"), help_text=_("Width of the time bin: 60 or 3600."))
+    bin = models.DateTimeField(_("bin"), help_text=_("Start of the time bin (UTC, aligned to the span)."))
+    figure = models.CharField(
+        _("figure"), max_length=20, help_text=_("finished, runtime, wait, turnaround, tokens, cost or user_cost.")
+    )
+    name = models.CharField(_("name"), max_length=255, blank=True, default="", help_text=_("Task name or model."))
+    label = models.CharField(
+        _("label"), max_length=255, blank=True, default="", help_text=_("Final state, or the chat user of user_cost.")
+    )
+    tenant = models.BigIntegerField(
+        _("tenant"), default=0, help_text=_("The chat user's tenant (API user id; 0: made from code) for user_cost.")
+    )
+    bucket = models.SmallIntegerField(
+        _("bucket"), default=0, help_text=_("Histogram bucket of runtime, wait and turnaround (monitoring.rollup).")
+    )
+    value = models.DecimalField(_("value"), max_digits=24, decimal_places=6, default=0)
+
+    class Meta:
+        verbose_name = _("metric rollup")
+        verbose_name_plural = _("metric rollups")
+        default_permissions = ()
+        constraints = [
+            models.UniqueConstraint(
+                fields=["span", "bin", "figure", "name", "label", "tenant", "bucket"], name="metricrollup_series_bin"
+            )
+        ]
+
+    def __str__(self) -> str:
+        series = f"{self.figure}{{{self.name},{self.label},{self.tenant}}}"
+        return f"{series} {self.span}s@{self.bin} b{self.bucket} = {self.value}"

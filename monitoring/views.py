@@ -139,9 +139,12 @@ def dashboard(request):
             time_chart(usage_times, cost, unit="USD", label="cost", stacked=True, time_format=usage_format),
         ),
         (
-            f"Busiest chat users by cost — USD, {when}",
+            f"Busiest chat users by cost — USD, tenant / chat user, {when}",
             bar_chart(
-                [(user, {"cost": float(total)}) for user, total, _ in data["top_users"]],
+                [
+                    (f"{data['tenant_names'][tenant]} / {user}", {"cost": float(total)})
+                    for tenant, user, total in data["top_users"]
+                ],
                 unit="USD",
                 label="users by cost",
             ),

@@ -13,6 +13,7 @@ import json
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import ShowFacets
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import Q
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
@@ -88,6 +89,11 @@ def _pre(text: str):
     return format_html('<pre style="{}">{}</pre>', PRE_STYLE, text) if text else "-"
 
 
+def _breakable(name: str):
+    """A snake_case name that may wrap after its underscores when a column is narrow (no hyphen added)."""
+    return format_html_join(mark_safe("_<wbr>"), "{}", ((part,) for part in name.split("_")))
+
+
 def _pretty_json(value) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
 
@@ -103,11 +109,12 @@ class TaskRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "id",
         "short_task_name",
         "coloured_state",
-        "queue",
+        "queue_name",
         "priority",
         "submitted_by",
         "conversation",
         "created_at",
+        "queue_wait_seconds",
         "runtime_seconds",
         "retries",
     )
@@ -125,6 +132,9 @@ class TaskRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     actions = ["retry_selected", "cancel_selected"]
 
+    class Media:
+        css = {"all": ["tasks_app/admin/task_list.css"]}  # the list fits 1,280 px
+
     fieldsets = (
         (None, {"fields": ("task_id", "task_name", "coloured_state", "queue", "priority", "eta", "worker")}),
         (_("Who and what"), {"fields": ("submitted_by", "user_id", "conversation", "periodic_task_name")}),
@@ -137,6 +147,7 @@ class TaskRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     "created_at",
                     "started_at",
                     "done_at",
+                    "queue_wait_seconds",
                     "runtime_seconds",
                     "retries",
                     "resent_count",
@@ -146,7 +157,8 @@ class TaskRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ),
         (_("Lineage"), {"fields": ("retry_of_link", "retried_by_links")}),
     )
-    readonly_fields = [field for group in fieldsets for field in group[1]["fields"]]  # every field shown is read-only
+    # Every field shown is read-only (these fieldsets name fields only, no rows of several: hence the ignore).
+    readonly_fields = [field for group in fieldsets for field in group[1]["fields"]]  # type: ignore[misc]
 
     # --- permissions: view only (ReadOnlyAdminMixin); the actions need the change permission ----
     def has_operate_permission(self, request):
@@ -166,7 +178,12 @@ class TaskRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description=_("task name"))
     def short_task_name(self, record):
         """The function name; the full dotted name shows on hover and on the detail page."""
-        return format_html('<span title="{}">{}</span>', record.task_name, record.task_name.rsplit(".", 1)[-1])
+        short = _breakable(record.task_name.rsplit(".", 1)[-1])
+        return format_html('<span title="{}">{}</span>', record.task_name, short)
+
+    @admin.display(description=_("queue"))
+    def queue_name(self, record):
+        return _breakable(record.queue)
 
     @admin.display(description=_("state"), ordering="state")
     def coloured_state(self, record):
@@ -176,21 +193,40 @@ class TaskRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             record.state,
         )
 
+    def changelist_view(self, request, extra_context=None):
+        # Eleven columns and the filters fit a 1,280 px window only without the app list on the left
+        # (every other admin page keeps it; the breadcrumbs lead back).
+        return super().changelist_view(request, {"is_nav_sidebar_enabled": False, **(extra_context or {})})
+
     @admin.display(description=_("conversation"))
     def conversation(self, record):
         if not record.conversation_id:
             return "-"
+        # A long id is cut in the list (whole on hover and on the detail page), so the columns fit.
+        shown = record.conversation_id if len(record.conversation_id) <= 14 else record.conversation_id[:13] + "…"
         try:
             url = reverse("admin:conversations_conversation_changelist")
         except NoReverseMatch:
-            return record.conversation_id
+            return format_html('<span title="{}">{}</span>', record.conversation_id, shown)
         return format_html(
-            '<a href="{}?{}">{}</a>', url, urlencode({"q": record.conversation_id}), record.conversation_id
+            '<a href="{}?{}" title="{}">{}</a>',
+            url,
+            urlencode({"q": record.conversation_id}),
+            record.conversation_id,
+            shown,
         )
 
     @admin.display(description=_("runtime (s)"))
     def runtime_seconds(self, record):
         return record.runtime if record.runtime is not None else "-"
+
+    @admin.display(description=_("queue wait (s)"))
+    def queue_wait_seconds(self, record):
+        """Seconds from publish (or a delayed task's eta) to its start: how long it waited for a worker."""
+        if record.started_at is None:
+            return "-"
+        ready = max(record.created_at, record.eta) if record.eta else record.created_at
+        return round(max((record.started_at - ready).total_seconds(), 0.0), 3)
 
     # --- detail --------------------------------------------------------------------------------
     @admin.display(description=_("args"))
@@ -279,7 +315,7 @@ class TaskRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     "records": records,
                     "allowed_states": sorted(allowed),
                     "refused": [record for record in records if record.state not in allowed],
-                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                    "action_checkbox_name": ACTION_CHECKBOX_NAME,
                 },
             )
         if action == "retry_selected":

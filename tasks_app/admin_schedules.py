@@ -5,7 +5,8 @@ who may only *view* schedules could run the cleanup job or disable a housekeepin
 changelist, and nothing would record who did. Here each action needs the change permission
 (`django_celery_beat.change_periodictask`): Django hides it from everyone else and refuses it if
 posted anyway. Every job acted on gets an admin log entry naming the operator. The actions still
-run the library's own code, and the rest of its admin (form, fieldsets, changelist) is unchanged.
+run the library's own code, and the rest of its admin (form, fieldsets, changelist) is unchanged
+but for the edit page's crontab help (admin/tasks_app/periodictask_change_form.html).
 """
 
 from django.contrib import admin
@@ -15,6 +16,9 @@ from django_celery_beat.models import PeriodicTask
 
 
 class GuardedPeriodicTaskAdmin(PeriodicTaskAdmin):
+    # The library's page, its crontab help without "Translation: undefined" (see the template).
+    change_form_template = "admin/tasks_app/periodictask_change_form.html"
+
     @admin.action(description=_("Enable selected tasks"), permissions=["change"])
     def enable_tasks(self, request, queryset):
         jobs = list(queryset)

@@ -61,15 +61,17 @@ def connect_to_allowed_address(address: tuple[str, int], timeout=None, source_ad
     """socket.create_connection, refusing a host any of whose addresses is not allowed."""
     host, port = address
     candidates = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    for *_, sockaddr in candidates:
-        resolved = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])  # drop an IPv6 zone
+    # SOCK_STREAM over IPv4/IPv6: each sockaddr starts with (address text, port).
+    addresses = [(str(sockaddr[0]), int(sockaddr[1])) for *_, sockaddr in candidates]
+    for text, _port in addresses:
+        resolved = ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone
         if not is_allowed(resolved):
             raise CallbackAddressRefused(_refusal(host, resolved))
     error: OSError | None = None
-    for *_, sockaddr in candidates:
+    for resolved_address in addresses:
         try:
             # An address, not the name: what is connected to is what was checked.
-            return socket.create_connection(sockaddr[:2], timeout, source_address)
+            return socket.create_connection(resolved_address, timeout, source_address)
         except OSError as failure:
             error = failure
     raise error or OSError(f"no address for {host}")

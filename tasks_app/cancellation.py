@@ -106,14 +106,10 @@ class CancellationMonitor:
 
     @staticmethod
     def _revoked(task_ids: list[str]) -> set[str]:
-        from tasks_app.models import TaskRecord, TaskState
+        from tasks_app import records
 
         try:
-            return set(
-                TaskRecord.objects.filter(task_id__in=task_ids, state=TaskState.REVOKED).values_list(
-                    "task_id", flat=True
-                )
-            )
+            return records.revoked_among(task_ids)
         finally:
             # Django's rules for a connection between uses: a pooled one goes back to the pool.
             close_old_connections()

@@ -19,12 +19,10 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-
-from django.db.models import F
-from django.utils import timezone
+from typing import Any
 
 from claw_ai.celery import celery_app
-from tasks_app.models import TaskRecord
+from tasks_app import records
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +41,9 @@ def task_ids_held_by_live_workers() -> tuple[list[str], set[str]]:
     inspector = celery_app.control.inspect(timeout=INSPECT_TIMEOUT_SECONDS)
     live = inspector.ping() or {}
     held: set[str] = set()
-    for method in (inspector.active, inspector.reserved, inspector.scheduled):
-        for entries in (method() or {}).values():
+    listings: list[dict[str, Any] | None] = [inspector.active(), inspector.reserved(), inspector.scheduled()]
+    for replies in listings:
+        for entries in (replies or {}).values():
             for entry in entries:
                 request = entry.get("request", entry)  # `scheduled` wraps the request
                 if request.get("id"):
@@ -61,7 +60,8 @@ def rescue_orphaned_tasks(*, grace_seconds: float = 60) -> RescueReport:
     report.live_workers, held = task_ids_held_by_live_workers()
     with celery_app.connection_for_write() as connection:
         channel = connection.default_channel
-        client, qos = channel.client, channel.qos
+        # The Redis transport's channel (the broker was checked above); StdChannel has neither.
+        client, qos = channel.client, channel.qos  # type: ignore[attr-defined]
         older_than = time.time() - grace_seconds
         for tag in client.zrange(qos.unacked_index_key, 0, older_than, byscore=True):
             raw = client.hget(qos.unacked_key, tag)
@@ -75,9 +75,7 @@ def rescue_orphaned_tasks(*, grace_seconds: float = 60) -> RescueReport:
             if task_id:
                 report.rescued_task_ids.append(task_id)
     if report.rescued_task_ids:
-        TaskRecord.objects.filter(task_id__in=report.rescued_task_ids).update(
-            resent_count=F("resent_count") + 1, resent_at=timezone.now()
-        )
+        records.note_rescued(report.rescued_task_ids)
         logger.warning(
             "lifeline: re-queued %d task(s) no live worker held: %s",
             len(report.rescued_task_ids),

@@ -18,9 +18,9 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from claw_ai.celery import celery_app
+from tasks_app import publishing, records
 from tasks_app.lifeline import task_ids_held_by_live_workers
 from tasks_app.models import FINISHED_STATES, WAITING_PREFIX, TaskRecord, TaskState
-from tasks_app.recording import HEADER_RETRY_OF, HEADER_SUBMITTED_BY
 
 logger = logging.getLogger(__name__)
 
@@ -128,30 +128,10 @@ def resend_lost_tasks(*, pending_for: timedelta, limit: int = 100) -> ResendRepo
 
 
 def _resend(record: TaskRecord, cutoff) -> bool:
-    with transaction.atomic():
-        locked = TaskRecord.objects.select_for_update().filter(pk=record.pk).first()
-        # Re-check under the lock: it may have started, or another run of this job re-sent it.
-        if locked is None or locked.state != TaskState.PENDING or (locked.resent_at and locked.resent_at >= cutoff):
-            return False
-        locked.resent_count += 1
-        locked.resent_at = timezone.now()
-        locked.save(update_fields=["resent_count", "resent_at"])
-    # Published after the commit; recording.py keeps the record (same id) and its owner/lineage.
-    headers = {"periodic_task_name": locked.periodic_task_name} if locked.periodic_task_name else {}
-    if locked.submitted_by_id:
-        headers[HEADER_SUBMITTED_BY] = locked.submitted_by_id
-    if locked.retry_of_id:
-        headers[HEADER_RETRY_OF] = locked.retry_of_id
-    celery_app.send_task(
-        locked.task_name,
-        args=locked.args,
-        kwargs=locked.kwargs,
-        task_id=locked.task_id,
-        queue=locked.queue or None,
-        priority=locked.priority,
-        eta=locked.eta,
-        headers=headers,
-    )
+    locked = records.claim_resend(pk=record.pk, cutoff=cutoff)
+    if locked is None:  # it started meanwhile, or another run of this job re-sent it
+        return False
+    publishing.resend(locked)  # after the mark's commit: same id, call and headers
     return True
 
 

@@ -208,3 +208,25 @@ class WorkerControlEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} by {self.username} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class DeletedPeriodicJob(models.Model):
+    """A system periodic job an operator deleted: it is not created again after the next `migrate`.
+
+    The system's jobs (tasks_app.schedules) are created after every migration; without this
+    mark a job deleted in the admin would come back at the next deploy.
+    `manage.py setup_periodic_tasks --restore-deleted` creates it again and drops the mark.
+    """
+
+    name = models.CharField(
+        _("name"), max_length=200, unique=True, help_text=_("The periodic job's name (tasks_app.schedules).")
+    )
+    deleted_at = models.DateTimeField(_("deleted at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("deleted system job")
+        verbose_name_plural = _("deleted system jobs")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

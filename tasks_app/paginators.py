@@ -11,8 +11,9 @@ which kind of number it is.
 """
 
 from django.core.paginator import Paginator
-from django.db import connections
 from django.utils.functional import cached_property
+
+from tasks_app import records
 
 # Below this many rows an exact count is cheap.
 EXACT_COUNT_BELOW = 10_000
@@ -29,7 +30,7 @@ class EstimatedCountPaginator(Paginator):
     def count(self) -> int:
         queryset = self.object_list
         if not queryset.query.where:
-            estimate = self._table_estimate(queryset)
+            estimate = records.estimated_rows(queryset.model, using=queryset.db)
             if estimate >= EXACT_COUNT_BELOW:
                 self.count_is_estimate = True
                 return estimate
@@ -37,17 +38,3 @@ class EstimatedCountPaginator(Paginator):
         count = queryset[: self.cap + 1].count()
         self.count_is_capped = count > self.cap
         return count
-
-    @staticmethod
-    def _table_estimate(queryset) -> int:
-        connection = connections[queryset.db]
-        if connection.vendor != "postgresql":
-            return -1
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                [queryset.model._meta.db_table],
-            )
-            row = cursor.fetchone()
-        # -1 means "never analyzed": fall back to counting.
-        return int(row[0]) if row else -1

@@ -1,11 +1,12 @@
 """The system's periodic jobs, defined in code and created in django-celery-beat's tables.
 
-`manage.py setup_periodic_tasks` (run by `make run` and the compose entrypoint)
-creates each job that does not exist yet, by name. It never changes or re-enables
-an existing job: once created, a job belongs to the operators, who edit, disable
-or run it in the admin (Periodic tasks), and beat picks the change up without a
-restart. To stop a job for good, disable it: a deleted job is created again on
-the next deploy. Exactly one beat process must run (two would send every job twice).
+They are created after every `migrate` (a post_migrate handler, tasks_app.apps), so a deploy
+that only migrates has them; `manage.py setup_periodic_tasks` does the same on demand. Only a
+job that does not exist yet is created, by name. An existing job is never changed or
+re-enabled: once created, a job belongs to the operators, who edit, disable or run it in the
+admin (Periodic tasks), and beat picks the change up without a restart. A job an operator
+deleted is remembered (DeletedPeriodicJob) and not created again, unless asked
+(`setup_periodic_tasks --restore-deleted`). One beat sends them (claw_ai.beat holds a lease).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+from tasks_app.models import DeletedPeriodicJob
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,13 @@ class PeriodicJob:
     kwargs: dict = field(default_factory=dict)
 
 
+# Without these two jobs, tasks of a dead worker node or lost by the broker wait for ever:
+# beat warns at start when one is disabled or missing, and /stats lists them.
+RESEND_JOB_NAME = "tasks: re-send lost tasks"
+LIFELINE_JOB_NAME = "tasks: rescue tasks of dead workers"
+SAFETY_JOB_NAMES = (LIFELINE_JOB_NAME, RESEND_JOB_NAME)
+
+
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob(
         name="tasks: clean up finished tasks",
@@ -36,13 +46,13 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
         crontab="30 3 * * *",
     ),
     PeriodicJob(
-        name="tasks: re-send lost tasks",
+        name=RESEND_JOB_NAME,
         task="tasks_app.tasks.maintenance_tasks.resend_lost_tasks",
         description="Re-sends tasks PENDING past TASK_LOST_AFTER_SECONDS that no worker holds and the broker lost.",
         every_seconds=300,
     ),
     PeriodicJob(
-        name="tasks: rescue tasks of dead workers",
+        name=LIFELINE_JOB_NAME,
         task="tasks_app.tasks.maintenance_tasks.rescue_orphaned_tasks",
         description="Hands unacknowledged messages no live worker holds back to their queues.",
         every_seconds=120,
@@ -68,6 +78,8 @@ def _schedule_for(job: PeriodicJob) -> dict:
         interval = IntervalSchedule.objects.filter(every=job.every_seconds, period=IntervalSchedule.SECONDS).first()
         interval = interval or IntervalSchedule.objects.create(every=job.every_seconds, period=IntervalSchedule.SECONDS)
         return {"interval": interval}
+    if job.crontab is None:
+        raise ValueError(f"periodic job {job.name!r} has neither every_seconds nor crontab")
     minute, hour, day_of_month, month_of_year, day_of_week = job.crontab.split()
     fields = {
         "minute": minute,
@@ -81,15 +93,24 @@ def _schedule_for(job: PeriodicJob) -> dict:
     return {"crontab": crontab}
 
 
-def ensure_periodic_tasks(jobs: tuple[PeriodicJob, ...] = PERIODIC_JOBS) -> dict[str, bool]:
+def ensure_periodic_tasks(
+    jobs: tuple[PeriodicJob, ...] = PERIODIC_JOBS, *, restore_deleted: bool = False
+) -> dict[str, str]:
     """Create each job missing from the database; leave existing ones as operators left them.
 
-    Returns {job name: created?}.
+    A job an operator deleted stays deleted unless `restore_deleted`.
+    Returns {job name: "created" | "exists" | "deleted by an operator"}.
     """
-    created: dict[str, bool] = {}
+    if restore_deleted:
+        DeletedPeriodicJob.objects.filter(name__in=[job.name for job in jobs]).delete()
+    deleted = set(DeletedPeriodicJob.objects.values_list("name", flat=True))
+    outcome: dict[str, str] = {}
     for job in jobs:
+        if job.name in deleted:
+            outcome[job.name] = "deleted by an operator"
+            continue
         if PeriodicTask.objects.filter(name=job.name).exists():
-            created[job.name] = False
+            outcome[job.name] = "exists"
             continue
         try:
             with transaction.atomic():
@@ -100,7 +121,19 @@ def ensure_periodic_tasks(jobs: tuple[PeriodicJob, ...] = PERIODIC_JOBS) -> dict
                     description=job.description,
                     **_schedule_for(job),
                 )
-            created[job.name] = True
+            outcome[job.name] = "created"
         except IntegrityError:  # another process created it at the same moment
-            created[job.name] = False
-    return created
+            outcome[job.name] = "exists"
+    return outcome
+
+
+def remember_deleted_job(*, name: str) -> None:
+    """Mark a system job as deleted by an operator (PeriodicTask post_delete), so it stays deleted."""
+    if name in {job.name for job in PERIODIC_JOBS}:
+        DeletedPeriodicJob.objects.get_or_create(name=name)
+
+
+def safety_jobs_off() -> list[str]:
+    """The names of the lifeline and re-send jobs that are disabled or deleted (they should run)."""
+    enabled = set(PeriodicTask.objects.filter(name__in=SAFETY_JOB_NAMES, enabled=True).values_list("name", flat=True))
+    return [name for name in SAFETY_JOB_NAMES if name not in enabled]

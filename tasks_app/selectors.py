@@ -8,21 +8,17 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection
-from django.db.models import QuerySet, Sum
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_celery_results.models import TaskResult
 
-from tasks_app.models import UNFINISHED_STATES, VIEW_ALL_TASKS, WAITING_PREFIX, TaskCount, TaskRecord, TaskState
+from tasks_app import records
+from tasks_app.models import VIEW_ALL_TASKS, WAITING_PREFIX, TaskCount, TaskRecord, TaskState
 from tasks_app.workers import Discovery, live_workers
 
 # Longer ids are no Celery task id; they never reach the database.
 TASK_ID_MAX_LENGTH = 255
-
-
-def task_is_cancelled(*, task_id: str) -> bool:
-    return TaskRecord.objects.filter(task_id=task_id, state=TaskState.REVOKED).exists()
 
 
 def tasks_visible_to(*, user: AbstractBaseUser) -> QuerySet[TaskRecord]:
@@ -81,7 +77,7 @@ def task_stats(*, user: AbstractBaseUser) -> dict[str, Any]:
     caller's own otherwise.
     """
     owner = TaskCount.ALL_OWNERS if user.has_perm(VIEW_ALL_TASKS) else user.pk
-    rows = TaskCount.objects.filter(owner=owner).values_list("queue", "state").annotate(count=Sum("count")).order_by()
+    rows = records.counts_by_queue_and_state(owner=owner)
     totals = dict.fromkeys(STATE_KEYS.values(), 0)
     queues: dict[str, dict[str, int]] = {}
     for queue, state, count in rows:
@@ -97,34 +93,14 @@ def task_stats(*, user: AbstractBaseUser) -> dict[str, Any]:
 
 def unfinished_task_count(*, user: AbstractBaseUser) -> int:
     """Tasks the user submitted that are PENDING, STARTED or RETRY, from the TaskCount rows."""
-    # Plain SQL: asked on every submission, and compiling the ORM's aggregate cost more than running it.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT coalesce(sum(count), 0) FROM {TaskCount._meta.db_table} WHERE owner = %s AND state = ANY(%s)",
-            [user.pk, list(UNFINISHED_STATES)],
-        )
-        return cursor.fetchone()[0]
+    return records.unfinished_count(owner=user.pk)
 
 
 def retried_task_ids(*, record_id: int | None, depth: int = 100) -> list[str]:
     """The task id of the record `record_id`, then those of the tasks it retries, nearest first."""
     if record_id is None:
         return []
-    table = TaskRecord._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            WITH RECURSIVE chain(id, task_id, retry_of_id, depth) AS (
-                SELECT id, task_id, retry_of_id, 1 FROM {table} WHERE id = %s
-                UNION ALL
-                SELECT r.id, r.task_id, r.retry_of_id, c.depth + 1
-                FROM {table} r JOIN chain c ON r.id = c.retry_of_id WHERE c.depth < %s
-            )
-            SELECT task_id FROM chain ORDER BY depth
-            """,
-            [record_id, depth],
-        )
-        return [task_id for (task_id,) in cursor.fetchall()]
+    return records.retry_chain(record_id=record_id, depth=depth)
 
 
 def task_result_value(*, record: TaskRecord) -> Any:

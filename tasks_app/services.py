@@ -1,31 +1,24 @@
 """Writes of the task system: submit, cancel and retry tasks.
 
-Publishing happens outside any transaction: tasks_app.recording writes the record
-(autocommit) just before the message leaves, so a worker never sees a task whose
-record is not committed. When the broker cannot be reached, the record written
-for the message is deleted again: no record claims a task is queued when it is not.
+Tasks leave through tasks_app.publishing, which writes the record and decides what happens inside
+a transaction; the task record's statements are tasks_app.records'.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
-from django.utils import timezone
-from django_celery_results.models import TaskResult
-from kombu.exceptions import OperationalError as KombuOperationalError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from django.db import transaction
 
 from claw_ai.celery import celery_app
+from tasks_app import publishing, records, revoke_announcement
 from tasks_app.cancellation import flag_cancelled
 from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord, TaskState
-from tasks_app.recording import HEADER_RETRY_OF, HEADER_SUBMITTED_BY, record_written_for
+from tasks_app.publishing import BROKER_ERRORS, BrokerUnavailable
 from tasks_app.selectors import unfinished_task_count
 
 logger = logging.getLogger(__name__)
@@ -34,9 +27,7 @@ logger = logging.getLogger(__name__)
 CANCELLABLE_STATES = frozenset({TaskState.PENDING, TaskState.STARTED, TaskState.RETRY})
 RETRYABLE_STATES = frozenset({TaskState.FAILURE, TaskState.REVOKED})
 
-# A client waits for the answer: try the broker briefly, then report it unreachable.
-SUBMIT_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
-BROKER_ERRORS = (KombuOperationalError, RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+__all__ = ["BrokerUnavailable", "cancel_task", "retry_task", "submit_task"]  # BrokerUnavailable: publishing's
 
 
 class TaskStateConflict(Exception):
@@ -46,10 +37,6 @@ class TaskStateConflict(Exception):
         self.record = record
         self.action = action
         super().__init__(f"cannot {action} task {record.task_id} in state {record.state}")
-
-
-class BrokerUnavailable(Exception):
-    """The message could not be published; nothing was queued."""
 
 
 class TooManyUnfinishedTasks(Exception):
@@ -92,46 +79,23 @@ def submit_task(
     retry_of: TaskRecord | None = None,
     task_id: str | None = None,
 ) -> TaskRecord:
-    """Publish a task and return its committed record. Raises BrokerUnavailable.
+    """Publish a task and return its record. Raises BrokerUnavailable (tasks_app.publishing.publish).
 
     `task_id` is for a caller that must know the id before the task leaves (it claims the work
     under it first); by default a new one is made.
     """
-    if connection.in_atomic_block:
-        # The record must be committed before the message leaves (see module docstring).
-        raise RuntimeError("submit_task publishes at once: call it outside a transaction")
-    task_id = task_id or str(uuid.uuid4())
-    headers: dict[str, Any] = {}
-    if submitted_by is not None:
-        headers[HEADER_SUBMITTED_BY] = submitted_by.pk
-    if retry_of is not None:
-        headers[HEADER_RETRY_OF] = retry_of.pk
-    options: dict[str, Any] = {"headers": headers}
-    if queue:
-        options["queue"] = queue
-    if priority is not None:
-        options["priority"] = priority
-    if eta is not None:
-        options["eta"] = eta
-    elif countdown:
-        options["countdown"] = countdown
-    try:
-        celery_app.send_task(
-            task_name,
-            args=list(args),
-            kwargs=kwargs or {},
-            task_id=task_id,
-            retry=True,
-            retry_policy=SUBMIT_RETRY_POLICY,
-            **options,
-        )
-    except BROKER_ERRORS as exc:
-        # recording.py wrote the record before the publish failed: it must not claim a queued task.
-        TaskRecord.objects.filter(task_id=task_id).delete()
-        logger.warning("could not publish %s (%s): %s", task_name, task_id, exc)
-        raise BrokerUnavailable(str(exc)) from exc
-    # A new task id cannot clash, so the record as recording.py wrote it is the stored row.
-    return record_written_for(task_id) or TaskRecord.objects.get(task_id=task_id)
+    return publishing.publish(
+        task_name=task_name,
+        args=args,
+        kwargs=kwargs,
+        queue=queue,
+        priority=priority,
+        countdown=countdown,
+        eta=eta,
+        submitted_by_id=submitted_by.pk if submitted_by is not None else None,
+        retry_of_id=retry_of.pk if retry_of is not None else None,
+        task_id=task_id,
+    )
 
 
 def cancel_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> TaskRecord:
@@ -144,20 +108,12 @@ def cancel_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> Ta
     Raises TaskStateConflict for a finished task.
     """
     with transaction.atomic():
-        locked = TaskRecord.objects.select_for_update().get(pk=record.pk)
+        locked = records.lock(pk=record.pk)
         if locked.state not in CANCELLABLE_STATES:
             raise TaskStateConflict(locked, "cancel")
         running = locked.state == TaskState.STARTED
-        now = timezone.now()
-        locked.state = TaskState.REVOKED
-        locked.done_at = now
         who = by.get_username() if by is not None else "the system"
-        locked.error = f"Cancelled by {who}"
-        locked.save(update_fields=["state", "done_at", "error"])
-        TaskResult.objects.update_or_create(
-            task_id=locked.task_id,
-            defaults={"status": TaskState.REVOKED, "task_name": locked.task_name, "date_done": now},
-        )
+        records.store_revoked(locked, reason=f"Cancelled by {who}")
         task_id = locked.task_id
         transaction.on_commit(lambda: _broadcast_revoke(task_id, terminate=running), robust=True)
     return locked
@@ -167,6 +123,7 @@ def _broadcast_revoke(task_id: str, *, terminate: bool) -> None:
     flag_cancelled(task_id)
     try:
         celery_app.control.revoke(task_id, terminate=terminate, signal="SIGTERM")
+        revoke_announcement.announce(task_id)  # Flower sees REVOKED now, not when a delayed task's eta comes
     except BROKER_ERRORS as exc:
         # The record is REVOKED: ClawTask will still refuse to run it.
         logger.warning("revoke of %s not broadcast: %s", task_id, exc)
@@ -190,7 +147,7 @@ def retry_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> tup
         raise UnknownTaskName(record.task_name)
     with transaction.atomic():
         # The lock makes a second retry of the same task wait until the first one's check is done.
-        original = TaskRecord.objects.select_for_update().get(pk=record.pk)
+        original = records.lock(pk=record.pk)
         if original.state not in RETRYABLE_STATES:
             raise TaskStateConflict(original, "retry")
         pending = original.retried_by.unfinished().order_by("-created_at").first()

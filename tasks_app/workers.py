@@ -114,7 +114,7 @@ def inspect_workers(*, destination: list[str] | None = None) -> WorkerReport:
     stats, queues, active, reserved = (replies[m] for m in ("stats", "active_queues", "active", "reserved"))
     replied = set(stats) | set(queues) | set(active) | set(reserved)
     expected = set(destination) if destination else _remember(replied)
-    workers = []
+    workers: list[dict[str, Any]] = []
     for name in sorted(replied):
         worker_stats = stats.get(name) or {}
         processed = _processed(worker_stats)
@@ -165,16 +165,25 @@ def _store_discovery(queues: dict[str, list[str]]) -> None:
     cache.set(DISCOVERY_KEY, {"queues": queues, "at": time.time()}, DISCOVERY_KEPT_FOR)
 
 
-def live_workers() -> Discovery:
+def live_workers(*, wait_when_unknown: bool = False) -> Discovery:
     """The last discovery of live workers, at once: never waits for remote control.
 
     When the discovery is missing or older than WORKER_DISCOVERY_CACHE_SECONDS, a refresh starts
     in the background (unless another process is already refreshing) and this call answers with
-    what is cached; callers show its age.
+    what is cached; callers show its age. With `wait_when_unknown` (/stats), a missing discovery
+    (the first request after a start, or none for DISCOVERY_KEPT_FOR) is made now, within
+    WORKER_INSPECT_TIMEOUT: "null workers" while workers are up reads as "no workers".
     """
     cached = cache.get(DISCOVERY_KEY)
     if cached is None or time.time() - cached["at"] >= _cache_seconds():
         _refresh_in_background()
+    if cached is None and wait_when_unknown:
+        # Wait for the refresh (this process's or another's), never longer than it can take: with
+        # the broker down it does not come, and the answer stays "unknown".
+        deadline = time.monotonic() + _timeout() + 1
+        while cached is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            cached = cache.get(DISCOVERY_KEY)
     if cached is None:
         return Discovery(queues={}, checked_at=None)
     return Discovery(queues=cached["queues"], checked_at=cached["at"])

@@ -1,11 +1,24 @@
 import pytest
 import redis
 from django.conf import settings
-from django.contrib.auth import get_user_model
 
 from claw_ai.celery import celery_app
+from tests.factories import UserFactory
+from tests.support import rabbitmq
+from tests.support.broker import broker_at
 from tests.support.waiting import wait_for
 from tests.support.workers import Worker
+
+# Fixtures that start a Celery worker process or another process of the system (beat; a browser
+# on a live server): a test using one is marked `worker`, and `make test-fast` (-m "not worker")
+# leaves it out. Modules that start processes themselves carry the marker in their pytestmark.
+PROCESS_FIXTURES = frozenset({"celery_worker", "start_worker", "consume_queue", "llm_worker", "beat", "live_server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.worker)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -20,12 +33,33 @@ def celery_worker(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         worker = Worker(concurrency=4).wait_ready()
     yield worker
-    worker.stop()
+    worker.stop(graceful=False)
+
+
+@pytest.fixture
+def consume_queue(celery_worker):
+    """Have the session's worker consume a queue of the test's own, until the test ends.
+
+    For tests that need a worker on a private queue and nothing special about it: adding a
+    consumer costs one remote-control round trip, a worker process of its own 5-10 s. Tests that
+    kill, freeze or shut down a worker, or need its env, pool or concurrency, use start_worker.
+    """
+    added: list[str] = []
+
+    def consume(queue: str) -> Worker:
+        replies = celery_app.control.add_consumer(queue, destination=[celery_worker.name], reply=True, timeout=5)
+        assert replies and "ok" in replies[0][celery_worker.name], replies
+        added.append(queue)
+        return celery_worker
+
+    yield consume
+    for queue in added:
+        celery_app.control.cancel_consumer(queue, destination=[celery_worker.name], reply=True, timeout=5)
 
 
 @pytest.fixture
 def start_worker(django_db_blocker):
-    """Start extra workers for one test; each is stopped at the end of the test."""
+    """Start extra workers for one test; each is ended at the end of the test (no graceful end needed)."""
     started: list[Worker] = []
 
     def start(**options) -> Worker:
@@ -36,18 +70,45 @@ def start_worker(django_db_blocker):
 
     yield start
     for worker in started:
-        worker.stop()
+        worker.stop(graceful=False)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_run_url():
+    """A virtual host of this test run on RabbitMQ (tests.support.rabbitmq), or a skip saying why not."""
+    run = rabbitmq.rabbitmq_for_this_run()
+    if run.url is None:
+        print(f"\nRabbitMQ tests skipped: {run.reason}")
+        pytest.skip(run.reason)
+    yield run.url
+    run.delete()
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request, monkeypatch):
+    """The broker-level end-to-end tests run on both brokers: this test process and the workers it
+    starts (they inherit CELERY_BROKER_URL) use the one named by the parameter."""
+    if request.param == "redis":
+        yield request.param
+        return
+    url = request.getfixturevalue("rabbitmq_run_url")
+    # broker_at first: it saves the settings' URL, which Celery reads from CELERY_BROKER_URL when set
+    with broker_at(url):
+        monkeypatch.setenv("CELERY_BROKER_URL", url)
+        yield request.param
+        monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+        monkeypatch.undo()
 
 
 # Two ordinary API users, i.e. two tenants.
 @pytest.fixture
 def alice(db):
-    return get_user_model().objects.create_user("alice", password="pw")
+    return UserFactory(username="alice")
 
 
 @pytest.fixture
 def bob(db):
-    return get_user_model().objects.create_user("bob", password="pw")
+    return UserFactory(username="bob")
 
 
 @pytest.fixture

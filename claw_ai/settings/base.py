@@ -15,8 +15,10 @@ from claw_ai.settings.limits import number, optional_limit, parse_rate
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
-# A .env file in the project root is read when present; real environment variables win.
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# A .env file in the project root is read when present; real environment variables win. (Only when
+# present: django-environ logs ".env not found" otherwise, which Flower prints at every start.)
+if (BASE_DIR / ".env").exists():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 
 def secret(name: str, default: str = "") -> str:
@@ -55,6 +57,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # X-Request-ID in and out; the id goes on log lines and on the tasks a request publishes.
     "monitoring.logs.RequestIdMiddleware",
+    # A span per request when OTEL_EXPORTER_OTLP_ENDPOINT is set; removes itself otherwise.
+    "monitoring.tracing.TracingMiddleware",
     "claw_ai.middleware.RequestBodyLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -116,6 +120,8 @@ LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env("DJANGO_TIME_ZONE", default="UTC")
+# Times to the second in the admin, in each language (claw_ai/formats).
+FORMAT_MODULE_PATH = ["claw_ai.formats"]
 USE_I18N = True
 USE_TZ = True
 
@@ -184,7 +190,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
+        "claw_ai.renderers.BrowsableAPIRenderer",  # DRF's, its form kept after a submission
     ],
     # Writes per API user (claw_ai.throttles): 429 with Retry-After past them; empty = no limit.
     "DEFAULT_THROTTLE_RATES": {
@@ -215,7 +221,10 @@ SPECTACULAR_SETTINGS = {
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 # Every CELERY_* name below is the lower-case Celery setting without the prefix.
 
-# The broker is Redis unless CELERY_BROKER_URL names another (RabbitMQ works too).
+# The broker is Redis unless CELERY_BROKER_URL names another. RabbitMQ (amqp://) is first class:
+# the same queues, priorities through x-max-priority (below), and it returns a dead consumer's
+# unacknowledged messages itself. Run it with consumer_timeout off (compose's rabbitmq service):
+# a worker holds a delayed task unacknowledged until its eta, longer than the default 30 minutes.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
 # Seed priority 9 is the highest; Redis lists run 0 first, so this transport flips the order.
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
@@ -276,6 +285,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "priority_steps": list(range(TASK_PRIORITY_MIN, TASK_PRIORITY_MAX + 1)),
     "sep": ":",
     "queue_order_strategy": "priority",
+    # kombu drops a BRPOP connection whose reply is overdue by this much (a half-open socket after
+    # a failover or a restart) and reconnects: a consumer is back within ~2x this plus 1 s.
+    "health_check_interval": 10,
 }
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT}
 CELERY_VISIBILITY_TIMEOUT = REDIS_VISIBILITY_TIMEOUT
@@ -327,8 +339,11 @@ CLUSTER_TASK_RATE_LIMITS = {
     ),
 }
 
-# Schedules live in the database and are edited in the admin.
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Schedules live in the database and are edited in the admin. django-celery-beat's scheduler,
+# sending only while it holds a lease in Redis: a second beat by accident stands by instead of
+# sending every job twice, and takes over within BEAT_LEASE_SECONDS when the holder dies.
+CELERY_BEAT_SCHEDULER = "tasks_app.beat:LeasedDatabaseScheduler"
+BEAT_LEASE_SECONDS = env.float("BEAT_LEASE_SECONDS", default=10)
 
 # --- Flower ----------------------------------------------------------------------------
 FLOWER_USER = env("FLOWER_USER", default="admin")
@@ -358,6 +373,17 @@ LLM_API_KEY = secret("LLM_API_KEY")
 LLM_MODEL = env("LLM_MODEL", default="gpt-4o-mini")
 # Seconds one provider request may take before it counts as a (retried) timeout.
 LLM_TIMEOUT = env.float("LLM_TIMEOUT", default=60.0)
+# Milliseconds the offline provider waits between the words it streams (0: all at once).
+LLM_OFFLINE_STREAM_DELAY_MS = env.int("LLM_OFFLINE_STREAM_DELAY_MS", default=40)
+
+# Live replies (conversations.reply_streams): each AI reply's text is appended to a Redis stream
+# per task, written at most every STREAM_FLUSH_MS, kept STREAM_RETENTION_SECONDS after the task
+# ended and at most STREAM_MAX_EVENTS entries long; GET /api/v1/tasks/stream/{id} serves it as
+# Server-Sent Events with a comment line every STREAM_KEEPALIVE_SECONDS.
+STREAM_FLUSH_MS = env.int("STREAM_FLUSH_MS", default=50)
+STREAM_RETENTION_SECONDS = env.int("STREAM_RETENTION_SECONDS", default=3600)
+STREAM_MAX_EVENTS = env.int("STREAM_MAX_EVENTS", default=10_000)
+STREAM_KEEPALIVE_SECONDS = env.float("STREAM_KEEPALIVE_SECONDS", default=15.0)
 # Instructions sent first in every prompt.
 LLM_SYSTEM_PROMPT = env("LLM_SYSTEM_PROMPT", default="You are CLAW.AI, a helpful assistant.")
 # USD per 1,000 tokens by model, {"model": {"prompt": x, "completion": y}}; LLM_PRICES (JSON)
@@ -426,6 +452,16 @@ TASK_CLEANUP_TIME_BUDGET = env.float("TASK_CLEANUP_TIME_BUDGET", default=60)
 TASK_LOST_AFTER_SECONDS = env.float("TASK_LOST_AFTER_SECONDS", default=600)
 # Unacknowledged messages older than this that no live worker claims go back to their queue.
 TASK_RESCUE_GRACE_SECONDS = env.float("TASK_RESCUE_GRACE_SECONDS", default=300)
+# Worker liveness (tasks_app.liveness): each worker writes a heartbeat to Redis every
+# WORKER_HEARTBEAT_SECONDS that lives WORKER_HEARTBEAT_TTL_SECONDS; when one lapses, a live worker
+# hands the dead one's unacknowledged messages back at once. The TTL is the longest a worker may
+# stall (a paused process, a frozen VM) without its tasks being run elsewhere too.
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=2)
+WORKER_HEARTBEAT_TTL_SECONDS = env.float("WORKER_HEARTBEAT_TTL_SECONDS", default=15)
+# A worker with free slots that has not asked the broker for a message this long, while Redis
+# answers, is stuck (Celery's consumer can stay idle after a reconnect): it exits, its supervisor
+# (compose's restart policy, make run) starts it again.
+WORKER_STUCK_AFTER_SECONDS = env.float("WORKER_STUCK_AFTER_SECONDS", default=60)
 # A knowledge document still stale this long after its last change is queued for indexing again.
 KNOWLEDGE_REINDEX_STALE_AFTER_SECONDS = env.float("KNOWLEDGE_REINDEX_STALE_AFTER_SECONDS", default=600)
 

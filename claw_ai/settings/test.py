@@ -29,6 +29,11 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Tests run without collected static files: WhiteNoise finds them in the apps (as under DEBUG), so
+# the web server a test starts serves the chat page's script and style, and no handler a test client
+# builds warns "No directory at: staticfiles/".
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
 
 # The AI task's 10/m rate limit (cluster-wide) would make end-to-end tests wait minutes, so test workers run
 # without it; one started with CLAW_TEST_KEEP_RATE_LIMITS=1 keeps it, to prove the limit applies.
@@ -45,3 +50,6 @@ REST_FRAMEWORK = {
     **REST_FRAMEWORK,  # noqa: F405
     "DEFAULT_THROTTLE_RATES": {"ai_generate": None, "task_retry": None},
 }
+
+# The offline provider answers at once in tests (a test of streaming sets its own pace).
+LLM_OFFLINE_STREAM_DELAY_MS = env.int("LLM_OFFLINE_STREAM_DELAY_MS", default=0)

@@ -6,8 +6,9 @@ task is published through tasks_app.services.
 """
 
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import extend_schema
-from rest_framework import permissions, status, viewsets
+from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
@@ -25,6 +26,13 @@ from tasks_app.models import TaskState
 from tasks_app.services import BrokerUnavailable, TooManyUnfinishedTasks
 
 
+class ReplyAcceptedSerializer(TaskAcceptedSerializer):
+    superseded = serializers.ListField(
+        child=serializers.CharField(),
+        help_text=gettext_lazy("With supersede: the earlier replies of the conversation that were cancelled."),
+    )
+
+
 class ReplyGenerationViewSet(viewsets.GenericViewSet):
     """Submit an AI reply generation."""
 
@@ -36,9 +44,9 @@ class ReplyGenerationViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="Submit an AI reply generation",
         request=AIGenerateSerializer,
-        responses={202: TaskAcceptedSerializer, **errors(400, 401, 403, 429, 503)},
+        responses={202: ReplyAcceptedSerializer, **errors(400, 401, 403, 429, 503)},
     )
-    @action(detail=False, methods=["post"], url_path="generate")
+    @action(detail=False, methods=["post"], url_path="generate", name="AI generate")
     def ai_generate(self, request):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -56,5 +64,6 @@ class ReplyGenerationViewSet(viewsets.GenericViewSet):
             "task_id": record.task_id,
             "status": TaskState.PENDING,
             "message": _("AI response generation task submitted"),
+            "superseded": record.superseded_task_ids,
         }
-        return Response(TaskAcceptedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
+        return Response(ReplyAcceptedSerializer(body).data, status=status.HTTP_202_ACCEPTED)

@@ -144,6 +144,11 @@ class AIGenerateSerializer(serializers.Serializer):
     callback_url = CallbackUrlField(
         required=False, allow_null=True, max_length=2000, help_text=_("Notified when the reply is ready.")
     )
+    supersede = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text=_("Cancel this conversation's reply still being written (or queued) first: the user moved on."),
+    )
 
     def validate_eta(self, value):
         if value > timezone.now() + timedelta(seconds=settings.TASK_MAX_COUNTDOWN):

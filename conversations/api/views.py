@@ -227,7 +227,8 @@ class KnowledgeDocumentViewSet(viewsets.ModelViewSet):
 
     def _indexed_response(self, document: KnowledgeDocument, code: int, *, content_changed: bool) -> Response:
         indexing = knowledge_schedule_reindex(document, requested_by=self.request.user, content_changed=content_changed)
-        document.index_task_id = indexing.task_id
+        # None (not saved) answers null: the indexing could not be queued.
+        document.index_task_id = indexing.task_id  # type: ignore[assignment]
         return Response(KnowledgeDocumentSerializer(document).data, status=code)
 
     @extend_schema(
@@ -255,9 +256,10 @@ class KnowledgeDocumentViewSet(viewsets.ModelViewSet):
         document = self.get_object()
         self._within_task_limit()
         indexing = knowledge_schedule_reindex(document, requested_by=request.user)
-        if indexing.joined:
+        if indexing.joined and indexing.task_id is not None:  # a joined indexing always has its id
             raise IndexingInHand(indexing.task_id)
-        document.index_task_id = indexing.task_id
+        # None (not saved) answers null: the indexing could not be queued.
+        document.index_task_id = indexing.task_id  # type: ignore[assignment]
         return Response(KnowledgeDocumentSerializer(document).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -5,8 +5,13 @@ Errors say what the caller should do, not which SDK raised them:
 - ProviderUnavailable: timeouts, connection errors, 5xx — retry with backoff.
 - ProviderRejected: any other 4xx — retrying would only fail again; the message says why.
 The Celery task (tasks_app.tasks.ai_tasks) turns the first two into retries.
+
+Every provider streams: `stream()` hands each piece of the reply to `on_text` as it arrives (from
+the thread that runs the call) and returns the whole Completion at the end. An error raised
+after some pieces were handed over is raised all the same; the caller knows what it showed.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,6 +31,10 @@ class Completion:
     raw_usage: dict = field(default_factory=dict)
     # The provider's x-ratelimit-* answer headers (lower-case names), for conversations.provider_limits.
     rate_limit_headers: dict = field(default_factory=dict)
+    # True when the provider reported no usage and the token counts are estimates
+    # (conversations.tokens.estimate_tokens).
+    tokens_estimated: bool = False
+    finish_reason: str = "stop"
 
     @property
     def total_tokens(self) -> int:
@@ -59,8 +68,16 @@ class ProviderRejected(ProviderError):
 class LLMProvider(Protocol):
     name: str
 
-    def complete(self, messages: list[ChatMessage], *, temperature: float, max_tokens: int | None = None) -> Completion:
-        """`max_tokens`: the most completion tokens to write (a budget's cap); None: the model's own limit."""
+    def stream(
+        self,
+        messages: list[ChatMessage],
+        *,
+        temperature: float,
+        on_text: Callable[[str], None],
+        max_tokens: int | None = None,
+    ) -> Completion:
+        """Hand each piece of the reply to `on_text` as it arrives; return the whole of it.
+        `max_tokens`: the most completion tokens to write (a budget's cap); None: the model's own limit."""
         ...
 
     def close(self) -> None:

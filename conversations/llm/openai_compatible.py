@@ -5,10 +5,14 @@ and LLM_MODEL differ. The SDK's own retries are off: the Celery task retries, so
 visible in the task record and bounded by the task's limits, and a cancelled task stops.
 """
 
+import contextlib
 import email.utils
 import functools
+import socket
 import ssl
+import threading
 import time
+from collections.abc import Callable
 
 import openai
 
@@ -19,6 +23,7 @@ from conversations.llm.base import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from conversations.tokens import estimate_tokens
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -66,6 +71,8 @@ class OpenAICompatibleProvider:
 
     def __init__(self, *, base_url: str, api_key: str, model: str, timeout: float) -> None:
         self.model = model
+        self._lock = threading.Lock()
+        self._response = None  # the streamed response being read, for close()
         self.client = openai.OpenAI(
             base_url=base_url or None,
             # Local servers (Ollama, vLLM) take any key; the SDK insists on one.
@@ -76,41 +83,106 @@ class OpenAICompatibleProvider:
             http_client=openai.DefaultHttpxClient(verify=_tls_context()),
         )
 
-    def complete(self, messages: list[ChatMessage], *, temperature: float, max_tokens: int | None = None) -> Completion:
+    def stream(
+        self,
+        messages: list[ChatMessage],
+        *,
+        temperature: float,
+        on_text: Callable[[str], None],
+        max_tokens: int | None = None,
+    ) -> Completion:
+        """Ask for a streamed reply; hand each piece to `on_text`; return the whole of it.
+
+        `max_tokens`: the most completion tokens to write (a budget's cap); None: the model's own limit.
+
+        With `include_usage` the last chunk carries the token usage; a server that sends none
+        gets estimated counts, marked `tokens_estimated`.
+        """
+        pieces: list[str] = []
+        model, usage, finish_reason, headers = self.model, None, None, {}
         try:
-            raw = self.client.chat.completions.with_raw_response.create(
+            stream = self.client.chat.completions.create(
                 model=self.model,
                 messages=[{"role": message.role, "content": message.content} for message in messages],
                 temperature=temperature,
+                stream=True,
+                stream_options={"include_usage": True},
                 **({"max_tokens": max_tokens} if max_tokens else {}),
             )
-            response = raw.parse()
+            headers = rate_limit_headers(stream.response.headers)
+            with self._lock:
+                self._response = stream.response
+            with stream:
+                for chunk in stream:
+                    model = chunk.model or model
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    for choice in chunk.choices:
+                        finish_reason = choice.finish_reason or finish_reason
+                        if choice.delta and choice.delta.content:
+                            pieces.append(choice.delta.content)
+                            on_text(choice.delta.content)
         except openai.APITimeoutError as error:
             raise ProviderUnavailable(f"{self.name} provider timed out: {error}") from error
         except openai.APIConnectionError as error:
             raise ProviderUnavailable(f"{self.name} provider unreachable: {error}") from error
         except openai.APIStatusError as error:
-            status, message = error.status_code, _provider_message(error)
-            if status == 429:
-                retry_after = parse_retry_after(error.response.headers.get("retry-after"))
-                raise ProviderRateLimited(
-                    f"{self.name} provider rate limit (429): {message}",
-                    retry_after=retry_after,
-                    headers=rate_limit_headers(error.response.headers),
-                ) from error
-            if status >= 500 or status == 408:
-                raise ProviderUnavailable(f"{self.name} provider error {status}: {message}") from error
-            raise ProviderRejected(f"{self.name} provider rejected the request ({status}): {message}") from error
-        choice = response.choices[0] if response.choices else None
-        usage = response.usage
+            raise _status_error(self.name, error) from error
+        except openai.APIError as error:  # an error event inside the stream
+            raise ProviderUnavailable(f"{self.name} provider failed while streaming: {error}") from error
+        finally:
+            with self._lock:
+                self._response = None
+        if finish_reason is None:
+            # The connection ended cleanly but the reply did not: a proxy or server cut it short.
+            raise ProviderUnavailable(f"{self.name} provider ended the stream before the reply was complete")
+        text = "".join(pieces)
+        if usage is None:
+            return Completion(
+                text=text,
+                model=model,
+                prompt_tokens=sum(estimate_tokens(message.content) for message in messages),
+                completion_tokens=estimate_tokens(text),
+                tokens_estimated=True,
+                finish_reason=finish_reason,
+                rate_limit_headers=headers,
+            )
         return Completion(
-            text=(choice.message.content or "") if choice else "",
-            model=response.model or self.model,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            raw_usage=usage.model_dump() if usage else {},
-            rate_limit_headers=rate_limit_headers(raw.headers),
+            text=text,
+            model=model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            raw_usage=usage.model_dump(),
+            finish_reason=finish_reason,
+            rate_limit_headers=headers,
         )
 
     def close(self) -> None:
+        """Abandon the reply in flight, from another thread: the provider sees its connection close.
+
+        Closing a socket another thread is blocked reading does not end that read on Linux (nor
+        send anything to the server) until data arrives; shutting it down does both at once.
+        """
+        with self._lock:
+            response = self._response
+        if response is not None:
+            network_stream = response.extensions.get("network_stream")
+            sock = network_stream.get_extra_info("socket") if network_stream is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         self.client.close()
+
+
+def _status_error(name: str, error: openai.APIStatusError) -> Exception:
+    status, message = error.status_code, _provider_message(error)
+    if status == 429:
+        retry_after = parse_retry_after(error.response.headers.get("retry-after"))
+        return ProviderRateLimited(
+            f"{name} provider rate limit (429): {message}",
+            retry_after=retry_after,
+            headers=rate_limit_headers(error.response.headers),
+        )
+    if status >= 500 or status == 408:
+        return ProviderUnavailable(f"{name} provider error {status}: {message}")
+    return ProviderRejected(f"{name} provider rejected the request ({status}): {message}")

@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from tasks_app.callback_addresses import refused_host
 from tasks_app.models import TaskState
+from tasks_app.selectors import STATE_KEYS
 from tasks_app.task_documents import TaskStatusSerializer, TaskSummarySerializer
 
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 500
@@ -44,27 +45,20 @@ class TaskPageSerializer(serializers.Serializer):
     previous = serializers.URLField(allow_null=True)
 
 
-class QueueCountsSerializer(serializers.Serializer):
-    total = serializers.IntegerField()
-    pending = serializers.IntegerField()
-    started = serializers.IntegerField()
-    retry = serializers.IntegerField()
-    success = serializers.IntegerField()
-    failure = serializers.IntegerField()
-    revoked = serializers.IntegerField()
+def _counts_per_state(total: str) -> dict[str, serializers.Field]:
+    """A total, then one count per TaskState, named as tasks_app.selectors.task_stats names them."""
+    return {total: serializers.IntegerField(), **{key: serializers.IntegerField() for key in STATE_KEYS.values()}}
 
 
-class TaskStatsSerializer(serializers.Serializer):
-    total_tasks = serializers.IntegerField()
-    pending = serializers.IntegerField()
-    started = serializers.IntegerField()
-    success = serializers.IntegerField()
-    failure = serializers.IntegerField()
-    retry = serializers.IntegerField()
-    revoked = serializers.IntegerField()
+QueueCountsSerializer = type("QueueCountsSerializer", (serializers.Serializer,), _counts_per_state("total"))
+
+
+class TaskStatsSerializer(type("TaskCountsSerializer", (serializers.Serializer,), _counts_per_state("total_tasks"))):
     workers = serializers.IntegerField(
         allow_null=True,
-        help_text=_("Live workers as of workers_checked_at; null before the first discovery (ask again shortly)."),
+        help_text=_(
+            "Live workers as of workers_checked_at; null only when they could not be discovered (the broker is down)."
+        ),
     )
     workers_checked_at = serializers.DateTimeField(
         allow_null=True,
@@ -74,6 +68,13 @@ class TaskStatsSerializer(serializers.Serializer):
         ),
     )
     queues = serializers.DictField(child=QueueCountsSerializer(), help_text=_("Counts by queue name."))
+    disabled_safety_jobs = serializers.ListField(
+        child=serializers.CharField(),
+        help_text=_(
+            "The lifeline and re-send periodic jobs that are disabled or deleted: while one is listed, tasks "
+            "of a dead worker node or lost by the broker are not recovered. Empty when all is well."
+        ),
+    )
 
 
 # --- actions -----------------------------------------------------------------------------------

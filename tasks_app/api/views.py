@@ -15,11 +15,12 @@ from rest_framework.response import Response
 
 from claw_ai.errors import Conflict, ErrorSerializer, ServiceUnavailable
 from claw_ai.throttles import WriteRateThrottle
-from tasks_app import selectors, services, workers
+from tasks_app import selectors, services, task_progress, workers
 from tasks_app.api import serializers as s
 from tasks_app.api.errors import too_many_tasks
 from tasks_app.api.permissions import CanControlWorkers
-from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord
+from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord, TaskState
+from tasks_app.schedules import safety_jobs_off
 
 TASK_ID_PATTERN = r"[^/]+"
 
@@ -99,6 +100,8 @@ class TaskViewSet(TaskApiViewSet):
         record = self.task_or_404(task_id)
         record.result = selectors.task_result_value(record=record)
         record.pending_reason = selectors.pending_reason(record=record)
+        if record.state == TaskState.STARTED:
+            record.partial = task_progress.partial_text(task_id=record.task_id)
         return Response(s.TaskStatusSerializer(record).data)
 
     @extend_schema(
@@ -131,11 +134,12 @@ class TaskViewSet(TaskApiViewSet):
     @action(detail=False, methods=["get"], url_path="stats")
     def stats(self, request):
         counts = selectors.task_stats(user=request.user)
-        live = workers.live_workers()
+        live = workers.live_workers(wait_when_unknown=True)
         counts["workers"] = len(live.queues) if live.known else None
         counts["workers_checked_at"] = (
             datetime.fromtimestamp(live.checked_at, tz=timezone.get_current_timezone()) if live.known else None
         )
+        counts["disabled_safety_jobs"] = safety_jobs_off()
         return Response(s.TaskStatsSerializer(counts).data)
 
     @extend_schema(

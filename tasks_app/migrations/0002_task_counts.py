@@ -3,58 +3,7 @@
 from django.db import migrations, models
 
 # Keeps tasks_app_taskcount in step with tasks_app_taskrecord in the same transaction.
-# The two updates of a state change run in a fixed (state) order, so concurrent changes cannot deadlock.
-COUNT_TRIGGER = """
-CREATE OR REPLACE FUNCTION tasks_app_taskcount_add(q varchar, s varchar, delta integer) RETURNS void AS $$
-BEGIN
-    INSERT INTO tasks_app_taskcount (queue, state, slot, count)
-    VALUES (q, s, floor(random() * 8)::int, delta)
-    ON CONFLICT (queue, state, slot) DO UPDATE SET count = tasks_app_taskcount.count + EXCLUDED.count;
-END $$ LANGUAGE plpgsql;
-
-CREATE OR REPLACE FUNCTION tasks_app_taskrecord_count() RETURNS trigger AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        PERFORM tasks_app_taskcount_add(NEW.queue, NEW.state, 1);
-    ELSIF TG_OP = 'DELETE' THEN
-        PERFORM tasks_app_taskcount_add(OLD.queue, OLD.state, -1);
-    ELSIF OLD.state IS DISTINCT FROM NEW.state OR OLD.queue IS DISTINCT FROM NEW.queue THEN
-        IF OLD.state <= NEW.state THEN
-            PERFORM tasks_app_taskcount_add(OLD.queue, OLD.state, -1);
-            PERFORM tasks_app_taskcount_add(NEW.queue, NEW.state, 1);
-        ELSE
-            PERFORM tasks_app_taskcount_add(NEW.queue, NEW.state, 1);
-            PERFORM tasks_app_taskcount_add(OLD.queue, OLD.state, -1);
-        END IF;
-    END IF;
-    RETURN NULL;
-END $$ LANGUAGE plpgsql;
-
-CREATE OR REPLACE FUNCTION tasks_app_taskrecord_truncated() RETURNS trigger AS $$
-BEGIN
-    DELETE FROM tasks_app_taskcount;
-    RETURN NULL;
-END $$ LANGUAGE plpgsql;
-
-CREATE TRIGGER tasks_app_taskrecord_count
-AFTER INSERT OR UPDATE OF state, queue OR DELETE ON tasks_app_taskrecord
-FOR EACH ROW EXECUTE FUNCTION tasks_app_taskrecord_count();
-
-CREATE TRIGGER tasks_app_taskrecord_truncated
-AFTER TRUNCATE ON tasks_app_taskrecord
-FOR EACH STATEMENT EXECUTE FUNCTION tasks_app_taskrecord_truncated();
-
-INSERT INTO tasks_app_taskcount (queue, state, slot, count)
-SELECT queue, state, 0, count(*) FROM tasks_app_taskrecord GROUP BY queue, state;
-"""
-
-DROP_COUNT_TRIGGER = """
-DROP TRIGGER IF EXISTS tasks_app_taskrecord_count ON tasks_app_taskrecord;
-DROP TRIGGER IF EXISTS tasks_app_taskrecord_truncated ON tasks_app_taskrecord;
-DROP FUNCTION IF EXISTS tasks_app_taskrecord_count();
-DROP FUNCTION IF EXISTS tasks_app_taskrecord_truncated();
-DROP FUNCTION IF EXISTS tasks_app_taskcount_add(varchar, varchar, integer);
-"""
+from tasks_app.record_triggers import COUNT_TRIGGER, DROP_COUNT_TRIGGER
 
 
 class Migration(migrations.Migration):

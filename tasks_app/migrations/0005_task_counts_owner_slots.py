@@ -6,20 +6,12 @@ user (a chat backend submits everything under one account) queue on that row. Re
 already sum over slots (tasks_app.selectors), so only the trigger functions change.
 """
 
-import importlib
-
 from django.db import migrations
 
-previous = importlib.import_module("tasks_app.migrations.0003_task_counts_per_owner_and_statement")
-# The three functions of 0003 (the triggers that call them stay), with the slot chosen at random for every row.
-FUNCTIONS_0003 = previous.STATEMENT_TRIGGERS.split("CREATE TRIGGER")[0]
-FUNCTIONS_SPREAD = FUNCTIONS_0003.replace(
-    "CASE WHEN owner = -1 THEN floor(random() * 8)::int ELSE 0 END", "floor(random() * 8)::int"
-)
-assert FUNCTIONS_SPREAD != FUNCTIONS_0003
+from tasks_app.record_triggers import COUNT_FUNCTIONS, COUNT_FUNCTIONS_0003
 
 
 class Migration(migrations.Migration):
     dependencies = [("tasks_app", "0004_state_queue_created_index")]
 
-    operations = [migrations.RunSQL(FUNCTIONS_SPREAD, FUNCTIONS_0003)]
+    operations = [migrations.RunSQL(COUNT_FUNCTIONS, COUNT_FUNCTIONS_0003)]

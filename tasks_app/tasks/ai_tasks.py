@@ -7,7 +7,7 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
-from conversations import llm
+from conversations import llm, reply_streams
 from conversations.admission import reply_ended
 from conversations.llm.base import ProviderUnavailable
 from conversations.provider_calls import GenerationCancelled
@@ -15,7 +15,7 @@ from conversations.services import conversation_generate_reply
 from tasks_app import cluster_limits, selectors
 from tasks_app.cancellation import CancellationWatch
 from tasks_app.cluster_limits import CapacityUnavailable
-from tasks_app.recording import HEADER_RETRY_OF
+from tasks_app.publishing import HEADER_RETRY_OF
 from tasks_app.tasks.base import BaseTaskWithRetry
 
 logger = logging.getLogger(__name__)
@@ -44,14 +44,18 @@ class AIGenerationTimeout(Exception):
 
 
 class AIGenerationTask(BaseTaskWithRetry):
-    """Retries provider failures itself (honouring Retry-After); sends the callback, if one was
-    asked for, once the task succeeded or failed for good."""
+    """Retries provider failures itself (honouring Retry-After); ends the reply's live stream and
+    sends the callback, if one was asked for, once the task succeeded or failed for good."""
 
     abstract = True
     autoretry_for = ()
 
     def after_return(self, status, retval, task_id, args, kwargs, einfo):
         # Runs after the result backend stored the outcome, so the status document is final.
+        if status == states.SUCCESS:
+            reply_streams.finish(task_id, reply_streams.DONE)
+        elif status == states.FAILURE:
+            reply_streams.finish(task_id, reply_streams.ERROR)
         callback_url = (kwargs or {}).get("callback_url")
         if callback_url and status in (states.SUCCESS, states.FAILURE):
             from tasks_app.tasks.notification_tasks import send_webhook
@@ -98,6 +102,7 @@ def generate_ai_response(
                 task_id=task_id,
                 retried_task_ids=selectors.retried_task_ids(record_id=retry_of),
                 should_stop=should_stop,
+                attempt=self.request.retries + 1,
             )
     except CapacityUnavailable as waiting:
         # Shared capacity is taken: give the worker slot back and come again when it may be free.
@@ -122,6 +127,9 @@ def generate_ai_response(
             countdown = get_exponential_backoff_interval(
                 factor=1, retries=self.request.retries, maximum=self.retry_backoff_max, full_jitter=True
             )
+        if self.request.retries < self.max_retries + capacity_waits:
+            # Live readers see the wait; the next attempt's stream starts with a reset.
+            reply_streams.mark_retrying(task_id)
         raise self.retry(
             exc=error,
             countdown=min(countdown, settings.TASK_RETRY_BACKOFF_MAX),

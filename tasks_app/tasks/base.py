@@ -1,9 +1,10 @@
 """Task base classes: what every task of the system does around its own work."""
 
 from celery import Task
+from celery.app.task import get_actual_ignore_result
 from celery.exceptions import Ignore
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection
 
 
 class TransientError(Exception):
@@ -18,44 +19,48 @@ TRANSIENT_EXCEPTIONS = (TransientError, OperationalError, InterfaceError)
 class ClawTask(Task):
     """The app's default task class.
 
-    - Publishing inside a database transaction waits for the commit, so a worker
-      never receives a task before the rows it needs (and its record) exist.
+    - It leaves through tasks_app.publishing, which writes its record and holds a message
+      sent inside a database transaction until the commit.
     - A task cancelled through the system does not run, even on a worker that
       restarted and forgot Celery's in-memory revoked set.
     """
 
     def apply_async(self, args=None, kwargs=None, task_id=None, *rest, **options):
-        if connection.in_atomic_block:
-            from celery.utils import uuid
+        from tasks_app import publishing  # not at import: Celery loads this class before Django's models
 
-            task_id = task_id or uuid()
-            transaction.on_commit(lambda: super(ClawTask, self).apply_async(args, kwargs, task_id, *rest, **options))
-            return self.AsyncResult(task_id)
-        return super().apply_async(args, kwargs, task_id, *rest, **options)
+        def send(args, kwargs, task_id, **options):
+            return super(ClawTask, self).apply_async(args, kwargs, task_id, *rest, **options)
+
+        return publishing.apply_async(self, args, kwargs, task_id, options, send)
+
+    # ClawTask writes STARTED itself (task_track_started), in __call__ rather than in Celery's
+    # tracer: the write is also the check for a cancellation (see _may_run).
+    track_started = False
 
     def __call__(self, *args, **kwargs):
-        from tasks_app.selectors import task_is_cancelled
-
         request = self.request
         task_id = getattr(request, "id", None)
-        if task_id and not request.called_directly:
-            # The result backend's STARTED write already looked at the record (and flagged a
-            # cancelled task); without task_track_started, ask the database.
-            checked = getattr(request, "claw_record_checked", False)
-            if getattr(request, "claw_cancelled", False) or (
-                not checked and self._cancelled(task_id, task_is_cancelled)
-            ):
-                raise Ignore(f"task {task_id} was cancelled")
+        if task_id and not request.called_directly and not self._may_run(task_id):
+            raise Ignore(f"task {task_id} was cancelled")
         return super().__call__(*args, **kwargs)
 
-    @staticmethod
-    def _cancelled(task_id: str, task_is_cancelled) -> bool:
+    def _may_run(self, task_id: str) -> bool:
+        """Whether the task may run: not if it was cancelled through the system (its record is REVOKED).
+
+        With task_track_started, the result backend's STARTED write answers it (the write is refused
+        on a REVOKED record): one statement for both. Without (or run eagerly), the record is asked.
+        """
+        request = self.request
+        if self.app.conf.task_track_started and not request.is_eager and not get_actual_ignore_result(self, request):
+            return self.backend.mark_started(task_id, request=request)
+        from tasks_app import records  # not at import: Celery loads this class before Django's models
+
         try:
-            return task_is_cancelled(task_id=task_id)
+            return not records.is_revoked(task_id=task_id)
         except (OperationalError, InterfaceError):
             # The connection died between tasks: reconnect once rather than fail the task.
             connection.close()
-            return task_is_cancelled(task_id=task_id)
+            return not records.is_revoked(task_id=task_id)
 
 
 class BaseTaskWithRetry(ClawTask):
@@ -67,7 +72,7 @@ class BaseTaskWithRetry(ClawTask):
     """
 
     abstract = True
-    autoretry_for = TRANSIENT_EXCEPTIONS
+    autoretry_for: tuple[type[BaseException], ...] = TRANSIENT_EXCEPTIONS
     max_retries = settings.TASK_RETRY_MAX_RETRIES
     retry_backoff = True
     retry_backoff_max = settings.TASK_RETRY_BACKOFF_MAX

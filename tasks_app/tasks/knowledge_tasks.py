@@ -24,4 +24,5 @@ def index_document(self, document_id: int) -> dict:
     if document is None:
         return {"document_id": document_id, "chunks": 0, "skipped": "document no longer exists"}
     document = knowledge_reindex(document)
-    return {"document_id": document.pk, "chunks": document.chunk_count, "indexed_at": document.indexed_at.isoformat()}
+    indexed_at = document.indexed_at.isoformat() if document.indexed_at else None  # set by the reindex
+    return {"document_id": document.pk, "chunks": document.chunk_count, "indexed_at": indexed_at}

@@ -1,7 +1,7 @@
 import pytest
-from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
+from tests.factories import StaffFactory, UserFactory
 from tests.support.fake_llm import FakeLLM
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.support.workers import Worker
@@ -48,12 +48,12 @@ def webhook_receiver():
 
 @pytest.fixture
 def user():
-    return get_user_model().objects.create_user("alice", password="pw")
+    return UserFactory(username="alice")
 
 
 @pytest.fixture
 def other_user():
-    return get_user_model().objects.create_user("bob", password="pw")
+    return UserFactory(username="bob")
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def staff_user():
     """An operator: staff, and granted the named permissions through a group."""
     from tests.tasks_app.api.conftest import grant_operator
 
-    return grant_operator(get_user_model().objects.create_user("carol", password="pw", is_staff=True))
+    return grant_operator(StaffFactory(username="carol"))
 
 
 @pytest.fixture
@@ -69,3 +69,38 @@ def api(user) -> APIClient:
     client = APIClient()
     client.force_authenticate(user)
     return client
+
+
+# Live replies (tests/conversations/test_streaming*.py): AI tasks sent to this queue are taken by
+# a worker of the `openai` provider pointed at the fake server, on the threads pool `make run` uses.
+STREAM_TEST_QUEUE = "test_llm_stream"
+
+
+@pytest.fixture(scope="module")
+def stream_worker(fake_llm, django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        worker = Worker(
+            queues=[STREAM_TEST_QUEUE],
+            pool="threads",
+            concurrency=4,
+            env={
+                "LLM_PROVIDER": "openai",
+                "LLM_BASE_URL": fake_llm.base_url,
+                "LLM_API_KEY": "sk-test",
+                "LLM_MODEL": "gpt-4o-mini",
+                "LLM_TIMEOUT": str(LLM_TEST_TIMEOUT),
+            },
+        ).wait_ready()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="module")
+def web_server(django_db_setup, django_db_blocker):
+    """The application under uvicorn (ASGI), on a free loopback port."""
+    from tests.support.asgi_server import AsgiServer
+
+    with django_db_blocker.unblock():
+        server = AsgiServer().wait_ready()
+    yield server
+    server.stop()

@@ -3,7 +3,8 @@
 import pytest
 from rest_framework.test import APIClient
 
-from conversations.models import Conversation, Message
+from conversations.models import Conversation
+from tests.factories import ConversationFactory, MessageFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -29,9 +30,9 @@ def test_a_conversation_id_is_generated_when_omitted(api):
 
 
 def test_show_includes_messages_with_tokens_and_cost(api, user):
-    conversation = Conversation.objects.create(public_id="conv_m", user_id="u", created_by=user)
-    Message.objects.create(conversation=conversation, role="user", content="hi")
-    Message.objects.create(
+    conversation = ConversationFactory(public_id="conv_m", user_id="u", created_by=user)
+    MessageFactory(conversation=conversation, role="user", content="hi")
+    MessageFactory(
         conversation=conversation,
         role="assistant",
         content="hello",
@@ -53,7 +54,7 @@ def test_show_includes_messages_with_tokens_and_cost(api, user):
 
 def test_callers_see_only_their_own_conversations_and_operators_see_all(api, other_user, staff_user):
     # given a conversation of another API user
-    Conversation.objects.create(public_id="conv_other", user_id="u", created_by=other_user)
+    ConversationFactory(public_id="conv_other", user_id="u", created_by=other_user)
 
     # then the caller neither lists nor reads it, nor may name the other tenant
     assert api.get("/api/v1/conversations/").data["results"] == []
@@ -68,7 +69,7 @@ def test_callers_see_only_their_own_conversations_and_operators_see_all(api, oth
 
 
 def test_bad_input_is_a_400_with_field_errors(api, user):
-    Conversation.objects.create(public_id="conv_taken", user_id="u", created_by=user)
+    ConversationFactory(public_id="conv_taken", user_id="u", created_by=user)
     response = api.post("/api/v1/conversations/", {"conversation_id": "conv taken!"}, format="json")
     assert response.status_code == 400
     assert response.data["code"] == "invalid"

@@ -13,6 +13,7 @@ from conversations.models import KnowledgeChunk, KnowledgeDocument
 from tasks_app.models import TaskRecord, TaskState
 from tasks_app.tasks.ai_tasks import generate_ai_response
 from tests.conversations.conftest import LLM_TEST_QUEUE
+from tests.factories import KnowledgeDocumentFactory
 from tests.support.fake_llm import answer
 from tests.support.waiting import wait_for
 
@@ -84,7 +85,7 @@ def test_uploaded_document_is_indexed_and_its_best_chunks_reach_the_prompt(api, 
 
 def test_reindexing_replaces_the_chunks(user):
     # given an indexed document
-    document = KnowledgeDocument.objects.create(user_id="u1", title="Doc", content="alpha one\n\nbeta two")
+    document = KnowledgeDocumentFactory(user_id="u1", title="Doc", content="alpha one\n\nbeta two")
     knowledge_reindex(document)
     old_ids = set(KnowledgeChunk.objects.filter(document=document).values_list("id", flat=True))
 
@@ -103,7 +104,7 @@ def test_reindexing_replaces_the_chunks(user):
 
 def test_a_changed_document_is_stale_until_reindexed():
     # given an indexed document
-    document = KnowledgeDocument.objects.create(user_id="u1", title="Doc", content="text")
+    document = KnowledgeDocumentFactory(user_id="u1", title="Doc", content="text")
     assert KnowledgeDocument.objects.stale().filter(pk=document.pk).exists()
     knowledge_reindex(document)
     assert not KnowledgeDocument.objects.stale().filter(pk=document.pk).exists()
@@ -120,7 +121,7 @@ def test_a_changed_document_is_stale_until_reindexed():
 def test_chunks_are_ranked_by_relevance(settings):
     # given a document of three short paragraphs, indexed one chunk per paragraph
     settings.KNOWLEDGE_CHUNK_SIZE = 30
-    document = KnowledgeDocument.objects.create(
+    document = KnowledgeDocumentFactory(
         user_id="u1",
         title="Notes",
         content="A refund note.\n\nParcels ship from Hangzhou.\n\nThe refund desk: every refund.",
@@ -158,7 +159,7 @@ def index_task_done(response) -> None:
 
 def test_documents_are_listed_to_their_uploader_only(api, other_user, llm_worker):
     # given a document uploaded by another API user
-    KnowledgeDocument.objects.create(user_id="u1", title="Theirs", content="x", created_by=other_user)
+    KnowledgeDocumentFactory(user_id="u1", title="Theirs", content="x", created_by=other_user)
 
     # when the caller uploads one and lists
     created = api.post("/api/v1/knowledge/documents", {"user_id": "u1", "title": "Mine", "content": "y"}, format="json")
@@ -177,7 +178,7 @@ def test_a_document_needs_content(api):
 
 
 def test_editing_a_document_queues_its_reindexing(api, user, llm_worker):
-    document = KnowledgeDocument.objects.create(user_id="u1", title="Doc", content="old", created_by=user)
+    document = KnowledgeDocumentFactory(user_id="u1", title="Doc", content="old", created_by=user)
 
     response = api.patch(f"/api/v1/knowledge/documents/{document.pk}/", {"content": "new"}, format="json")
 
@@ -192,7 +193,7 @@ def test_editing_a_document_queues_its_reindexing(api, user, llm_worker):
 def test_chinese_passages_are_found_by_a_chinese_question(settings):
     # given a Chinese document of three passages (no spaces between words), one chunk each
     settings.KNOWLEDGE_CHUNK_SIZE = 20
-    document = KnowledgeDocument.objects.create(
+    document = KnowledgeDocumentFactory(
         user_id="u_zh",
         title="客服手册",
         content="发货时间：每个工作日从杭州发货。\n\n退款政策：收货后三十天内可以申请退款。\n\n会员积分可以兑换优惠券。",

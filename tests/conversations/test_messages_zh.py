@@ -2,7 +2,7 @@
 
 import pytest
 
-from conversations.models import Conversation, KnowledgeDocument
+from tests.factories import ConversationFactory, KnowledgeDocumentFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -11,7 +11,7 @@ ZH = {"HTTP_ACCEPT_LANGUAGE": "zh-CN"}
 
 def test_field_errors_are_translated(api, user):
     # given a conversation id already taken
-    Conversation.objects.create(public_id="conv_taken", user_id="u", created_by=user)
+    ConversationFactory(public_id="conv_taken", user_id="u", created_by=user)
 
     # when a Chinese-speaking caller reuses it, and uploads a document without text
     taken = api.post("/api/v1/conversations/", {"conversation_id": "conv_taken", "user_id": "u"}, format="json", **ZH)
@@ -36,7 +36,7 @@ def test_the_admin_names_the_apps_and_actions_in_chinese(client, staff_user):
     staff_user.is_superuser = True
     staff_user.save()
     client.force_login(staff_user)
-    KnowledgeDocument.objects.create(user_id="u", title="Doc", content="text", created_by=staff_user)
+    KnowledgeDocumentFactory(user_id="u", title="Doc", content="text", created_by=staff_user)
 
     # when the admin is opened in Chinese
     index = client.get("/admin/", **ZH).content.decode()

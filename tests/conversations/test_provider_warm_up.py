@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conversations import llm
 from tasks_app.tasks.ai_tasks import warm_up_provider
 
@@ -24,6 +26,7 @@ print("openai imported:", "openai" in sys.modules)
 """
 
 
+@pytest.mark.worker  # a worker's Python process: left out of make test-fast
 def test_worker_init_builds_the_configured_provider():
     # given a process configured for the OpenAI-compatible provider, with the SDK not yet imported
     env = {**os.environ, "LLM_PROVIDER": "openai", "LLM_BASE_URL": "http://127.0.0.1:9/v1", "LLM_API_KEY": "x"}

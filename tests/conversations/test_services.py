@@ -19,6 +19,7 @@ from conversations.services import (
     conversation_get_or_create,
 )
 from conversations.tokens import completion_cost
+from tests.factories import ConversationFactory, MessageFactory
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
@@ -45,16 +46,14 @@ def test_running_the_same_task_twice_keeps_one_question_and_one_reply():
 )
 def test_a_delivery_that_lost_the_race_shares_the_question_and_reply_saved_first(in_a_transaction):
     # given another delivery of the same task saved the question and the reply while this one ran
-    conversation = Conversation.objects.create(public_id="conv_race", user_id="u")
-    question = Message.objects.create(conversation=conversation, role="user", content="hi", task_id="task-race")
-    reply = Message.objects.create(conversation=conversation, role="assistant", content="hello", task_id="task-race")
+    conversation = ConversationFactory(public_id="conv_race", user_id="u")
+    question = MessageFactory(conversation=conversation, role="user", content="hi", task_id="task-race")
+    reply = MessageFactory(conversation=conversation, role="assistant", content="hello", task_id="task-race")
 
     # when this delivery tries to save its own (its INSERTs are refused by the unique task/role pair)
     saved = [
         _create_once(
-            lambda role=role: Message.objects.create(
-                conversation=conversation, role=role, content="x", task_id="task-race"
-            ),
+            lambda role=role: MessageFactory(conversation=conversation, role=role, content="x", task_id="task-race"),
             task_id="task-race",
             role=role,
         )
@@ -68,8 +67,8 @@ def test_a_delivery_that_lost_the_race_shares_the_question_and_reply_saved_first
 
 def test_a_retry_answers_the_question_its_failed_task_left_unanswered():
     # given a task that saved its question and failed before a reply
-    conversation = Conversation.objects.create(public_id="conv_retried", user_id="u")
-    Message.objects.create(conversation=conversation, role="user", content="hi", task_id="task-failed")
+    conversation = ConversationFactory(public_id="conv_retried", user_id="u")
+    MessageFactory(conversation=conversation, role="user", content="hi", task_id="task-failed")
 
     # when its retry (a new task id) runs
     conversation_generate_reply(
@@ -171,13 +170,13 @@ def test_a_new_conversation_is_created_for_the_caller(user):
 
 
 def test_another_chat_users_conversation_is_forbidden(user):
-    Conversation.objects.create(public_id="conv_a", user_id="user_1", created_by=user)
+    ConversationFactory(public_id="conv_a", user_id="user_1", created_by=user)
     with pytest.raises(ConversationForbidden):
         conversation_for_generation(conversation_id="conv_a", user_id="user_2", requested_by=user)
 
 
 def test_another_api_users_conversation_of_the_same_id_is_never_reached(user, other_user, staff_user):
-    theirs = Conversation.objects.create(public_id="conv_b", user_id="user_1", created_by=user)
+    theirs = ConversationFactory(public_id="conv_b", user_id="user_1", created_by=user)
     for caller in (other_user, staff_user):
         mine = conversation_for_generation(conversation_id="conv_b", user_id="user_1", requested_by=caller)
         assert mine.pk != theirs.pk and mine.created_by_id == caller.pk
@@ -185,7 +184,7 @@ def test_another_api_users_conversation_of_the_same_id_is_never_reached(user, ot
 
 
 def test_a_conversation_started_from_code_is_never_claimed_by_an_api_caller(user):
-    from_code = Conversation.objects.create(public_id="conv_code", user_id="user_1")
+    from_code = ConversationFactory(public_id="conv_code", user_id="user_1")
     mine = conversation_for_generation(conversation_id="conv_code", user_id="user_1", requested_by=user)
     assert mine.pk != from_code.pk
     assert Conversation.objects.get(pk=from_code.pk).created_by is None
@@ -194,10 +193,10 @@ def test_a_conversation_started_from_code_is_never_claimed_by_an_api_caller(user
 def test_history_is_cut_to_the_token_budget(settings):
     # given a conversation of four long messages and a budget that holds two of them
     settings.LLM_HISTORY_TOKEN_BUDGET = 250
-    conversation = Conversation.objects.create(public_id="conv_long", user_id="u")
+    conversation = ConversationFactory(public_id="conv_long", user_id="u")
     for number in range(4):
-        Message.objects.create(conversation=conversation, role="user", content=f"{number} " + "x" * 400)
-    question = Message.objects.create(conversation=conversation, role="user", content="and now?")
+        MessageFactory(conversation=conversation, role="user", content=f"{number} " + "x" * 400)
+    question = MessageFactory(conversation=conversation, role="user", content="and now?")
 
     # when the prompt is built
     prompt = build_prompt(conversation, question)
@@ -221,7 +220,7 @@ class BlockingProvider:
     def __init__(self) -> None:
         self.closed = threading.Event()
 
-    def complete(self, messages, *, temperature):
+    def stream(self, messages, *, temperature, on_text):
         self.closed.wait(10)
         raise ConnectionError("client closed")
 
@@ -246,7 +245,7 @@ def test_waiting_on_the_provider_ends_when_the_task_should_stop():
 
 def test_provider_errors_reach_the_caller():
     class Failing:
-        def complete(self, messages, *, temperature):
+        def stream(self, messages, *, temperature, on_text):
             raise ValueError("bad")
 
         def close(self):
@@ -258,7 +257,9 @@ def test_provider_errors_reach_the_caller():
 
 def test_offline_answers_are_deterministic():
     class Fixed:
-        def complete(self, messages, *, temperature):
+        def stream(self, messages, *, temperature, on_text):
+            on_text("o")
+            on_text("k")
             return Completion("ok", "m", 1, 2)
 
         def close(self):

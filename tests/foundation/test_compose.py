@@ -19,7 +19,14 @@ from django.core.management import get_commands
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.prod.yml"]
 SEED_SERVICES = {"web", "postgres", "redis", "celery-worker", "celery-beat", "celery-flower"}
-APP_SERVICES = {"web", "celery-worker", "celery-beat", "celery-flower"}
+APP_SERVICES = {"web", "celery-worker", "celery-worker-background", "celery-beat", "celery-flower"}
+# Beyond the seed's, run by default: the prefork worker of the time-limited queues.
+DEFAULT_EXTRA_SERVICES = {"celery-worker-background"}
+# Development only, under the compose profile "monitoring" (deploy/monitoring/ provisions them).
+MONITORING_SERVICES = {"prometheus", "grafana"}
+# Optional everywhere, under a profile.
+OPTIONAL_SERVICES = MONITORING_SERVICES | {"rabbitmq"}
+WORKER_SERVICES = {"celery-worker": "worker@%h", "celery-worker-background": "background@%h"}
 # Compose interpolation: ${NAME}, ${NAME:-default}, ${NAME:?error}; $${NAME} is a literal for the container.
 INTERPOLATED = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
 # Enough to pass every ${VAR:?} of the production file.
@@ -64,31 +71,93 @@ def test_services_are_named_as_the_seed_names_them(name):
     # given / when
     services = load(name)["services"]
 
-    # then
-    assert set(services) == SEED_SERVICES
+    # then: the seed's services (and the background worker) run by default; the others only under a profile
+    assert {n for n, service in services.items() if "profiles" not in service} == SEED_SERVICES | DEFAULT_EXTRA_SERVICES
+    optional = {n for n, service in services.items() if "profiles" in service}
+    assert optional <= OPTIONAL_SERVICES
+    assert (optional >= MONITORING_SERVICES) == (name == "docker-compose.yml")
 
 
-@pytest.mark.parametrize("name", COMPOSE_FILES)
-def test_the_worker_can_be_scaled(name):
+def mounted(service: dict) -> dict[str, Path]:
+    """{path in the container: file or folder of this repository} of a service's bind mounts."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            mounts[target] = ROOT / source
+    return mounts
+
+
+def test_prometheus_and_grafana_are_optional_and_provisioned_from_deploy_monitoring():
     # given
-    worker = load(name)["services"]["celery-worker"]
+    compose = load("docker-compose.yml")
+    prometheus, grafana = compose["services"]["prometheus"], compose["services"]["grafana"]
+    prometheus_files, grafana_files = mounted(prometheus), mounted(grafana)
+
+    # then: both only with `--profile monitoring`, listening on loopback
+    for service in (prometheus, grafana):
+        assert service["profiles"] == ["monitoring"]
+        assert all(port.startswith("127.0.0.1:") for port in service["ports"])
+    # Prometheus: its config and alert rules come from deploy/monitoring/ and point at each other
+    for path in prometheus_files.values():
+        assert path.exists(), path
+    config = yaml.safe_load(prometheus_files["/etc/prometheus/prometheus.yml"].read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert prometheus_files["/etc/prometheus/alerts.yml"] == ROOT / "deploy/monitoring/alerts.yml"
+    # it scrapes web's /metrics with the bearer token, read from the secret made of METRICS_TOKEN
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"] == [{"targets": ["web:8000"]}]
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_token"}
+    assert prometheus["secrets"] == ["metrics_token"]
+    assert compose["secrets"]["metrics_token"] == {"environment": "METRICS_TOKEN"}
+    assert "METRICS_TOKEN" in env_example_names()
+    assert "web" in prometheus["depends_on"]
+    # Grafana: the datasource is that Prometheus, and the dashboards folder is the one provisioned
+    provisioning = grafana_files["/etc/grafana/provisioning"]
+    (datasource,) = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())["datasources"]
+    assert datasource["url"] == "http://prometheus:9090"
+    (provider,) = yaml.safe_load((provisioning / "dashboards/claw-ai.yml").read_text())["providers"]
+    dashboards = grafana_files[provider["options"]["path"]]
+    assert sorted(path.name for path in dashboards.glob("*.json")) == ["claw-ai.json"]
+    assert "prometheus" in grafana["depends_on"]
+    assert {"prometheus-data", "grafana-data"} <= set(compose["volumes"])
+
+
+@pytest.mark.parametrize("service", WORKER_SERVICES)
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_the_worker_can_be_scaled(name, service):
+    # given
+    worker = load(name)["services"][service]
     words = command_words(worker)
 
     # then: a fixed container name would make `--scale celery-worker=4` fail
     assert "container_name" not in worker
     assert "ports" not in worker
     # each replica gets a unique node name from its container hostname, so remote control reaches each one
-    assert option_value(words, "-n") == "worker@%h"
+    assert option_value(words, "-n") == WORKER_SERVICES[service]
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
-def test_the_worker_consumes_exactly_the_four_queues(name):
+def test_the_workers_consume_the_four_queues_with_time_limits_where_celery_enforces_them(name):
     # given
-    words = command_words(load(name)["services"]["celery-worker"])
+    services = load(name)["services"]
+    ai, background = (command_words(services[service]) for service in WORKER_SERVICES)
 
-    # then
-    assert words[:4] == ["celery", "-A", "claw_ai", "worker"]
-    assert option_value(words, "-Q").split(",") == list(settings.TASK_QUEUES)
+    # then: AI replies on threads (the provider call is bounded by LLM_TIMEOUT), the rest on prefork,
+    # where the soft and hard time limits are enforced; each queue consumed by one of them
+    for words in (ai, background):
+        assert words[:4] == ["celery", "-A", "claw_ai", "worker"]
+    assert option_value(ai, "-Q").split(",") == [settings.QUEUE_AI]
+    assert option_value(ai, "-P") == "${CELERY_WORKER_POOL:-threads}"
+    assert option_value(background, "-Q").split(",") == [
+        settings.QUEUE_KNOWLEDGE,
+        settings.QUEUE_NOTIFICATION,
+        settings.QUEUE_DEFAULT,
+    ]
+    assert option_value(background, "-P") == "prefork"
+    # the seed's `up -d celery-worker` brings the background worker along
+    assert services["celery-worker"]["depends_on"]["celery-worker-background"] == {"condition": "service_started"}
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
@@ -99,16 +168,23 @@ def test_there_is_exactly_one_beat(name):
     # when
     beats = [service for service in services.values() if command_words(service)[3:4] == ["beat"]]
 
-    # then: two beats would send every scheduled job twice
+    # then: one beat, with the leased scheduler, so a second one by accident would stand by
     assert len(beats) == 1
     assert beats[0] is services["celery-beat"]
     assert beats[0].get("deploy", {}).get("replicas", 1) == 1
+    assert option_value(command_words(beats[0]), "-S") == settings.CELERY_BEAT_SCHEDULER
 
 
+def test_make_run_starts_beat_with_the_leased_scheduler():
+    procfile = (ROOT / "Procfile").read_text()
+    assert f"beat: celery -A claw_ai beat -S {settings.CELERY_BEAT_SCHEDULER} " in procfile
+
+
+@pytest.mark.parametrize("service", WORKER_SERVICES)
 @pytest.mark.parametrize("name", COMPOSE_FILES)
-def test_the_worker_shuts_down_warm_within_the_task_time_limit(name):
+def test_the_worker_shuts_down_warm_within_the_task_time_limit(name, service):
     # given
-    worker = load(name)["services"]["celery-worker"]
+    worker = load(name)["services"][service]
 
     # then: SIGTERM (Celery's warm shutdown) and time for the longest task to finish
     assert worker.get("stop_signal", "SIGTERM") == "SIGTERM"
@@ -123,9 +199,11 @@ def test_services_start_in_order_of_health(name):
     # then: every dependency waits for health, and every service depended on has a healthcheck
     for service_name, service in services.items():
         for dependency, condition in service.get("depends_on", {}).items():
+            if (service_name, dependency) == ("celery-worker", "celery-worker-background"):
+                continue  # started along, not waited for (the AI workers need nothing of it)
             assert condition == {"condition": "service_healthy"}, (service_name, dependency)
             assert "healthcheck" in services[dependency], dependency
-    for service_name in ("web", "celery-worker", "celery-flower", "postgres", "redis"):
+    for service_name in ("web", "celery-worker", "celery-worker-background", "celery-flower", "postgres", "redis"):
         assert "healthcheck" in services[service_name], service_name
     # the worker and beat need the schema web's entrypoint migrates
     assert "web" in services["celery-worker"]["depends_on"]
@@ -179,7 +257,9 @@ def test_production_runs_production_settings_under_gunicorn():
         assert environment["WEBHOOK_SIGNING_SECRET"].startswith("${WEBHOOK_SIGNING_SECRET:?")
     web = command_words(services["web"])
     assert web[:2] == ["--setup", "gunicorn"]
-    assert "claw_ai.wsgi:application" in web
+    # ASGI: an open reply stream (Server-Sent Events) holds no thread
+    assert "claw_ai.asgi:application" in web
+    assert web[web.index("-k") + 1] == "uvicorn_worker.UvicornWorker"
 
 
 def test_production_refuses_flower_without_a_password():
@@ -321,3 +401,18 @@ def test_compose_refuses_production_without_a_secret(tmp_path, secret):
     # then
     assert result.returncode != 0
     assert secret in result.stderr
+
+
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_rabbitmq_is_an_optional_broker_behind_a_profile(name):
+    # given
+    services = load(name)["services"]
+    rabbitmq = services["rabbitmq"]
+
+    # then: started only with --profile rabbitmq, nothing needs it, its data in a named volume, and
+    # delayed tasks (held unacknowledged until their eta) are not cut off by the delivery timeout
+    assert rabbitmq["profiles"] == ["rabbitmq"]
+    assert not any("rabbitmq" in service.get("depends_on", {}) for service in services.values())
+    assert "rabbitmq-data:/var/lib/rabbitmq" in rabbitmq["volumes"]
+    assert "consumer_timeout undefined" in rabbitmq["environment"]["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
+    assert "healthcheck" in rabbitmq

@@ -4,7 +4,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -18,10 +17,11 @@ from django.contrib.auth import get_user_model
 from django.core.management.utils import get_random_secret_key
 from rest_framework.authtoken.models import Token
 
+from tests.support.processes import ROOT, TestProcess, process_env
 from tests.support.waiting import wait_for
-from tests.support.workers import ROOT, process_env
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Starts manage.py and gunicorn processes: left out of make test-fast.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
 def copy_build_context(destination: Path) -> None:
@@ -132,21 +132,19 @@ def production_gunicorn(image: Path, log_path: Path):
     """The web server as the production image runs it, on a free loopback port: yields (process, port)."""
     port = free_port()
     entrypoint = image / "docker" / "entrypoint.sh"
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [entrypoint, "gunicorn", "claw_ai.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-            cwd=image,
-            env=container_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield server, port
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
+    command = [
+        entrypoint,
+        "gunicorn",
+        "claw_ai.asgi:application",
+        "-k",
+        "uvicorn_worker.UvicornWorker",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+    ]
+    with TestProcess(command, name="gunicorn", env=container_env(), cwd=image, log_path=log_path) as server:
+        yield server.process, port
 
 
 def test_healthcheck_passes_for_production_gunicorn_and_fails_without_a_server(image, tmp_path):

@@ -2,17 +2,19 @@
 
 import base64
 import contextlib
-import os
-import signal
 import socket
-import subprocess
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from tests.support.processes import TestProcess, process_env
 from tests.support.waiting import wait_for
-from tests.support.workers import LOG_DIR, ROOT, process_env
+
+# Starts Flower processes: left out of make test-fast.
+pytestmark = pytest.mark.worker
 
 USER, PASSWORD = "flower-user", "flower-secret"
 
@@ -40,36 +42,16 @@ def flower(*, env: dict[str, str] | None = None):
     """A Flower process on a free loopback port, yielding its URL and pid; always stopped on the way out."""
     port = free_port()
     command = [sys.executable, "-m", "claw_ai.flower_server", "--address=127.0.0.1", f"--port={port}"]
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / f"flower-{port}.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=process_env(**(env or {})),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
+    with TestProcess(command, name=f"flower-{port}", env=process_env(**(env or {}))) as process:
 
-            def serving():
-                if process.poll() is not None:
-                    raise AssertionError(f"flower exited ({process.returncode}):\n{log_path.read_text()}")
-                with contextlib.suppress(OSError):
-                    return get(f"http://127.0.0.1:{port}/healthcheck") == 200
-                return False
+        def serving():
+            process.check_running()
+            with contextlib.suppress(OSError):
+                return get(f"http://127.0.0.1:{port}/healthcheck") == 200
+            return False
 
-            wait_for(serving, timeout=60, interval=0.2, what="Flower to answer")
-            yield f"http://127.0.0.1:{port}", process.pid
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
+        wait_for(serving, timeout=60, interval=0.2, what="Flower to answer")
+        yield f"http://127.0.0.1:{port}", process.pid
 
 
 def test_flower_answers_only_with_credentials_taken_from_the_environment():

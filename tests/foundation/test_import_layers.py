@@ -15,7 +15,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("claw_ai", "tasks_app", "conversations", "monitoring")
 # Modules a worker runs (tasks and what only they call): no API layer below them.
-WORKER_MODULES = ("tasks_app.tasks.", "tasks_app.notifications", "tasks_app.result_backend", "tasks_app.recording")
+WORKER_MODULES = (
+    "tasks_app.tasks.",
+    "tasks_app.notifications",
+    "tasks_app.result_backend",
+    "tasks_app.recording",
+    "tasks_app.publishing",
+    "tasks_app.records",
+)
 
 
 def _module_name(path: Path) -> str:

@@ -1,34 +1,34 @@
 """The web server and Flower of `make run`, started from the Procfile through sh as honcho starts them.
 
-Each line runs as written but for its port (a free one, so a developer's own `make run` on this
-machine is never in the way); the test reads the address the process listens on.
+Each line runs as written, on a free port chosen as a user would (WEB_PORT, FLOWER_PORT), so a
+developer's own `make run` on this machine is never in the way; the test reads the address the
+process listens on.
 """
 
 import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
+from tests.support.processes import ROOT, TestProcess, process_env
 from tests.support.waiting import wait_for
-from tests.support.workers import LOG_DIR, ROOT, process_env
+
+# Starts the Procfile's web server and Flower: left out of make test-fast.
+pytestmark = pytest.mark.worker
 
 FLOWER_PASSWORD = "procfile-flower-password"
-# Where each line names its port, and the same with the free port the test uses.
-PORTS = {"web": (":8000 ", ":{port} "), "flower": ("--port=5555", "--port={port}")}
+# The variable that chooses each line's port.
+PORT_VARIABLES = {"web": "WEB_PORT", "flower": "FLOWER_PORT"}
 
 
-def procfile_line(name: str, port: int) -> str:
+def procfile_line(name: str) -> str:
     lines = (ROOT / "Procfile").read_text().splitlines()
-    command = dict(line.split(": ", 1) for line in lines if line and not line.startswith("#"))[name]
-    fixed, free = PORTS[name]
-    assert fixed in command, f"the Procfile's {name} no longer says {fixed!r}"
-    return command.replace(fixed, free.format(port=port))
+    return dict(line.split(": ", 1) for line in lines if line and not line.startswith("#"))[name]
 
 
 def free_port() -> int:
@@ -57,42 +57,25 @@ def procfile_process(name: str, *, bind_host: str | None):
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         FLOWER_USER="admin",
         FLOWER_PASSWORD=FLOWER_PASSWORD,
+        **{PORT_VARIABLES[name]: str(port)},
     )
     env.pop("CLAW_BIND_HOST", None)
     if bind_host is not None:
         env["CLAW_BIND_HOST"] = bind_host
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / f"procfile-{name}-{port}.log"
-    with open(log_path, "w") as log:
-        shell = subprocess.Popen(
-            ["/bin/sh", "-c", procfile_line(name, port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    shell = TestProcess(["/bin/sh", "-c", procfile_line(name)], name=f"procfile-{name}-{port}", env=env)
     process = psutil.Process(shell.pid)
     try:
 
         def listening():
-            if shell.poll() is not None:
-                raise AssertionError(f"{name} exited ({shell.returncode}):\n{log_path.read_text()}")
+            shell.check_running()
             return listening_on(process, port)
 
         addresses = wait_for(listening, timeout=60, interval=0.1, what=f"the Procfile's {name} to listen")
         yield process, addresses
     finally:
-        # Every process of the group (gunicorn's workers too) is gone before the next test; SIGINT is
-        # gunicorn's quick shutdown (SIGTERM waits up to its graceful timeout for booting workers).
-        members = [process, *process.children(recursive=True)]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(shell.pid, signal.SIGINT)
-        _, alive = psutil.wait_procs(members, timeout=30)
-        for member in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.kill()
-        shell.wait(5)
+        # SIGINT to the group is gunicorn's quick shutdown (SIGTERM waits up to its graceful timeout
+        # for booting workers); every process of the group is gone before the next test.
+        shell.stop(sig=signal.SIGINT, whole_group=True)
 
 
 @pytest.mark.parametrize("name", ["web", "flower"])

@@ -1,4 +1,4 @@
-"""Priority 9 is the highest (the seed's meaning), on the Redis broker."""
+"""Priority 9 is the highest (the seed's meaning), on Redis and on RabbitMQ."""
 
 import uuid
 
@@ -10,7 +10,7 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
 
-def test_queued_priority_9_tasks_run_before_priority_0(start_worker, redis_client):
+def test_queued_priority_9_tasks_run_before_priority_0(broker, start_worker, redis_client):
     # given a queue holding interleaved tasks of priority 0 and 9, and no worker yet
     queue = f"priority-probe-{uuid.uuid4().hex[:6]}"
     order_key = f"order:{queue}"

@@ -6,9 +6,13 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 from django.conf import settings
 
-from tests.support import workers
+from tests.support import processes
+
+# Starts private PostgreSQL and Redis servers: left out of make test-fast.
+pytestmark = pytest.mark.worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,7 +65,7 @@ def test_with_no_servers_named_private_ones_start_answer_and_stop(tmp_path):
 
 def test_with_servers_named_none_is_started(tmp_path, db):
     # given the servers the test run itself uses
-    env = {**os.environ, "DATABASE_URL": workers.test_database_url(), "REDIS_URL": settings.REDIS_URL}
+    env = {**os.environ, "DATABASE_URL": processes.test_database_url(), "REDIS_URL": settings.REDIS_URL}
     data = tmp_path / "servers"
 
     # when a command runs under the wrapper

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from django.core.management.utils import get_random_secret_key
 
+# Starts Python processes that load the settings: left out of make test-fast.
+pytestmark = pytest.mark.worker
+
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = "claw_ai.settings.production"
 # Nothing connects while settings load, so these servers need not exist.

@@ -1,10 +1,10 @@
 import pytest
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from claw_ai.celery import celery_app
+from tests.factories import UserFactory
 
 METRICS_TOKEN = "test-metrics-token"
 
@@ -18,7 +18,7 @@ def metrics_token(settings) -> str:
 @pytest.fixture
 def operator(db):
     """A user with the named view-metrics permission (not staff)."""
-    user = get_user_model().objects.create_user("operator", password="pw")
+    user = UserFactory(username="operator")
     user.user_permissions.add(Permission.objects.get(codename="view_metrics", content_type__app_label="monitoring"))
     return user
 

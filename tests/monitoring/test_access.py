@@ -3,10 +3,10 @@
 import importlib
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 
 from monitoring import buckets
+from tests.factories import StaffFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +39,7 @@ def test_the_configured_token_reads_the_prometheus_text(metrics_token):
 
 def test_a_signed_in_user_needs_the_view_metrics_permission(metrics_token, operator):
     # given: staff status alone is not the permission
-    staff = get_user_model().objects.create_user("ops", password="pw", is_staff=True)
+    staff = StaffFactory(username="ops")
     client = Client()
     client.force_login(staff)
     # when / then

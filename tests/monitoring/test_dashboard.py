@@ -6,15 +6,15 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.utils import timezone
 
-from conversations.models import Conversation, Message, MessageRole
+from conversations.models import MessageRole
 from monitoring.dashboard import AI_TASK
 from tasks_app.models import TaskRecord, TaskState
-from tests.support.workers import LOG_DIR
+from tests.factories import ConversationFactory, MessageFactory, StaffFactory, TaskRecordFactory
+from tests.support.processes import LOG_DIR
 from tests.tasks_app.admin.browser import Browser, find_chromium
 
 URL = "/admin/monitoring/"
@@ -25,7 +25,7 @@ def seed(count: int = 240) -> None:
     """Finished tasks over the last hour (a mix of names and states), AI replies with tokens and cost."""
     rng = random.Random(17)
     now = timezone.now()
-    conversation = Conversation.objects.create(public_id="conv_dash", user_id="user_1")
+    conversation = ConversationFactory(public_id="conv_dash", user_id="user_1")
     names = [AI_TASK, "tasks_app.tasks.knowledge_tasks.index_document", "tasks_app.tasks.notification_tasks.send_email"]
     for i in range(count):
         name = names[i % 3]
@@ -33,15 +33,13 @@ def seed(count: int = 240) -> None:
         created = now - timedelta(seconds=rng.uniform(30, 3500))
         started = created + timedelta(seconds=rng.uniform(0.01, 2))
         done = started + timedelta(seconds=rng.uniform(0.2, 8 if name == AI_TASK else 1))
-        record = TaskRecord.objects.create(
-            task_id=f"dash-{i}", task_name=name, queue="default", user_id=f"user_{i % 7}"
-        )
+        record = TaskRecordFactory(task_id=f"dash-{i}", task_name=name, queue="default", user_id=f"user_{i % 7}")
         TaskRecord.objects.filter(pk=record.pk).update(
             state=state, created_at=created, started_at=started, done_at=done
         )
         if name == AI_TASK and state == TaskState.SUCCESS:
             model = "gpt-4o-mini" if i % 2 else "deepseek-chat"
-            Message.objects.create(
+            MessageFactory(
                 conversation=conversation,
                 role=MessageRole.ASSISTANT,
                 content="reply",
@@ -55,14 +53,14 @@ def seed(count: int = 240) -> None:
 
 @pytest.fixture
 def monitoring_staff(db):
-    user = get_user_model().objects.create_user("watcher", password="pw", is_staff=True)
+    user = StaffFactory(username="watcher")
     user.user_permissions.add(Permission.objects.get(codename="view_metrics", content_type__app_label="monitoring"))
     return user
 
 
 @pytest.mark.django_db
 def test_the_dashboard_needs_the_view_metrics_permission(monitoring_staff):
-    staff_only = get_user_model().objects.create_user("ops", password="pw", is_staff=True)
+    staff_only = StaffFactory(username="ops")
     client = Client()
     assert client.get(URL).status_code == 302  # to the admin login
     client.force_login(staff_only)

@@ -9,6 +9,7 @@ import redis
 from claw_ai.celery import celery_app
 from monitoring.broker import priority_keys
 from tasks_app.models import TaskRecord, TaskState
+from tests.factories import TaskRecordFactory
 from tests.monitoring.conftest import delta, scrape
 from tests.support.broker import broker_at
 from tests.support.waiting import wait_for
@@ -46,7 +47,7 @@ def test_queue_length_is_the_number_of_queued_messages(without_consumer, empty_q
 
 def test_a_scrape_with_the_broker_down_answers_with_the_rest(metrics_token):
     # given: a task record, and a broker that does not answer
-    TaskRecord.objects.create(task_id=str(uuid.uuid4()), task_name="tests.record_run", queue="default")
+    TaskRecordFactory(task_name="tests.record_run", queue="default")
     before = scrape(metrics_token)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

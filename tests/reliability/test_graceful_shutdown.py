@@ -27,7 +27,7 @@ def reserved_by(worker_name: str) -> list[str]:
     return [request["id"] for request in reserved.get(worker_name, [])]
 
 
-def test_shutdown_finishes_the_running_task_and_hands_back_the_reserved_one(staff_client, start_worker):
+def test_shutdown_finishes_the_running_task_and_hands_back_the_reserved_one(broker, staff_client, start_worker):
     # given a one-process worker on its own queue, running a task that waits for a key,
     # and holding a second task it has reserved but not started (it prefetches two)
     queue, key, ran_key = f"q-{uuid.uuid4().hex[:6]}", f"go:{uuid.uuid4().hex}", f"ran:{uuid.uuid4().hex}"

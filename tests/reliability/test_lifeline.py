@@ -13,11 +13,13 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
 
-def test_tasks_of_a_killed_worker_node_are_rescued_and_finish(start_worker, redis_client, capsys):
+def test_tasks_of_a_killed_worker_node_are_rescued_and_finish(start_worker, consume_queue, redis_client, capsys):
     # given a worker running two tasks and two more queued behind them
     queue = f"lifeline-{uuid.uuid4().hex[:6]}"
     release_key = f"release:{queue}"
-    doomed = start_worker(queues=[queue], concurrency=2)
+    # (a heartbeat that outlives the test: the lifeline job, not the live workers' heartbeat check
+    # of tasks_app.liveness, hands the dead node's tasks back here; test_node_crash shows the other)
+    doomed = start_worker(queues=[queue], concurrency=2, env={"WORKER_HEARTBEAT_TTL_SECONDS": "600"})
     sent = [wait_for_key.apply_async(args=[release_key, 120], queue=queue) for _ in range(4)]
     ids = [result.id for result in sent]
     wait_for(
@@ -32,7 +34,7 @@ def test_tasks_of_a_killed_worker_node_are_rescued_and_finish(start_worker, redi
     # when the whole node dies, a new worker comes up, and the lifeline runs
     doomed.kill()
     crashed_at = time.monotonic()
-    start_worker(queues=[queue], concurrency=2)
+    consume_queue(queue)
     report = rescue_orphaned_tasks(grace_seconds=0)
     redis_client.set(release_key, 1)
 
@@ -51,11 +53,11 @@ def test_tasks_of_a_killed_worker_node_are_rescued_and_finish(start_worker, redi
     )
 
 
-def test_tasks_held_by_a_live_worker_are_left_alone(start_worker, redis_client):
+def test_tasks_held_by_a_live_worker_are_left_alone(consume_queue, redis_client):
     # given a live worker running a task
     queue = f"lifeline-{uuid.uuid4().hex[:6]}"
     release_key = f"release:{queue}"
-    start_worker(queues=[queue], concurrency=1)
+    consume_queue(queue)
     sent = wait_for_key.apply_async(args=[release_key, 60], queue=queue)
     wait_for(lambda: TaskRecord.objects.filter(task_id=sent.id, state=TaskState.STARTED).exists(), timeout=30)
 

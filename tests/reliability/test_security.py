@@ -53,6 +53,8 @@ def _methods(callback) -> list[str]:
     if actions:
         return sorted(method.upper() for method in actions)
     view = getattr(callback, "cls", None) or getattr(callback, "view_class", None)
+    if view is None:  # a plain function view: the live reply stream, GET only (405 otherwise)
+        return ["GET"]
     return sorted(m.upper() for m in view.http_method_names if m not in ("head", "options") and hasattr(view, m))
 
 

@@ -15,11 +15,13 @@ def _reset_connection_pools() -> None:
 @contextlib.contextmanager
 def broker_at(url: str) -> Iterator[None]:
     conf = celery_app.conf
-    saved = conf.broker_url, conf.broker_read_url, conf.broker_write_url
+    saved = conf.broker_url, conf.broker_read_url, conf.broker_write_url, conf.broker_transport
     conf.broker_url = conf.broker_read_url = conf.broker_write_url = url
+    if not url.startswith(("redis://", "rediss://")):
+        conf.broker_transport = None  # the URL's own transport (amqp), not the project's Redis one
     _reset_connection_pools()
     try:
         yield
     finally:
-        conf.broker_url, conf.broker_read_url, conf.broker_write_url = saved
+        conf.broker_url, conf.broker_read_url, conf.broker_write_url, conf.broker_transport = saved
         _reset_connection_pools()

@@ -9,11 +9,20 @@ Replies are served in order; once the script is used up every request gets `llm.
 Like a provider account it can enforce limits of its own, answering 429 past them:
 `llm.limit(concurrent=5)` (calls in flight) and `llm.limit(requests=20, window=2)` (a sliding
 window). It counts what it saw: `max_in_flight`, and `rate_limited` (429s it answered).
+
+A request asking `stream: true` (as the provider always does) gets its reply as Server-Sent
+Events chunks: `streamed(["Hel", "lo"], every=0.1)` sends one chunk per piece, `every` seconds
+apart, then the usage chunk and `[DONE]`; a plain `answer()` is streamed as one piece.
+`cut_after=n` ends the connection after n pieces (a provider failing mid-reply). The server
+notes every stream whose client went away before the end in `closed_by_client` (with the time),
+and `stream_started` is set at each stream's first chunk.
 """
 
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +35,10 @@ class Reply:
     body: dict
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    pieces: list[str] | None = None  # streamed pieces (None: the message content as one)
+    every: float = 0.0  # seconds between streamed pieces
+    cut_after: int | None = None  # close the connection after this many pieces
+    usage: bool = True  # send the usage chunk at the end of a stream
 
 
 def answer(text: str, *, prompt_tokens: int = 10, completion_tokens: int = 5, model: str = "gpt-4o-mini") -> Reply:
@@ -46,13 +59,38 @@ def answer(text: str, *, prompt_tokens: int = 10, completion_tokens: int = 5, mo
     )
 
 
+def streamed(
+    pieces: list[str],
+    *,
+    every: float = 0.05,
+    prompt_tokens: int = 10,
+    completion_tokens: int | None = None,
+    model: str = "gpt-4o-mini",
+    cut_after: int | None = None,
+    usage: bool = True,
+) -> Reply:
+    reply = answer(
+        "".join(pieces), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens or len(pieces), model=model
+    )
+    return Reply(reply.status, reply.body, pieces=list(pieces), every=every, cut_after=cut_after, usage=usage)
+
+
 def error(status: int, message: str, *, retry_after: float | None = None) -> Reply:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
     return Reply(status, {"error": {"message": message, "type": "fake_error", "code": str(status)}}, headers)
 
 
 def slow(seconds: float, reply: Reply) -> Reply:
-    return Reply(reply.status, reply.body, reply.headers, delay=seconds)
+    return Reply(
+        reply.status,
+        reply.body,
+        reply.headers,
+        delay=seconds,
+        pieces=reply.pieces,
+        every=reply.every,
+        cut_after=reply.cut_after,
+        usage=reply.usage,
+    )
 
 
 def _capped(body: dict, max_tokens: int | None) -> dict:
@@ -81,6 +119,8 @@ class FakeLLM:
     def __init__(self) -> None:
         self.default = answer("default fake answer")
         self.requests: list[Received] = []
+        self.closed_by_client: list[float] = []  # time.monotonic() when a client left a stream early
+        self.stream_started = threading.Event()
         self._script: list[Reply] = []
         self._lock = threading.Lock()
         self.in_flight = 0
@@ -161,7 +201,11 @@ class FakeLLM:
                     fake._call_ended()
                 if stopping:
                     return
-                payload = json.dumps(_capped(reply.body, received.body.get("max_tokens"))).encode()
+                body = _capped(reply.body, received.body.get("max_tokens")) if reply.status == 200 else reply.body
+                if received.body.get("stream") and reply.status == 200:
+                    self._stream(reply, body)
+                    return
+                payload = json.dumps(body).encode()
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
@@ -172,6 +216,62 @@ class FakeLLM:
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test): nothing to answer
+
+            def _stream(self, reply: Reply, body: dict) -> None:
+                pieces = reply.pieces if reply.pieces is not None else [body["choices"][0]["message"]["content"]]
+                base = {
+                    "id": body["id"],
+                    "object": "chat.completion.chunk",
+                    "created": body["created"],
+                    "model": body["model"],
+                }
+                chunks = [
+                    {
+                        **base,
+                        "choices": [
+                            {"index": 0, "delta": {"role": "assistant", "content": piece}, "finish_reason": None}
+                        ],
+                    }
+                    for piece in pieces
+                ]
+                cut = reply.cut_after is not None
+                if cut:
+                    chunks = chunks[: reply.cut_after]
+                else:
+                    finish = body["choices"][0].get("finish_reason") or "stop"
+                    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+                    if reply.usage:
+                        chunks.append({**base, "choices": [], "usage": body["usage"]})
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    for index, chunk in enumerate(chunks):
+                        if index and reply.every and self._client_left_within(reply.every):
+                            fake.closed_by_client.append(time.monotonic())
+                            return
+                        if fake._stopping.is_set():
+                            return
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                        self.wfile.flush()
+                        fake.stream_started.set()
+                    if not cut:
+                        self.wfile.write(b"data: [DONE]\n\n")
+                        self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    fake.closed_by_client.append(time.monotonic())
+
+            def _client_left_within(self, seconds: float) -> bool:
+                """Wait `seconds`, noticing at once a client that closes the connection meanwhile."""
+                readable, _, _ = select.select([self.connection], [], [], seconds)
+                if not readable:
+                    return False
+                try:
+                    return self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    return True
 
             def log_message(self, *args) -> None:
                 pass

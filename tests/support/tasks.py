@@ -4,6 +4,7 @@ import time
 
 import redis
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from tasks_app.tasks.base import BaseTaskWithRetry
@@ -29,6 +30,32 @@ def wait_for_key(key: str, timeout: float = 30) -> bool:
         if client.exists(key):
             return True
         time.sleep(0.05)
+    return False
+
+
+@shared_task(name="tests.record_then_wait")
+def record_then_wait(label: str, list_key: str, release_key: str, timeout: float = 120) -> str:
+    """Note the run in a Redis list, then wait for `release_key`: a long task whose runs can be counted."""
+    client = test_redis()
+    client.rpush(list_key, label)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not client.exists(release_key):
+        time.sleep(0.05)
+    return label
+
+
+@shared_task(name="tests.ignore_soft_limit")
+def ignore_soft_limit(key: str, timeout: float = 60) -> bool:
+    """Stuck for good: swallows the soft time limit, so only the hard one can end it."""
+    client = test_redis()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if client.exists(key):
+                return True
+            time.sleep(0.05)
+        except SoftTimeLimitExceeded:
+            continue
     return False
 
 

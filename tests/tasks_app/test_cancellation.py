@@ -1,13 +1,12 @@
 """The cancellation check of tasks waiting on I/O: one monitor per process, the cache flag first,
 the record as backstop; a waiting task's own check reads memory only."""
 
-import uuid
-
 import pytest
 from django.db import connection
 
 from tasks_app.cancellation import CancellationMonitor, CancellationWatch, flag_cancelled
 from tasks_app.models import TaskRecord, TaskState
+from tests.factories import TaskRecordFactory
 from tests.support.waiting import wait_for
 
 # The monitor reads from its own thread, on its own connection: the records must be committed.
@@ -15,7 +14,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def record(state: str) -> TaskRecord:
-    return TaskRecord.objects.create(task_id=str(uuid.uuid4()), task_name="t", queue="default", state=state)
+    return TaskRecordFactory(task_name="t", queue="default", state=state)
 
 
 @pytest.fixture

@@ -6,15 +6,15 @@ import pytest
 from django.utils import timezone
 
 from conversations.models import KnowledgeDocument
-from tasks_app.models import TaskRecord
 from tasks_app.tasks.maintenance_tasks import reindex_stale_documents
+from tests.factories import KnowledgeDocumentFactory, TaskRecordFactory
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
 
 def document(title: str, *, changed_ago: timedelta, indexed: bool = False) -> KnowledgeDocument:
-    doc = KnowledgeDocument.objects.create(user_id="user_456", title=title, content=f"{title} explains refunds.")
+    doc = KnowledgeDocumentFactory(user_id="user_456", title=title, content=f"{title} explains refunds.")
     changed = timezone.now() - changed_ago
     KnowledgeDocument.objects.filter(pk=doc.pk).update(
         updated_at=changed, indexed_at=changed + timedelta(seconds=1) if indexed else None
@@ -28,7 +28,7 @@ def test_only_documents_stale_past_the_grace_are_reindexed(celery_worker):
     just_saved = document("just saved", changed_ago=timedelta(seconds=5))
     indexed = document("indexed", changed_ago=timedelta(hours=1), indexed=True)
     in_hand = document("in hand", changed_ago=timedelta(hours=1))
-    TaskRecord.objects.create(
+    TaskRecordFactory(
         task_id="index-in-hand",
         task_name="tasks_app.tasks.knowledge_tasks.index_document",
         kwargs={"document_id": in_hand.pk},

@@ -9,6 +9,7 @@ from django.utils import timezone
 from tasks_app.maintenance import resend_lost_tasks
 from tasks_app.models import TaskRecord, TaskState
 from tasks_app.tasks.maintenance_tasks import resend_lost_tasks as resend_lost_tasks_job
+from tests.factories import TaskRecordFactory, UserFactory
 from tests.support.tasks import record_run
 from tests.support.waiting import wait_for
 
@@ -23,7 +24,7 @@ def backdate(record: TaskRecord, age: timedelta = 2 * LOST_AFTER) -> None:
 
 def lost_record(queue: str, list_key: str, **fields) -> TaskRecord:
     """A PENDING record whose message never reached (or vanished from) the broker."""
-    record = TaskRecord.objects.create(
+    record = TaskRecordFactory(
         task_id=str(uuid.uuid4()),
         task_name=record_run.name,
         args=["ran", list_key],
@@ -35,11 +36,11 @@ def lost_record(queue: str, list_key: str, **fields) -> TaskRecord:
     return record
 
 
-def test_a_lost_task_is_resent_with_its_id_and_runs_once(start_worker, redis_client, django_user_model):
+def test_a_lost_task_is_resent_with_its_id_and_runs_once(consume_queue, redis_client):
     # given a worker on one queue, and a task of that queue pending for 20 minutes with no message anywhere
     queue = f"lost-{uuid.uuid4().hex[:6]}"
-    start_worker(queues=[queue], concurrency=1)
-    owner = django_user_model.objects.create_user(username="owner")
+    consume_queue(queue)
+    owner = UserFactory(username="owner")
     list_key = f"runs:{queue}"
     record = lost_record(queue, list_key, submitted_by=owner)
 
@@ -88,7 +89,9 @@ def _priority_lists(redis_client, queue):
 
 
 def test_a_task_a_worker_holds_for_later_is_not_resent(start_worker, redis_client):
-    # given a worker holding a task with a countdown (not in the queue any more, not started)
+    # given a worker holding a task with a countdown (not in the queue any more, not started);
+    # a worker of its own, which hands the held message back when it stops (a shared one would
+    # hold it, unacknowledged, for the rest of the session)
     queue = f"held-{uuid.uuid4().hex[:6]}"
     start_worker(queues=[queue], concurrency=1)
     sent = record_run.apply_async(args=["later", f"runs:{queue}"], queue=queue, countdown=300)

@@ -1,21 +1,19 @@
 """The result backend's state writes (tasks_app.result_backend), against the real database."""
 
-import uuid
-
 import pytest
 from celery import states
+from celery.app.task import Context
 from django_celery_results.models import TaskResult
 
 from claw_ai.celery import celery_app
 from tasks_app.models import TaskRecord, TaskState
+from tests.factories import TaskRecordFactory
 
 pytestmark = pytest.mark.django_db
 
 
 def record(state: str = TaskState.PENDING) -> TaskRecord:
-    return TaskRecord.objects.create(
-        task_id=str(uuid.uuid4()), task_name="tests.retry_once", queue="default", state=state
-    )
+    return TaskRecordFactory(task_name="tests.retry_once", queue="default", state=state)
 
 
 def test_a_late_retry_never_reopens_a_task_its_resent_run_finished():
@@ -43,3 +41,26 @@ def test_revoked_stays_revoked():
     celery_app.backend.store_result(task.task_id, 1, states.SUCCESS)
     assert TaskRecord.objects.get(pk=task.pk).state == TaskState.REVOKED
     assert TaskResult.objects.get(task_id=task.task_id).status == states.REVOKED
+
+
+def test_the_started_write_tells_the_task_class_whether_it_may_run():
+    # given a queued task and a cancelled one
+    queued, cancelled = record(), record(TaskState.REVOKED)
+    request = Context(hostname="worker@test", retries=0)
+
+    # then the STARTED write lets the first run, and refuses the second
+    assert celery_app.backend.mark_started(queued.task_id, request=request) is True
+    assert celery_app.backend.mark_started(cancelled.task_id, request=request) is False
+
+    # and the record says which
+    started = TaskRecord.objects.get(pk=queued.pk)
+    assert (started.state, started.worker) == (TaskState.STARTED, "worker@test")
+    assert TaskResult.objects.get(task_id=queued.task_id).status == states.STARTED
+    assert TaskRecord.objects.get(pk=cancelled.pk).state == TaskState.REVOKED
+
+
+def test_the_task_class_writes_started_itself():
+    # Celery's tracer must not write STARTED a second time: ClawTask's write is the cancellation check.
+    task = celery_app.tasks["tasks_app.tasks.maintenance_tasks.health_check"]
+    assert task.track_started is False
+    assert celery_app.conf.task_track_started

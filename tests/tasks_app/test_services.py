@@ -1,7 +1,6 @@
 """submit_task / cancel_task / retry_task against a real broker and worker."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db.models import Count, Sum
 from django_celery_results.models import TaskResult
 
@@ -9,6 +8,7 @@ from claw_ai.celery import celery_app
 from tasks_app.models import TaskCount, TaskRecord, TaskState
 from tasks_app.selectors import retried_task_ids
 from tasks_app.services import TaskStateConflict, cancel_task, retry_task, submit_task
+from tests.factories import TaskRecordFactory, UserFactory
 from tests.support import tasks as _registered  # noqa: F401 (tests.fail is known here, as in the workers)
 from tests.support.waiting import wait_for
 
@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
 @pytest.fixture
 def user():
-    return get_user_model().objects.create_user("alice", password="pw")
+    return UserFactory(username="alice")
 
 
 def wait_state(task_id: str, state: str) -> TaskRecord:
@@ -83,23 +83,23 @@ def test_retry_of_a_failure_keeps_args_and_links_back(celery_worker, user):
 
 
 def test_retry_of_a_pending_task_conflicts(user):
-    record = TaskRecord.objects.create(task_id="pending-1", task_name="tests.fail", queue="default", submitted_by=user)
+    record = TaskRecordFactory(task_id="pending-1", task_name="tests.fail", queue="default", submitted_by=user)
     with pytest.raises(TaskStateConflict):
         retry_task(record=record, by=user)
 
 
 def test_task_counts_follow_inserts_state_changes_and_deletes(user):
     # given records created, moved between states, re-owned and deleted in every way the ORM allows
-    other = get_user_model().objects.create_user("bob", password="pw")
+    other = UserFactory(username="bob")
     for n in range(6):
-        TaskRecord.objects.create(task_id=f"count-{n}", task_name="x", queue="default", submitted_by=user)
+        TaskRecordFactory(task_id=f"count-{n}", task_name="x", queue="default", submitted_by=user)
     TaskRecord.objects.filter(task_id__in=["count-0", "count-1"]).update(state=TaskState.SUCCESS)
     record = TaskRecord.objects.get(task_id="count-2")
     record.state = TaskState.FAILURE
     record.save()
     TaskRecord.objects.filter(task_id="count-3").delete()
     TaskRecord.objects.filter(task_id="count-4").update(submitted_by=other, queue="knowledge_default")
-    TaskRecord.objects.create(task_id="count-code", task_name="x", queue="default")
+    TaskRecordFactory(task_id="count-code", task_name="x", queue="default")
 
     # then the trigger-kept counts equal a real GROUP BY, for everyone and per owner
     def kept(owner):
@@ -118,9 +118,9 @@ def test_task_counts_follow_inserts_state_changes_and_deletes(user):
 
 def test_retried_task_ids_follow_the_retry_chain_nearest_first():
     # given a task, its retry, and the retry's retry
-    first = TaskRecord.objects.create(task_id="chain-1", task_name="t", state=TaskState.FAILURE)
-    second = TaskRecord.objects.create(task_id="chain-2", task_name="t", state=TaskState.FAILURE, retry_of=first)
-    third = TaskRecord.objects.create(task_id="chain-3", task_name="t", retry_of=second)
+    first = TaskRecordFactory(task_id="chain-1", task_name="t", state=TaskState.FAILURE)
+    second = TaskRecordFactory(task_id="chain-2", task_name="t", state=TaskState.FAILURE, retry_of=first)
+    third = TaskRecordFactory(task_id="chain-3", task_name="t", retry_of=second)
 
     # then each record's chain runs back to the first task
     assert retried_task_ids(record_id=third.pk) == ["chain-3", "chain-2", "chain-1"]

@@ -3,12 +3,14 @@ import re
 import pytest
 from django.test import Client
 
+from tests.factories import SuperuserFactory
+
 CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 
 @pytest.fixture
-def admin_user(django_user_model):
-    return django_user_model.objects.create_superuser(username="operator", email="", password="operator-pass")
+def admin_user(db):
+    return SuperuserFactory(username="operator", password="operator-pass")
 
 
 @pytest.fixture

@@ -4,8 +4,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from tasks_app.models import TaskRecord, TaskState
-from tests.support.workers import LOG_DIR
+from tasks_app.models import TaskState
+from tests.factories import TaskRecordFactory
+from tests.support.processes import LOG_DIR
 from tests.tasks_app.admin.browser import Browser, find_chromium
 
 CHROMIUM = find_chromium()
@@ -27,7 +28,7 @@ def browser():
 
 def test_the_task_changelist_and_detail_render_in_chromium(live_server, browser, admin_user):
     # given a failed task with a traceback, and an operator's session
-    record = TaskRecord.objects.create(
+    record = TaskRecordFactory(
         task_id="browser-check-1",
         task_name="tasks_app.tasks.ai_tasks.generate_ai_response",
         queue="ai_high_priority",

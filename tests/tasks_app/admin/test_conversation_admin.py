@@ -6,8 +6,9 @@ import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.urls import reverse
 
-from conversations.models import Conversation, KnowledgeDocument, Message
+from conversations.models import KnowledgeDocument
 from tasks_app.models import TaskRecord
+from tests.factories import ConversationFactory, KnowledgeDocumentFactory, MessageFactory, TaskRecordFactory
 from tests.support.waiting import wait_for
 from tests.tasks_app.admin.conftest import csrf_token_of
 
@@ -18,9 +19,9 @@ DOCUMENTS = reverse("admin:conversations_knowledgedocument_changelist")
 
 @pytest.fixture
 def conversation():
-    conversation = Conversation.objects.create(public_id="conv_123", user_id="user_456", title="Refunds")
-    Message.objects.create(conversation=conversation, role="user", content="How do refunds work?", task_id="t-1")
-    Message.objects.create(
+    conversation = ConversationFactory(public_id="conv_123", user_id="user_456", title="Refunds")
+    MessageFactory(conversation=conversation, role="user", content="How do refunds work?", task_id="t-1")
+    MessageFactory(
         conversation=conversation,
         role="assistant",
         content="Refunds take five days.",
@@ -30,7 +31,7 @@ def conversation():
         cost=Decimal("0.000036"),
         task_id="t-1",
     )
-    TaskRecord.objects.create(task_id="t-1", task_name="tasks_app.tasks.ai_tasks.generate_ai_response", queue="q")
+    TaskRecordFactory(task_id="t-1", task_name="tasks_app.tasks.ai_tasks.generate_ai_response", queue="q")
     return conversation
 
 
@@ -58,7 +59,7 @@ def test_the_task_admin_links_to_the_conversation_found_by_search(admin_client, 
 @pytest.mark.e2e
 def test_reindex_selected_documents_indexes_them_through_a_worker(admin_client, admin_user, celery_worker):
     # given a document that was never indexed
-    document = KnowledgeDocument.objects.create(user_id="user_456", title="Refunds", content="Refunds take 5 days.")
+    document = KnowledgeDocumentFactory(user_id="user_456", title="Refunds", content="Refunds take 5 days.")
     assert document.is_stale
 
     # when the operator re-indexes it from the admin
@@ -81,7 +82,7 @@ def test_reindex_selected_documents_indexes_them_through_a_worker(admin_client, 
 @pytest.mark.e2e
 def test_a_document_edited_in_the_admin_is_indexed_again(admin_client, celery_worker):
     # given an indexed document
-    document = KnowledgeDocument.objects.create(user_id="user_456", title="Refunds", content="Old text.")
+    document = KnowledgeDocumentFactory(user_id="user_456", title="Refunds", content="Old text.")
     change_url = reverse("admin:conversations_knowledgedocument_change", args=[document.pk])
 
     # when the operator edits its content in the admin

@@ -1,8 +1,6 @@
 """Scheduled jobs edited in django-celery-beat's admin: a running beat picks the edit up, no restart."""
 
 import json
-import signal
-import subprocess
 import sys
 import uuid
 
@@ -12,9 +10,9 @@ from django.urls import reverse
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from tasks_app.models import TaskRecord, TaskState
+from tests.support.processes import TestProcess
 from tests.support.tasks import record_run
 from tests.support.waiting import wait_for
-from tests.support.workers import LOG_DIR, ROOT, process_env
 from tests.tasks_app.admin.conftest import csrf_token_of
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -42,27 +40,9 @@ def admin_form_data(response) -> dict:
 @pytest.fixture
 def beat():
     """One real `celery beat` with the database scheduler, against the test database."""
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / f"beat-{uuid.uuid4().hex[:8]}.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "claw_ai", "beat", "-S", "django", "-l", "debug"]
-            + ["--max-interval", "1", "--pidfile="],
-            cwd=ROOT,
-            env=process_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield lambda: log_path.read_text(errors="replace")
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+    command = [sys.executable, "-m", "celery", "-A", "claw_ai", "beat", "-S", "django", "-l", "debug"]
+    with TestProcess([*command, "--max-interval", "1", "--pidfile="], name=f"beat-{uuid.uuid4().hex[:8]}") as beat:
+        yield beat.log_text
 
 
 def records_of(job: PeriodicTask):

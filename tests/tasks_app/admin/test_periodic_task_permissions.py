@@ -15,6 +15,7 @@ from django.urls import reverse
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from tasks_app.models import TaskRecord
+from tests.factories import StaffFactory
 from tests.tasks_app.admin.conftest import csrf_token_of
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +25,7 @@ ACTIONS = ("run_tasks", "enable_tasks", "disable_tasks", "toggle_tasks")
 
 
 def staff_client(django_user_model, *codenames: str) -> tuple[Client, object]:
-    user = django_user_model.objects.create_user(username=f"staff-{uuid.uuid4().hex[:6]}", is_staff=True)
+    user = StaffFactory(username=f"staff-{uuid.uuid4().hex[:6]}")
     user.user_permissions.set(
         Permission.objects.filter(content_type__app_label="django_celery_beat", codename__in=codenames)
     )

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from tasks_app.models import TaskRecord, TaskState
 from tasks_app.services import submit_task
+from tests.factories import StaffFactory
 from tests.support.waiting import wait_for
 from tests.tasks_app.admin.conftest import csrf_token_of
 
@@ -111,11 +112,11 @@ def test_a_cancelled_task_retried_from_the_admin_succeeds(admin_client, celery_w
     wait_for_state(TaskRecord.objects.get(retry_of=record), TaskState.SUCCESS)
 
 
-def test_a_user_without_change_permission_gets_no_actions(client, django_user_model):
+def test_a_user_without_change_permission_gets_no_actions(client):
     # given a staff user who may only view task records
     from django.contrib.auth.models import Permission
 
-    viewer = django_user_model.objects.create_user(username="viewer", password="x", is_staff=True)
+    viewer = StaffFactory(username="viewer")
     viewer.user_permissions.add(Permission.objects.get(codename="view_taskrecord"))
     client.force_login(viewer)
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from tasks_app.models import TaskRecord, TaskState
+from tests.factories import TaskRecordFactory
 from tests.tasks_app.admin.conftest import csrf_token_of
 
 pytestmark = pytest.mark.django_db
@@ -18,7 +19,7 @@ CHANGELIST = reverse("admin:tasks_app_taskrecord_changelist")
 
 def make_record(task_id: str, **fields) -> TaskRecord:
     defaults = {"task_name": "tasks_app.tasks.maintenance_tasks.health_check", "queue": "default", "priority": 5}
-    return TaskRecord.objects.create(task_id=task_id, **{**defaults, **fields})
+    return TaskRecordFactory(task_id=task_id, **{**defaults, **fields})
 
 
 def listed_ids(response) -> set[str]:

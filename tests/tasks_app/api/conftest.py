@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 
 from claw_ai.celery import celery_app
+from tests.factories import StaffFactory
 from tests.support.schema import SchemaCheckingClient, client_for
 
 API = "/api/v1/tasks"
@@ -32,7 +33,7 @@ def grant_operator(user):
 @pytest.fixture
 def staff(db):
     """An operator: staff, and granted the named permissions through a group."""
-    return grant_operator(get_user_model().objects.create_user("ops", password="pw", is_staff=True))
+    return grant_operator(StaffFactory(username="ops"))
 
 
 @pytest.fixture

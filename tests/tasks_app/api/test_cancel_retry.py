@@ -7,6 +7,7 @@ from django_celery_results.models import TaskResult
 
 from claw_ai.celery import celery_app
 from tasks_app.models import TaskRecord, TaskState
+from tests.factories import TaskRecordFactory
 from tests.support import tasks as support_tasks
 from tests.support.waiting import wait_for
 from tests.tasks_app.api.conftest import API
@@ -23,7 +24,7 @@ def send_record_run(label: str, list_key: str, **options) -> str:
     return celery_app.send_task("tests.record_run", args=[label, list_key], **options).id
 
 
-def test_cancel_a_queued_task_it_never_runs(staff_client, start_worker):
+def test_cancel_a_queued_task_it_never_runs(broker, staff_client, start_worker):
     # given a task queued where no worker listens yet
     queue, key = f"q-{uuid.uuid4().hex[:6]}", f"ran:{uuid.uuid4().hex}"
     cancelled = send_record_run("cancelled", key, queue=queue)
@@ -31,7 +32,8 @@ def test_cancel_a_queued_task_it_never_runs(staff_client, start_worker):
     # when it is cancelled
     response = staff_client.post(f"{API}/cancel/{cancelled}")
 
-    # then it reads REVOKED at once, and a worker started later (which never heard the revoke) skips it
+    # then it reads REVOKED at once, and a worker started later (which never heard the revoke: a
+    # process of its own, not the session's worker) skips it
     assert response.status_code == 200
     assert response.json()["status"] == "REVOKED"
     assert staff_client.get(f"{API}/status/{cancelled}").json()["status"] == "REVOKED"
@@ -42,11 +44,12 @@ def test_cancel_a_queued_task_it_never_runs(staff_client, start_worker):
     assert staff_client.get(f"{API}/status/{cancelled}").json()["status"] == "REVOKED"
 
 
-def test_cancel_a_delayed_task_it_never_runs(celery_worker, staff_client):
-    # given a task delayed by two seconds, and a marker due one second after it
-    key = f"ran:{uuid.uuid4().hex}"
-    delayed = send_record_run("cancelled", key, countdown=2)
-    send_record_run("marker", key, countdown=3)
+def test_cancel_a_delayed_task_it_never_runs(broker, staff_client, start_worker):
+    # given a task delayed by two seconds, and a marker due one second after it, held by a worker
+    queue, key = f"q-{uuid.uuid4().hex[:6]}", f"ran:{uuid.uuid4().hex}"
+    start_worker(queues=[queue], concurrency=2)
+    delayed = send_record_run("cancelled", key, countdown=2, queue=queue)
+    send_record_run("marker", key, countdown=3, queue=queue)
 
     # when the delayed task is cancelled
     response = staff_client.post(f"{API}/cancel/{delayed}/")
@@ -119,7 +122,7 @@ def test_retry_a_failure_runs_it_again_with_lineage(celery_worker, staff_client)
     )
 
 
-def test_retry_a_cancelled_task_and_409_while_pending(staff_client, start_worker):
+def test_retry_a_cancelled_task_and_409_while_pending(staff_client, consume_queue):
     # given a task cancelled while queued where nobody listens
     queue, key = f"q-{uuid.uuid4().hex[:6]}", f"ran:{uuid.uuid4().hex}"
     record = TaskRecord.objects.get(task_id=send_record_run("again", key, queue=queue))
@@ -135,15 +138,13 @@ def test_retry_a_cancelled_task_and_409_while_pending(staff_client, start_worker
     assert record.retried_by.count() == 1
 
     # then a worker on the queue runs the retry (and not the cancelled original)
-    start_worker(queues=[queue], concurrency=1)
+    consume_queue(queue)
     wait_status(staff_client, retry["task_id"], "SUCCESS")
     assert ran(key) == ["again"]
 
 
 def test_retry_when_broker_is_down_is_503_and_keeps_no_record(alice, alice_client, broker_down):
-    failed = TaskRecord.objects.create(
-        task_id=str(uuid.uuid4()), task_name="tests.fail", queue="default", state="FAILURE", submitted_by=alice
-    )
+    failed = TaskRecordFactory(task_name="tests.fail", queue="default", state="FAILURE", submitted_by=alice)
 
     response = alice_client.post(f"{API}/retry/{failed.task_id}")
 
@@ -180,9 +181,7 @@ def test_stats_agree_with_list_after_a_mixed_run(celery_worker, staff_client):
 
 
 def test_retry_of_a_task_no_worker_knows_is_400_and_sends_nothing(alice, alice_client):
-    failed = TaskRecord.objects.create(
-        task_id=str(uuid.uuid4()), task_name="nobody.knows.this", queue="default", state="FAILURE", submitted_by=alice
-    )
+    failed = TaskRecordFactory(task_name="nobody.knows.this", queue="default", state="FAILURE", submitted_by=alice)
 
     response = alice_client.post(f"{API}/retry/{failed.task_id}")
 

@@ -6,7 +6,6 @@ import time
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import ReadOnlyPasswordHashWidget
 from django.contrib.auth.models import Permission
 from django.forms import BooleanField, MultiWidget
@@ -14,6 +13,7 @@ from django.test import Client
 from django.urls import reverse
 
 from tasks_app.models import WorkerControlEvent
+from tests.factories import StaffFactory, SuperuserFactory
 from tests.support.schema import client_for
 from tests.support.waiting import wait_for
 from tests.tasks_app.admin.conftest import csrf_token_of
@@ -65,8 +65,8 @@ def test_worker_endpoints_need_the_control_workers_permission(alice_client):
     assert response.json()["message"]
 
 
-def test_pool_restart_of_a_prefork_worker(staff_client, start_worker):
-    worker = start_worker(queues=["default"], concurrency=1)
+def test_pool_restart_of_a_prefork_worker(staff_client, celery_worker):
+    worker = celery_worker  # prefork; its pool comes back by itself
 
     response = staff_client.post(f"{API}/workers/pool/restart", {"destination": [worker.name]}, format="json")
 
@@ -110,7 +110,7 @@ def test_shutdown_of_one_worker(staff_client, start_worker):
 
 def test_staff_alone_cannot_shut_workers_down_until_granted_and_the_grant_and_the_call_are_logged(start_worker):
     # given carol, staff with no permission, and a worker
-    carol = get_user_model().objects.create_user("carol", password="pw", is_staff=True)
+    carol = StaffFactory(username="carol")
     worker = start_worker(queues=["default"], concurrency=1)
     shutdown = {"destination": [worker.name]}
 
@@ -120,7 +120,7 @@ def test_staff_alone_cannot_shut_workers_down_until_granted_and_the_grant_and_th
     assert worker.process.poll() is None
 
     # when an administrator grants her tasks_app.control_workers in the admin
-    administrator = get_user_model().objects.create_superuser("root", password="pw")
+    administrator = SuperuserFactory(username="root")
     admin = Client(enforce_csrf_checks=True)
     admin.force_login(administrator)
     change_url = reverse("admin:auth_user_change", args=[carol.pk])

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0004_budgets'),
+        ('conversations', '0005_merge_0004_budgets_0004_reply_timing'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

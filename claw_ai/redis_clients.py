@@ -1,0 +1,53 @@
+"""Plain Redis clients on REDIS_URL, for data the cache API cannot hold (streams, appended text).
+
+One sync client per process (redis-py's client is thread-safe: it takes a pooled connection per
+command) and one asyncio client per event loop (an asyncio connection belongs to the loop that
+opened it). Both give up connecting to an unreachable server within REDIS_CLIENT_TIMEOUT seconds,
+so an API request answers 503 rather than hanging. The asyncio client serves blocking stream reads
+(XREAD BLOCK, up to STREAM_KEEPALIVE_SECONDS): its reads may take that long and a little more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+
+import redis
+import redis.asyncio
+from django.conf import settings
+
+REDIS_CLIENT_TIMEOUT = 2.0
+
+_lock = threading.Lock()
+_sync: dict[str, redis.Redis] = {}
+# loop -> (REDIS_URL, its client)
+_async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[str, redis.asyncio.Redis]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def client() -> redis.Redis:
+    url = settings.REDIS_URL
+    found = _sync.get(url)
+    if found is None:
+        with _lock:
+            found = _sync.get(url) or redis.Redis.from_url(
+                url, socket_connect_timeout=REDIS_CLIENT_TIMEOUT, socket_timeout=REDIS_CLIENT_TIMEOUT
+            )
+            _sync[url] = found
+    return found
+
+
+def async_client() -> redis.asyncio.Redis:
+    """This event loop's client (its connections are opened and used on this loop only)."""
+    loop, url = asyncio.get_running_loop(), settings.REDIS_URL
+    found = _async.get(loop)
+    if found is None or found[0] != url:
+        made = redis.asyncio.Redis.from_url(
+            url,
+            socket_connect_timeout=REDIS_CLIENT_TIMEOUT,
+            socket_timeout=settings.STREAM_KEEPALIVE_SECONDS + REDIS_CLIENT_TIMEOUT,
+        )
+        found = _async[loop] = (url, made)
+    return found[1]

@@ -1,0 +1,86 @@
+"""The chat domain's hand-written statements, in one place: column names from the models.
+
+Each is SQL because it runs on every submit or every AI reply, and compiling the ORM's version
+cost more CPU than PostgreSQL spends running it (bench/ANALYSIS.md, measurement 4); or because the
+ORM has no word for it (an advisory lock). The rules around them stay in conversations.services
+and conversations.knowledge.
+"""
+
+import functools
+
+from django.db import connection
+from django.db.models import Model
+
+from claw_ai.inserts import column_list, insert_fields, insert_values, loaded, placeholders
+from conversations.models import Conversation, KnowledgeChunk, KnowledgeDocument
+
+
+def _column(model: type[Model], name: str) -> str:
+    return connection.ops.quote_name(model._meta.get_field(name).column)
+
+
+# --- conversations -----------------------------------------------------------------------------
+@functools.cache
+def _insert_or_get_conversation_sql(*, tenant_is_null: bool) -> str:
+    meta = Conversation._meta
+    table, fields = connection.ops.quote_name(meta.db_table), column_list(meta.concrete_fields)
+    public_id, tenant = _column(Conversation, "public_id"), _column(Conversation, "created_by")
+    # Two shapes, so each SELECT is served by the (tenant, public id) unique index.
+    same_tenant = f"{tenant} IS NULL" if tenant_is_null else f"{tenant} = %s"
+    return (
+        f"WITH new AS (INSERT INTO {table} ({column_list(insert_fields(Conversation))}) "
+        f"VALUES ({placeholders(Conversation)}) ON CONFLICT ({tenant}, {public_id}) DO NOTHING RETURNING {fields}) "
+        f"SELECT {fields}, true FROM new UNION ALL "
+        f"SELECT {fields}, false FROM {table} WHERE {same_tenant} AND {public_id} = %s"
+    )
+
+
+def insert_or_get_conversation(new: Conversation) -> tuple[Conversation, bool] | None:
+    """`new` inserted, or the tenant's stored conversation of its public id; and whether it is new.
+
+    One statement in autocommit. None when another transaction inserted the row and committed
+    while this INSERT waited on it, after this statement's snapshot: a new statement sees it.
+    """
+    tenant_id = new.created_by_id
+    tenant = [] if tenant_id is None else [tenant_id]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _insert_or_get_conversation_sql(tenant_is_null=tenant_id is None),
+            [*insert_values(new), *tenant, new.public_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return loaded(Conversation, Conversation._meta.concrete_fields, row[:-1]), row[-1]
+
+
+# --- knowledge ---------------------------------------------------------------------------------
+def try_advisory_xact_lock(space: int, key: int) -> bool:
+    """Take the advisory lock (space, key) for this transaction, or say at once that it is taken."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [space, key])
+        return cursor.fetchone()[0]
+
+
+def best_matching_chunks(
+    *, search_config: str, terms: str, tenant_id: int | None, user_id: str, limit: int
+) -> list[KnowledgeChunk]:
+    """The tenant's chat user's chunks matching the raw tsquery `terms`, best ranked first.
+
+    Each chunk carries its document's title as `document_title`.
+    """
+    chunks, documents = (connection.ops.quote_name(m._meta.db_table) for m in (KnowledgeChunk, KnowledgeDocument))
+    vector, position = _column(KnowledgeChunk, "search_vector"), _column(KnowledgeChunk, "position")
+    document, chunk_user = _column(KnowledgeChunk, "document"), _column(KnowledgeChunk, "user_id")
+    title, document_pk = _column(KnowledgeDocument, "title"), _column(KnowledgeDocument, "id")
+    tenant = _column(KnowledgeDocument, "created_by")
+    same_tenant = f"d.{tenant} IS NULL" if tenant_id is None else f"d.{tenant} = %s"
+    sql = f"""
+        SELECT c.*, d.{title} AS document_title
+        FROM {chunks} c JOIN {documents} d ON d.{document_pk} = c.{document}, to_tsquery(%s::regconfig, %s) query
+        WHERE c.{chunk_user} = %s AND {same_tenant} AND c.{vector} @@ query
+        ORDER BY ts_rank(c.{vector}, query) DESC, c.{document}, c.{position}
+        LIMIT %s
+    """
+    params = [search_config, terms, user_id, *([] if tenant_id is None else [tenant_id]), limit]
+    return list(KnowledgeChunk.objects.raw(sql, params))
