@@ -37,7 +37,14 @@ def test_tasks_finish_after_their_worker_connections_are_terminated(start_worker
     # when PostgreSQL terminates every connection of the worker mid-run
     assert terminate_other_connections() >= 2
 
-    # then the worker stays up and every task finishes (the interrupted ones by a retry)
+    # then the interrupted tasks retry (released only once one did: released at once, a task
+    # could see the key before its next query and finish without noticing, as on a loaded machine)
+    wait_for(
+        lambda: any(record.retries >= 1 for record in TaskRecord.objects.filter(task_id__in=ids)),
+        timeout=30,
+        what="an interrupted task to retry",
+    )
+    # and the worker stays up and every task finishes
     redis_client.set(release_key, 1)
     wait_for(
         lambda: TaskRecord.objects.filter(task_id__in=ids, state=TaskState.SUCCESS).count() == 3,
