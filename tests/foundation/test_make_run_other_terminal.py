@@ -129,6 +129,17 @@ def test_manage_py_and_celery_in_another_terminal_reach_make_runs_servers(make_r
     ping = wait_for(both_workers_answer, timeout=90, interval=1, what="make run's workers to answer a ping")
     assert ping.returncode == 0, ping.stderr
 
+    # and `make admin-password` prints the password of that admin again (when make run generated it)
+    shown = second_terminal(sys.executable, "-m", "devtools.run", "--admin-password")
+    if shown.returncode == 0:
+        password = shown.stdout.split()[3]
+        check = "from django.contrib.auth import authenticate as a; print(a(username='admin', password=%r) is not None)"
+        done = second_terminal(sys.executable, "manage.py", "shell", "-c", check % password)
+        assert done.stdout.strip().endswith("True"), done.stdout + done.stderr
+    else:  # an admin made by an earlier make run, before passwords were kept: the way to reset it is named
+        assert "No generated admin password is kept" in shown.stderr
+    assert "manage.py changepassword admin" in log_path.read_text()
+
     # when make run is stopped with Ctrl-C
     os.killpg(process.pid, signal.SIGINT)
     code = process.wait(60)

@@ -31,8 +31,16 @@ def flower_state(url: str, task_id: str) -> str | None:
     return json.loads(body).get("state") if status == 200 else None
 
 
+def flower_hears_from(url: str, worker: str) -> bool:
+    """Flower's event stream has delivered something of `worker` (a heartbeat every 2 s): events
+    sent from now on reach it (before its receiver is connected, they go nowhere)."""
+    status, body = flower_get(f"{url}/workers?json=1")
+    return status == 200 and any(entry.get("hostname") == worker for entry in json.loads(body)["data"])
+
+
 def test_a_cancelled_delayed_task_shows_as_revoked_in_flower(celery_worker, alice_client):
     with flower(env={"FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}) as (url, _pid):
+        wait_for(lambda: flower_hears_from(url, celery_worker.name), timeout=30, what="Flower's event stream")
         # given a reply delayed by five minutes, which a worker has received and holds for later
         body = {"conversation_id": "conv_later", "user_message": "later", "user_id": "u1", "countdown": 300}
         response = alice_client.post(f"{API}/ai/generate", body, format="json")
