@@ -71,6 +71,13 @@ class Worker(TestProcess):
                 return False
         return True
 
+    def _stop_consuming(self) -> bool:
+        """Cancel the worker's consumers; False when it does not answer (e.g. on another broker)."""
+        for queue in self.queues:
+            if not celery_app.control.cancel_consumer(queue, destination=[self.name], reply=True, timeout=1):
+                return False
+        return True
+
     def stop(self, timeout: float = 30, *, graceful: bool = True) -> None:
         """End the worker: a warm shutdown, or (not graceful) a kill once it holds no message.
 
@@ -80,9 +87,6 @@ class Worker(TestProcess):
         the broker's unacked hash until the visibility timeout, so a busy worker still gets the
         warm shutdown, which hands them back.
         """
-        if self.process.poll() is None and not graceful:
-            for queue in self.queues:
-                celery_app.control.cancel_consumer(queue, destination=[self.name], reply=True, timeout=1)
-            if self.holds_nothing():
-                self.kill()
+        if self.process.poll() is None and not graceful and self._stop_consuming() and self.holds_nothing():
+            self.kill()
         super().stop(timeout, whole_group=False)  # SIGTERM to the main process: a warm shutdown
