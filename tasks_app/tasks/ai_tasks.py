@@ -6,6 +6,7 @@ from celery import shared_task, signals, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
+from django.db import close_old_connections
 
 from conversations import llm, reply_streams
 from conversations.admission import reply_ended
@@ -36,7 +37,12 @@ def hand_on_the_turn(task=None, task_id=None, state=None, **_kwargs) -> None:
     # However the reply ended (success, failure, cancellation, even before it ran), the chat
     # user's and the conversation's next waiting replies may go; a RETRY is still in hand.
     if task is not None and task.name == AI_TASK_NAME and state != states.RETRY and task_id:
-        reply_ended(task_id=task_id)
+        try:
+            reply_ended(task_id=task_id)
+        finally:
+            # This runs after tasks_app.connections gave the task's connection back: give back the
+            # one reply_ended took too, or each idle thread would keep one out of the pool.
+            close_old_connections()
 
 
 class AIGenerationTimeout(Exception):

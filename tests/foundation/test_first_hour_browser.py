@@ -8,7 +8,7 @@ from django.test import Client
 from django.utils import timezone
 
 from tasks_app.models import TaskRecord, TaskState
-from tests.support.workers import ROOT
+from tests.support.processes import ROOT
 from tests.tasks_app.admin.browser import Browser, find_chromium
 
 CHROMIUM = find_chromium()
