@@ -14,6 +14,8 @@ from django.utils.translation import gettext_lazy as _
 from django_celery_beat.admin import PeriodicTaskAdmin
 from django_celery_beat.models import PeriodicTask
 
+from tasks_app.models import DeletedPeriodicJob
+
 
 class GuardedPeriodicTaskAdmin(PeriodicTaskAdmin):
     # The library's page, its crontab help without "Translation: undefined" (see the template).
@@ -54,3 +56,18 @@ class GuardedPeriodicTaskAdmin(PeriodicTaskAdmin):
 
 admin.site.unregister(PeriodicTask)
 admin.site.register(PeriodicTask, GuardedPeriodicTaskAdmin)
+
+
+@admin.register(DeletedPeriodicJob)
+class DeletedPeriodicJobAdmin(admin.ModelAdmin):
+    """System jobs an operator deleted: `migrate` leaves them deleted. Deleting a mark here brings the
+    job back at the next `migrate` (or `setup_periodic_tasks`)."""
+
+    list_display = ("name", "deleted_at")
+    readonly_fields = ("name", "deleted_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -80,14 +80,17 @@ def hand_back_held_messages(channel, worker: str) -> list[str]:
     """Restore every message `worker` holds unacknowledged to the front of its queue; their task ids."""
     client = channel.client
     task_ids = []
-    for tag in client.smembers(broker.held_key(worker)):
+    tags = client.smembers(broker.held_key(worker))
+    for tag in tags:
         raw = client.hget(channel.unacked_key, tag)
         if raw is not None:
             task_id = (json.loads(raw)[0].get("headers") or {}).get("id")
             if task_id:
                 task_ids.append(task_id)
         channel.qos.restore_by_tag(tag, client)  # a tag acknowledged meanwhile is only dropped
-    client.delete(broker.held_key(worker))
+    if tags:
+        # Only these: a worker wrongly taken for dead may have filed new ones meanwhile.
+        client.srem(broker.held_key(worker), *tags)
     return task_ids
 
 
@@ -144,30 +147,33 @@ def rescue_dead_worker(channel, worker: str, info: dict, *, rescuer: str) -> lis
 
 # --- the heartbeat ----------------------------------------------------------------------------------
 class Heartbeat(threading.Thread):
-    """The thread of a worker's main process that beats, rescues dead peers and watches consumption."""
+    """The thread of a worker's main process that beats and watches consumption; its rescuer thread
+    hands back dead peers' messages and what a lost connection held."""
 
     def __init__(self, worker: str, queues: list[str]) -> None:
         super().__init__(name="claw-heartbeat", daemon=True)
         self.worker = worker
         self.info = json.dumps({"queues": queues, "host": socket.gethostname(), "pid": os.getpid()})
         self.stopping = threading.Event()
-        self.connection = None
+        # Each thread its own kombu connection (a channel is not thread-safe).
+        self.local = threading.local()
         self.beaten_once = False
         self.consuming_since: float | None = None  # of the consuming channel last seen
 
     # Redis through kombu's channel: restore_by_tag needs its queue and priority layout.
     def channel(self):
-        if self.connection is None:
-            self.connection = celery_app.connection_for_write()
-        return self.connection.default_channel
+        if getattr(self.local, "connection", None) is None:
+            self.local.connection = celery_app.connection_for_write()
+        return self.local.connection.default_channel
 
     def reset(self) -> None:
-        if self.connection is not None:
+        connection = getattr(self.local, "connection", None)
+        if connection is not None:
             try:
-                self.connection.release()
+                connection.release()
             except Exception:  # noqa: BLE001 (a broken connection may fail to close)
                 logger.debug("heartbeat: closing a broken connection failed", exc_info=True)
-        self.connection = None
+        self.local.connection = None
 
     def beat(self) -> None:
         client = self.channel().client
@@ -265,16 +271,28 @@ class Heartbeat(threading.Thread):
             os._exit(1)
 
     def run(self) -> None:
+        # Rescues run in a thread of their own: they use the database (records, re-sends), whose pool
+        # a busy threads worker may hold for long; the beat itself must never wait on it, or a live
+        # worker would be taken for dead (a soak under heavy load showed it).
+        threading.Thread(target=self.rescue_loop, name="claw-rescuer", daemon=True).start()
         while not self.stopping.wait(settings.WORKER_HEARTBEAT_SECONDS):
             try:
                 self.beat()
-                self.rescue_dead_peers()
-                self.reclaim_after_reconnect()
                 if self.stuck():
                     self.exit_stuck()
             except Exception as error:  # noqa: BLE001 (Redis away: keep trying; kombu reconnects the consumer)
                 logger.warning("heartbeat of %s failed (%r); retrying", self.worker, error)
                 self.reset()
+
+    def rescue_loop(self) -> None:
+        while not self.stopping.wait(settings.WORKER_HEARTBEAT_SECONDS):
+            try:
+                self.rescue_dead_peers()
+                self.reclaim_after_reconnect()
+            except Exception as error:  # noqa: BLE001 (Redis or PostgreSQL away: try again at the next beat)
+                logger.warning("rescue check of %s failed (%r); retrying", self.worker, error)
+                self.reset()
+        self.reset()
 
     def stop(self) -> None:
         self.stopping.set()

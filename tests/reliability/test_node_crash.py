@@ -69,14 +69,18 @@ def test_a_node_killed_with_replies_in_flight_is_recovered_by_a_live_worker(brok
     doomed.kill()
     killed_at = time.monotonic()
 
-    # then the survivor alone completes every reply, the dead node's among them
+    # then the survivor takes up the dead node's replies (the recovery time: it does not count the
+    # survivor's own backlog, which a busy machine stretches), and completes every reply
+    taken_up = records.filter(task_id__in=in_flight, worker=survivor.name)
+    wait_for(lambda: taken_up.count() == len(in_flight), timeout=90, interval=0.2, what="the dead node's replies")
+    recovered_in = time.monotonic() - killed_at
     wait_for(
         lambda: records.filter(state=TaskState.SUCCESS).count() == REPLIES,
         timeout=90,
         interval=0.2,
         what="all 40 replies",
     )
-    recovered_in = time.monotonic() - killed_at
+    all_done_in = time.monotonic() - killed_at
     assert set(records.filter(task_id__in=in_flight).values_list("worker", flat=True)) == {survivor.name}
     # exactly once: one question and one reply per task
     replies = Message.objects.filter(task_id__in=ids, role=MessageRole.ASSISTANT)
@@ -84,9 +88,9 @@ def test_a_node_killed_with_replies_in_flight_is_recovered_by_a_live_worker(brok
     assert Message.objects.filter(task_id__in=ids, role=MessageRole.USER).count() == REPLIES
     with capsys.disabled():
         print(
-            f"\nnode crash ({broker}): {len(in_flight)} replies in flight on the killed node; all {REPLIES} done "
-            f"{recovered_in:.1f}s after the kill (target {RECOVERY_TARGET[broker]} s; Redis heartbeat TTL "
-            f"{settings.WORKER_HEARTBEAT_TTL_SECONDS:.0f} s)"
+            f"\nnode crash ({broker}): the {len(in_flight)} replies in flight on the killed node were running "
+            f"again {recovered_in:.1f}s after the kill (target {RECOVERY_TARGET[broker]} s; Redis heartbeat TTL "
+            f"{settings.WORKER_HEARTBEAT_TTL_SECONDS:.0f} s); all {REPLIES} done after {all_done_in:.1f}s"
         )
     assert recovered_in <= RECOVERY_TARGET[broker]
 

@@ -118,3 +118,10 @@ def test_stats_name_the_safety_jobs_that_are_off(alice):
 
     # then it says so
     assert stats["disabled_safety_jobs"] == [LIFELINE_JOB_NAME, RESEND_JOB_NAME]
+
+
+def test_the_admin_lists_deleted_system_jobs(admin_client):
+    PeriodicTask.objects.get(name=PERIODIC_JOBS[0].name).delete()
+    response = admin_client.get("/admin/tasks_app/deletedperiodicjob/")
+    assert response.status_code == 200
+    assert PERIODIC_JOBS[0].name in response.content.decode()
