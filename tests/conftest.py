@@ -4,7 +4,7 @@ from django.conf import settings
 
 from claw_ai.celery import celery_app
 from tests.factories import UserFactory
-from tests.support import flush, rabbitmq
+from tests.support import flush, processes, rabbitmq
 from tests.support.broker import broker_at
 from tests.support.settling import settle_workers
 from tests.support.workers import Worker
@@ -12,13 +12,30 @@ from tests.support.workers import Worker
 # Fixtures that start a Celery worker process or another process of the system (beat; a browser
 # on a live server): a test using one is marked `worker`, and `make test-fast` (-m "not worker")
 # leaves it out. Modules that start processes themselves carry the marker in their pytestmark.
-PROCESS_FIXTURES = frozenset({"celery_worker", "start_worker", "consume_queue", "llm_worker", "beat", "live_server"})
+# An unmarked test that starts a process through tests/support/processes.py fails, saying so.
+PROCESS_FIXTURES = frozenset(
+    {
+        "celery_worker",
+        "start_worker",
+        "consume_queue",
+        "llm_worker",
+        "stream_worker",
+        "web_server",
+        "server_without_redis",
+        "server_with_quick_keepalive",
+        "live_server",
+    }
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.worker)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    processes.may_start_processes = item.get_closest_marker("worker") is not None
 
 
 # Transactional tests end with a flush of only what they wrote (tests/support/flush.py), not Django's

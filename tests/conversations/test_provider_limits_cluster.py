@@ -19,7 +19,7 @@ from tests.support.fake_llm import FakeLLM, answer, slow
 from tests.support.waiting import wait_for
 from tests.support.workers import Worker
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e, pytest.mark.worker]
 
 QUEUE = "test_llm_limits"
 DOOMED_QUEUE = "test_llm_limits_doomed"

@@ -21,7 +21,7 @@ from claw_ai.settings import run_servers
 from tests.support.processes import LOG_DIR, ROOT
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.worker]
 
 # What the test process has, and neither terminal of a newcomer would.
 NOT_EXPORTED = (

@@ -4,10 +4,13 @@ import contextlib
 import urllib.request
 
 import psutil
+import pytest
 
 from tests.foundation.test_make_run import procfile_process
 from tests.support.processes import LOG_DIR
 from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.worker  # make run's processes
 
 
 def listening_port(process: psutil.Process) -> int:

@@ -22,7 +22,7 @@ from tasks_app.schedules import LIFELINE_JOB_NAME
 from tests.support.beat import Beat
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e, pytest.mark.worker]
 
 WINDOW = 20  # seconds of sending counted
 LEASE_SECONDS = 3

@@ -19,7 +19,7 @@ from tests.support.beat import Beat
 from tests.support.processes import ROOT, process_env
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.worker]
 
 SAFETY_TASKS = {job.task for job in PERIODIC_JOBS if job.name in (LIFELINE_JOB_NAME, RESEND_JOB_NAME)}
 

@@ -6,14 +6,11 @@ way a browser does and an open stream is really served by an event loop.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import socket
-import subprocess
 import sys
 
-from tests.support.processes import LOG_DIR, ROOT, process_env, stop_with_test_run
+from tests.support.processes import TestProcess, process_env
 from tests.support.waiting import wait_for
 
 
@@ -23,49 +20,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class AsgiServer:
+class AsgiServer(TestProcess):
     def __init__(self, *, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.log_path = LOG_DIR / f"asgi-{self.port}.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "claw_ai.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--no-access-log",
-            ],
-            cwd=ROOT,
-            env=process_env(**(env or {})),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=stop_with_test_run,
-        )
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "claw_ai.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--no-access-log",
+        ]
+        super().__init__(command, name=f"asgi-{self.port}", env=process_env(**(env or {})))
 
     def wait_ready(self, timeout: float = 60) -> AsgiServer:
         def listening() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"uvicorn exited ({self.process.returncode}):\n{self.log_path.read_text()}")
+            self.check_running()
             with socket.socket() as sock:
                 return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
         wait_for(listening, timeout=timeout, interval=0.1, what="uvicorn to listen")
         return self
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        self.log.close()
+    def stop(self, timeout: float = 15) -> None:
+        super().stop(timeout, sig=signal.SIGINT, whole_group=False)  # uvicorn's own Ctrl-C: open streams end

@@ -2,46 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
 import sys
 import uuid
 
-from tests.support.processes import LOG_DIR, ROOT, process_env, stop_with_test_run
+from tests.support.processes import TestProcess, process_env
 
 
-class Beat:
+class Beat(TestProcess):
     """One `celery beat` process; stop() (or the fixture) always ends it."""
 
     def __init__(self, *, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> None:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.log_path = LOG_DIR / f"beat-{uuid.uuid4().hex[:8]}.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "claw_ai", "beat", "-l", "info", "--pidfile=", *extra_args],
-            cwd=ROOT,
-            env=process_env(**(env or {})),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=stop_with_test_run,
-        )
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
+        command = [sys.executable, "-m", "celery", "-A", "claw_ai", "beat", "-l", "info", "--pidfile=", *extra_args]
+        super().__init__(command, name=f"beat-{uuid.uuid4().hex[:8]}", env=process_env(**(env or {})))
 
     def stop(self, timeout: float = 15) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log.close()
+        super().stop(timeout, whole_group=False)  # SIGTERM to beat itself: it releases its lease

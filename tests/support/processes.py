@@ -25,6 +25,10 @@ LOG_DIR = ROOT / ".devdata" / "test-logs"
 
 PR_SET_PDEATHSIG = 1
 
+# Set for each test by tests/conftest.py: whether it is marked `worker`. `make test-fast` (-m "not
+# worker") promises tests that start no process, so an unmarked test that starts one fails, saying so.
+may_start_processes = True
+
 
 def stop_with_test_run() -> None:
     """In the child: SIGTERM when the test process dies without stopping it (Linux).
@@ -70,6 +74,8 @@ class TestProcess:
         log_path: Path | None = None,
     ) -> None:
         """Start `command`; `env` is the whole environment (default: process_env())."""
+        if not may_start_processes:
+            raise AssertionError(f"this test starts {name} but is not marked `worker` (make test-fast would run it)")
         self.name = name
         self.log_path = log_path or LOG_DIR / f"{name}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from tests.support.tasks import record_run
 from tests.support.waiting import wait_for
 from tests.tasks_app.admin.conftest import csrf_token_of
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e, pytest.mark.worker]
 
 PERIODIC_CHANGELIST = reverse("admin:django_celery_beat_periodictask_changelist")
 
