@@ -28,10 +28,32 @@ PROCESS_FIXTURES = frozenset(
 )
 
 
+# The longest files (measured, 2026-12-03) go first: pytest-xdist hands files out in collection order,
+# and one of these started last kept one process busy for minutes after the other had finished.
+LONGEST_FIRST = (
+    "reliability/test_schema_fuzz.py",
+    "reliability/test_schema_fuzz_user.py",
+    "reliability/test_concurrent_clients.py",
+    "foundation/test_make_run_other_terminal.py",
+    "reliability/test_node_crash.py",
+    "reliability/test_broker_restart.py",
+    "foundation/test_container_entrypoint.py",
+    "conversations/test_admission.py",
+    "reliability/test_worker_crashes.py",
+    "reliability/test_fresh_deploy.py",
+)
+
+
+def _start_rank(item: pytest.Item) -> int:
+    path = item.nodeid.split("::")[0].removeprefix("tests/")
+    return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.worker)
+    items.sort(key=_start_rank)  # stable: the rest keep their order
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

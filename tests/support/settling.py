@@ -52,9 +52,13 @@ def settle_workers(client: redis.Redis, timeout: float = 30) -> None:
         return
     celery_app.control.purge()
     inspector = celery_app.control.inspect(timeout=0.5)
-    delayed = [entry["request"]["id"] for entries in (inspector.scheduled() or {}).values() for entry in entries]
-    if delayed:
-        celery_app.control.revoke(delayed)
+    scheduled = {worker: entries for worker, entries in (inspector.scheduled() or {}).items() if entries}
+    if scheduled:
+        delayed = [entry["request"]["id"] for entries in scheduled.values() for entry in entries]
+        celery_app.control.revoke(delayed)  # every worker: one may get the message back later
+        # and the holders' replies: a worker writes REVOKED to the result backend before it answers,
+        # and that write must land before the flush, not in the next test's tables.
+        celery_app.control.revoke(delayed, destination=list(scheduled), reply=True, timeout=5)
     wait_for(
         lambda: not any((inspector.active() or {}).values()),
         timeout=timeout,
