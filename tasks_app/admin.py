@@ -9,6 +9,7 @@ only this module).
 """
 
 import json
+from functools import cache
 
 from django.contrib import admin, messages
 from django.contrib.admin import ShowFacets
@@ -24,7 +25,7 @@ from django.utils.translation import ngettext
 from django_celery_results.models import TaskResult
 
 from tasks_app import admin_results, admin_schedules  # noqa: F401 (register the TaskResult and periodic task admins)
-from tasks_app.admin_base import QueueFilter, ReadOnlyAdminMixin, TaskNameFilter
+from tasks_app.admin_base import PlainActionCheckboxMixin, QueueFilter, ReadOnlyAdminMixin, TaskNameFilter
 from tasks_app.models import TaskRecord, TaskState, WorkerControlEvent
 from tasks_app.paginators import KeysetPaginationMixin
 
@@ -59,8 +60,17 @@ def _admin_link(obj, label=None):
     return format_html('<a href="{}">{}</a>', url, label or str(obj))
 
 
+@cache
+def _conversation_changelist_url() -> str | None:
+    """Reversed once per process, not once per row of every page."""
+    try:
+        return reverse("admin:conversations_conversation_changelist")
+    except NoReverseMatch:
+        return None
+
+
 @admin.register(TaskRecord)
-class TaskRecordAdmin(KeysetPaginationMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class TaskRecordAdmin(KeysetPaginationMixin, PlainActionCheckboxMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "short_task_name",
@@ -158,9 +168,8 @@ class TaskRecordAdmin(KeysetPaginationMixin, ReadOnlyAdminMixin, admin.ModelAdmi
             return "-"
         # A long id is cut in the list (whole on hover and on the detail page), so the columns fit.
         shown = record.conversation_id if len(record.conversation_id) <= 14 else record.conversation_id[:13] + "…"
-        try:
-            url = reverse("admin:conversations_conversation_changelist")
-        except NoReverseMatch:
+        url = _conversation_changelist_url()
+        if url is None:
             return format_html('<span title="{}">{}</span>', record.conversation_id, shown)
         return format_html(
             '<a href="{}?{}" title="{}">{}</a>',
