@@ -102,9 +102,10 @@ def cancel_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> Ta
     """Cancel a queued, delayed or running task: its record reads REVOKED at once.
 
     The record and django-celery-results' TaskResult turn REVOKED in one transaction;
-    after the commit Celery's revoke is broadcast (terminating a running task where
-    the pool allows). A worker that never heard the revoke still refuses to run it
-    (ClawTask checks the record), and the result backend keeps a REVOKED record REVOKED.
+    after the commit Celery's revoke is broadcast (terminating a running task where the
+    pool allows, unless the task stops itself when cancelled: an AI reply). A worker that
+    never heard the revoke still refuses to run it (ClawTask checks the record), and the
+    result backend keeps a REVOKED record REVOKED.
     Raises TaskStateConflict for a finished task.
     """
     with transaction.atomic():
@@ -112,10 +113,13 @@ def cancel_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> Ta
         if locked.state not in CANCELLABLE_STATES:
             raise TaskStateConflict(locked, "cancel")
         running = locked.state == TaskState.STARTED
+        # A running task that stops itself when cancelled is not terminated (tasks_app.tasks.base).
+        registered = celery_app.tasks.get(locked.task_name)
+        terminate = running and not getattr(registered, "stops_itself_when_cancelled", False)
         who = by.get_username() if by is not None else "the system"
         records.store_revoked(locked, reason=f"Cancelled by {who}")
         task_id = locked.task_id
-        transaction.on_commit(lambda: _broadcast_revoke(task_id, terminate=running), robust=True)
+        transaction.on_commit(lambda: _broadcast_revoke(task_id, terminate=terminate), robust=True)
     return locked
 
 

@@ -55,6 +55,9 @@ class AIGenerationTask(BaseTaskWithRetry):
 
     abstract = True
     autoretry_for = ()
+    # A cancelled reply closes its provider call, saves what it wrote and ends its stream itself
+    # (conversations.provider_calls), on any pool: terminating the process would lose that.
+    stops_itself_when_cancelled = True
 
     def after_return(self, status, retval, task_id, args, kwargs, einfo):
         # Runs after the result backend stored the outcome, so the status document is final.

@@ -33,6 +33,11 @@ class ClawTask(Task):
 
         return publishing.apply_async(self, args, kwargs, task_id, options, send)
 
+    # A task that watches for its own cancellation while it runs (tasks_app.cancellation) and
+    # ends cleanly, keeping what it did, says so: a cancel then leaves it to stop itself instead of
+    # terminating its process on a prefork worker (which would lose what it had done).
+    stops_itself_when_cancelled = False
+
     # ClawTask writes STARTED itself (task_track_started), in __call__ rather than in Celery's
     # tracer: the write is also the check for a cancellation (see _may_run).
     track_started = False
