@@ -19,10 +19,17 @@ from tasks_app import selectors, services, task_progress, workers
 from tasks_app.api import serializers as s
 from tasks_app.api.errors import too_many_tasks
 from tasks_app.api.permissions import CanControlWorkers
+from tasks_app.api.representations import Representation
 from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord, TaskState
 from tasks_app.schedules import safety_jobs_off
 
 TASK_ID_PATTERN = r"[^/]+"
+# The read endpoints' answers, from serializers built once per process (tasks_app.api.representations).
+STATUS, SUMMARY, STATS = (
+    Representation(s.TaskStatusSerializer),
+    Representation(s.TaskSummarySerializer),
+    Representation(s.TaskStatsSerializer),
+)
 
 
 def errors(*codes: int) -> dict:
@@ -102,7 +109,7 @@ class TaskViewSet(TaskApiViewSet):
         record.pending_reason = selectors.pending_reason(record=record)
         if record.state == TaskState.STARTED:
             record.partial = task_progress.partial_text(task_id=record.task_id)
-        return Response(s.TaskStatusSerializer(record).data)
+        return Response(STATUS.one(record))
 
     @extend_schema(
         summary="Tasks, newest first",
@@ -122,7 +129,7 @@ class TaskViewSet(TaskApiViewSet):
             raise ValidationError({"cursor": [_("Invalid cursor.")]}) from None
         return Response(
             {
-                "results": s.TaskSummarySerializer(page, many=True).data,
+                "results": SUMMARY.many(page),
                 "next": paginator.get_next_link(),
                 "previous": paginator.get_previous_link(),
             }
@@ -140,7 +147,7 @@ class TaskViewSet(TaskApiViewSet):
             datetime.fromtimestamp(live.checked_at, tz=timezone.get_current_timezone()) if live.known else None
         )
         counts["disabled_safety_jobs"] = safety_jobs_off()
-        return Response(s.TaskStatsSerializer(counts).data)
+        return Response(STATS.one(counts))
 
     @extend_schema(
         summary="Cancel a queued, delayed or running task",
