@@ -215,6 +215,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The live-reply stream is a plain async view, which drf-spectacular cannot see: a hook adds it.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "conversations.api.stream_schema.add_reply_stream",
+    ],
 }
 
 # --- Celery ------------------------------------------------------------------------------

@@ -318,9 +318,24 @@ def test_the_image_installs_the_pinned_runtime_requirements_only():
     runs = [rest for keyword, rest in dockerfile_instructions() if keyword == "RUN"]
     installs = [run for run in runs if "pip install" in run]
 
-    # then
-    assert installs == ["pip install -r requirements.txt"]
+    # then: the pinned runtime requirements, and the tracing ones only when the build asks for them
+    assert len(installs) == 1
+    always, _, optional = installs[0].partition("&&")
+    assert always.strip() == "pip install -r requirements.txt"
+    assert optional.strip() == 'if [ "$WITH_TRACING" = "1" ]; then pip install -r requirements-tracing.txt; fi'
+    assert ("ARG", "WITH_TRACING=0") in dockerfile_instructions()
+    assert "requirements-dev" not in installs[0]
     assert any("collectstatic" in run for run in runs)
+
+
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_compose_builds_the_image_with_tracing_only_when_asked(name):
+    # given
+    build = load(name)["services"]["web"]["build"]
+
+    # then
+    assert build["context"] == "."
+    assert build["args"]["WITH_TRACING"] == "${WITH_TRACING:-0}"
 
 
 def test_files_the_image_refers_to_exist():
