@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / ".devdata" / "bench" / "logs"
@@ -106,7 +107,7 @@ class Worker:
             os.killpg(self.process.pid, signal.SIGKILL)
         self._log.close()
 
-    def __enter__(self) -> Worker:
+    def __enter__(self) -> Self:
         return self.wait_ready()
 
     def __exit__(self, *exc) -> None:
@@ -185,7 +186,7 @@ class Gunicorn:
             command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
-    def __enter__(self) -> Gunicorn:
+    def __enter__(self) -> Self:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

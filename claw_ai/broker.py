@@ -49,6 +49,7 @@ class HeldQoS(redis.QoS):
                 dumps([message._raw, delivery["exchange"], delivery["routing_key"]]),
             ).sadd(held_key(holder), delivery_tag).execute()
             virtual.QoS.append(self, message, delivery_tag)  # the in-memory bookkeeping of kombu's QoS
+        return None
 
     def _remove_from_indices(self, delivery_tag, pipe=None):
         pipe = super()._remove_from_indices(delivery_tag, pipe)

@@ -19,10 +19,10 @@ Windows are UTC days and calendar months. Tasks sent from code (no tenant) have 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -31,9 +31,13 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from conversations.llm import discard_provider
-from conversations.llm.base import ChatMessage, Completion, LLMProvider
 from conversations.models import Budget, BudgetReservation, BudgetScope, Message, MessageRole
 from conversations.tokens import completion_cost
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from conversations.llm.base import ChatMessage, Completion, LLMProvider
 
 # The pg_advisory_xact_lock class of budget reservations (one lock per tenant within it).
 _LOCK_CLASS = 15_001

@@ -23,8 +23,11 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 DATABASE_NAME = "claw_ai"
 # PostgreSQL refuses to run as root; a root caller runs it as this system user.

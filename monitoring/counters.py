@@ -13,14 +13,16 @@ import os
 import random
 import threading
 from collections import defaultdict
-from collections.abc import Mapping
 from decimal import Decimal
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from django.db import DatabaseError, connection
 
 from monitoring.buckets import bucket_of
 from monitoring.models import MetricCounter
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 logger = logging.getLogger(__name__)
 

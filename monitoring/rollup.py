@@ -9,7 +9,10 @@ one: the bucket holding the rank, interpolated linearly inside it, so it is with
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 BASE = 0.001  # seconds
 GROWTH = 1.1

@@ -119,8 +119,10 @@ def dashboard(request):
             ),
         ),
         (
-            f"Replies' time to first token — seconds from submit to the reply (not streamed), p50 and p95, "
-            f"per {step_text}, {when}",
+            (
+                f"Replies' time to first token — seconds from submit to the reply (not streamed), p50 and p95, "
+                f"per {step_text}, {when}"
+            ),
             time_chart(
                 data["times"],
                 data["reply_time"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from celery import states
 from django.db import transaction
@@ -21,6 +21,9 @@ from claw_ai.celery import celery_app
 from tasks_app import publishing, records
 from tasks_app.lifeline import task_ids_held_by_live_workers
 from tasks_app.models import FINISHED_STATES, WAITING_PREFIX, TaskRecord, TaskState
+
+if TYPE_CHECKING:
+    from datetime import timedelta
 
 logger = logging.getLogger(__name__)
 

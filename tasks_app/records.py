@@ -15,7 +15,7 @@ round trip each, the counts read a few TaskCount rows.
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+from typing import TYPE_CHECKING
 
 from celery import states
 from django.db import connection, connections, transaction
@@ -25,6 +25,9 @@ from django_celery_results.models import TaskResult
 
 from claw_ai.inserts import column_list, insert_fields, insert_values, placeholders
 from tasks_app.models import FINISHED_STATES, UNFINISHED_STATES, TaskCount, TaskRecord, TaskState
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 
 def _column(model: type[Model], name: str) -> str:

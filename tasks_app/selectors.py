@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_celery_results.models import TaskResult
@@ -16,6 +14,10 @@ from django_celery_results.models import TaskResult
 from tasks_app import records
 from tasks_app.models import VIEW_ALL_TASKS, WAITING_PREFIX, TaskCount, TaskRecord, TaskState
 from tasks_app.workers import Discovery, live_workers
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+    from django.db.models import QuerySet
 
 # Longer ids are no Celery task id; they never reach the database.
 TASK_ID_MAX_LENGTH = 255

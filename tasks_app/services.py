@@ -7,11 +7,9 @@ a transaction; the task record's statements are tasks_app.records'.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from claw_ai.celery import celery_app
@@ -20,6 +18,11 @@ from tasks_app.cancellation import flag_cancelled
 from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord, TaskState
 from tasks_app.publishing import BROKER_ERRORS, BrokerUnavailable
 from tasks_app.selectors import unfinished_task_count
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from django.contrib.auth.models import AbstractBaseUser
 
 logger = logging.getLogger(__name__)
 

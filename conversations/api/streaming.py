@@ -266,7 +266,7 @@ def in_shared_thread(function):
 
 def _ids_after(after: str):
     """Ids for events made up from the database: after `after` and after anything written until now."""
-    millis = max(int(time.time() * 1000), int(after.split("-")[0]) + 1)
+    millis = max(int(time.time() * 1000), int(after.split("-", maxsplit=1)[0]) + 1)
     sequence = 0
     while True:
         yield f"{millis}-{sequence}"

@@ -173,7 +173,7 @@ def test_an_answer_saying_nothing_is_left_pauses_until_the_reset(settings):
         call.used(completion)
 
     # then the next call waits for the reset
-    refused, wait, reason = cluster_limits.try_acquire(provider_limits())
+    _refused, wait, reason = cluster_limits.try_acquire(provider_limits())
     assert reason == "paused" and 1.5 < wait <= 2
 
 

@@ -37,7 +37,7 @@ def procfile_line(name: str) -> str:
 
 def option(line: str, name: str) -> str:
     """An option's value as the shell would expand it with the environment unset (${X:-default})."""
-    value = line.split(f" {name} ", 1)[1].split()[0]
+    value = line.split(f" {name} ", 1)[1].split(maxsplit=1)[0]
     return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
 
 

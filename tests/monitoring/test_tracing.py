@@ -33,7 +33,7 @@ class TraceReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (the http.server API)
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 export = ExportTraceServiceRequest.FromString(body)
                 for resource_spans in export.resource_spans:

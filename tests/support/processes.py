@@ -13,12 +13,15 @@ import ctypes
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
+from typing import TYPE_CHECKING, Self
 
 import psutil
 from django.db import connection
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import TracebackType
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = ROOT / ".devdata" / "test-logs"
@@ -130,7 +133,7 @@ class TestProcess:
             return [main, *main.children(recursive=True)]
         return []
 
-    def __enter__(self) -> TestProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -230,7 +230,7 @@ def test_counters_follow_insert_state_change_and_delete(alice):
 
 
 def test_unfinished_count_covers_pending_started_and_retry(alice):
-    pending, started, retrying, done = (published(submitted_by_id=alice.pk) for _ in range(4))
+    _pending, started, retrying, done = (published(submitted_by_id=alice.pk) for _ in range(4))
     write(started, states.STARTED)
     write(retrying, states.RETRY, error="again")
     write(done, states.FAILURE, error="no")
