@@ -158,7 +158,13 @@ def run_tasks(kind: str, tasks: int, **extra_env: str) -> dict:
 def run_json(module: str, *args: str, env: dict[str, str], timeout: float = 1800) -> dict:
     """Run `python -m module args...` and return the JSON on the last line of its output."""
     result = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"{module} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")

@@ -95,6 +95,7 @@ class PrivatePostgres:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             **self._as_server_user(),
+            check=False,
         )
         options = f"-h 127.0.0.1 -p {self.port} -k {self.pgdata} -c max_connections=300"
         subprocess.run(
@@ -108,6 +109,7 @@ class PrivatePostgres:
             [self.bin / "psql", f"{url}/postgres", "-qc", f"CREATE DATABASE {DATABASE_NAME}"],
             capture_output=True,
             text=True,
+            check=False,
         )
         if created.returncode and "already exists" not in created.stderr:
             raise RuntimeError(created.stderr)
@@ -118,6 +120,7 @@ class PrivatePostgres:
             [self.bin / "pg_ctl", "-D", self.pgdata, "-m", "fast", "-w", "stop"],
             stdout=subprocess.DEVNULL,
             **self._as_server_user(),
+            check=False,
         )
 
 
@@ -226,7 +229,9 @@ class PrivateRabbitMQ:
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
-            subprocess.run(["rabbitmqctl", "-n", self.node, "stop"], env=self._env(), capture_output=True, timeout=60)
+            subprocess.run(
+                ["rabbitmqctl", "-n", self.node, "stop"], env=self._env(), capture_output=True, timeout=60, check=False
+            )
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:

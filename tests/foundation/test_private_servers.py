@@ -34,6 +34,7 @@ def run_wrapped(data: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
 
 

@@ -34,7 +34,8 @@ def test_a_dead_workers_held_message_goes_back_to_the_front_of_its_queue(holding
         holding_as(dead)
         taken = channel.basic_get(queue)
         holding_as(None)
-        assert taken is not None and taken.headers["id"] == sent.id
+        assert taken is not None
+        assert taken.headers["id"] == sent.id
         assert redis_client.sismember(broker.held_key(dead), taken.delivery_tag)
         assert redis_client.hexists(channel.unacked_key, taken.delivery_tag)
 
@@ -46,7 +47,8 @@ def test_a_dead_workers_held_message_goes_back_to_the_front_of_its_queue(holding
         assert not redis_client.hexists(channel.unacked_key, taken.delivery_tag)
         assert not redis_client.exists(broker.held_key(dead))
         again = channel.basic_get(queue, no_ack=True)
-        assert again is not None and again.headers["id"] == sent.id
+        assert again is not None
+        assert again.headers["id"] == sent.id
 
 
 def test_an_acknowledged_message_leaves_the_workers_file(holding_as, redis_client):

@@ -51,7 +51,8 @@ def test_publish_writes_the_record_in_one_statement_then_sends(broker, alice, dj
     stored = TaskRecord.objects.get(task_id=record.task_id)
     assert (stored.pk, stored.state, stored.queue, stored.submitted_by) == (record.pk, TaskState.PENDING, QUEUE, alice)
     assert stored.priority == celery_app.conf.task_default_priority  # the registered task's, as send_task gives it
-    assert stored.eta == record.eta and record.eta > timezone.now() + timedelta(seconds=50)
+    assert stored.eta == record.eta
+    assert record.eta > timezone.now() + timedelta(seconds=50)
     assert broker(record.task_id)
 
 
