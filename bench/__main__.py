@@ -388,7 +388,7 @@ def profile_table(profile: dict[str, dict[str, float]], tasks: int) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def merged_rows(rows: list[Row], profile: dict, profile_tasks: int, keep: bool) -> tuple[list[Row], dict, int]:
+def merged_rows(rows: list[Row], profile: dict, profile_tasks: int, *, keep: bool) -> tuple[list[Row], dict, int]:
     """This run's rows, and the latest rows of the measurements it did not run (from results.json)."""
     saved = json.loads(RESULTS_JSON.read_text()) if keep and RESULTS_JSON.exists() else {}
     measured = {row.number for row in rows}

@@ -76,7 +76,7 @@ class Worker:
         ]
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{self.name.split('@')[0]}.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
+        self._log = self.log_path.open("w")  # closed in stop
         self.process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -182,7 +182,7 @@ class Gunicorn:
         self.url = f"http://127.0.0.1:{self.port}"
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"gunicorn-{os.getpid()}.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
+        self._log = self.log_path.open("w")  # closed in stop
         command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)]
         if asgi:
             command += ["claw_ai.asgi:application", "-k", "uvicorn_worker.UvicornWorker", "--graceful-timeout", "5"]

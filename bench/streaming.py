@@ -38,7 +38,7 @@ class Provider:
             self.port = probe.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self._log = open(LOG_DIR / "fake-llm-streaming.log", "w")  # noqa: SIM115 (closed in __exit__)
+        self._log = (LOG_DIR / "fake-llm-streaming.log").open("w")  # closed in __exit__
         self.process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "bench.fake_llm_server", "--port", str(self.port)),

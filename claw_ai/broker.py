@@ -71,10 +71,10 @@ class PriorityChannel(redis.Channel):
             consuming_channels.add(self)
         return super()._brpop_start(timeout)
 
-    def _get_message_priority(self, message, reverse=False):
+    def _get_message_priority(self, message, reverse=False):  # noqa: FBT002 (kombu's signature)
         return super()._get_message_priority(message, reverse=not reverse)
 
-    def _create_client(self, asynchronous=False):
+    def _create_client(self, asynchronous=False):  # noqa: FBT002 (kombu's signature)
         if asynchronous:
             return super()._create_client(asynchronous=True)
         try:

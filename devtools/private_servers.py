@@ -220,7 +220,7 @@ class PrivateRabbitMQ:
         if os.geteuid() == 0:
             with contextlib.suppress(KeyError):
                 subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.dir)], check=True)
-        self.log = open(self.dir / "server.out", "a")  # noqa: SIM115 (closed in stop)
+        self.log = (self.dir / "server.out").open("a")  # closed in stop
         self.process = subprocess.Popen(
             [binary], env=self._env(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )

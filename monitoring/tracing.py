@@ -39,7 +39,7 @@ def enabled() -> bool:
 
 def configure(*, endpoint: str | None = None, service_name: str | None = None) -> None:
     """Start exporting spans to `endpoint` (default: OTEL_EXPORTER_OTLP_ENDPOINT), and trace."""
-    global _tracer, _provider
+    global _tracer, _provider  # noqa: PLW0603 (one tracer per process, set at start)
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
@@ -69,7 +69,7 @@ def configure(*, endpoint: str | None = None, service_name: str | None = None) -
 
 def shutdown() -> None:
     """Export what is left and stop tracing (tests; a process's exit does the same on its own)."""
-    global _tracer, _provider
+    global _tracer, _provider  # noqa: PLW0603 (one tracer per process)
     for signal, uid in (
         (signals.before_task_publish, "publish_started"),
         (signals.after_task_publish, "publish_finished"),

@@ -314,7 +314,7 @@ _heartbeat: Heartbeat | None = None
 @signals.celeryd_after_setup.connect(dispatch_uid="tasks_app.liveness.start")
 def start_heartbeat(sender=None, instance=None, **_kwargs) -> None:
     """In a worker, before it consumes: file taken messages under its name, recover a previous life's."""
-    global _heartbeat
+    global _heartbeat  # noqa: PLW0603 (one heartbeat per worker process)
     if not broker_is_redis() or sender is None:
         return
     worker = str(sender)
@@ -337,7 +337,7 @@ def start_heartbeat(sender=None, instance=None, **_kwargs) -> None:
 
 @signals.worker_shutdown.connect(dispatch_uid="tasks_app.liveness.stop")
 def stop_heartbeat(**_kwargs) -> None:
-    global _heartbeat
+    global _heartbeat  # noqa: PLW0603 (one heartbeat per worker process)
     if _heartbeat is not None:
         _heartbeat.stop()
         _heartbeat = None

@@ -151,7 +151,7 @@ class ReplyEvents:
             # The client reconnects with its Last-Event-ID and resumes (or gets a 503 meanwhile).
             logger.warning("reply stream of %s ended: Redis failed", self.task_id, exc_info=True)
 
-    async def _events(self):
+    async def _events(self):  # noqa: C901, PLR0912 (the stream's cases, in the order a client meets them)
         if not self.first and not self.resumed:
             if self.record.state in FINISHED_STATES:
                 for chunk in await self._from_database(streamed=None):

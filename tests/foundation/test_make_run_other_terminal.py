@@ -73,7 +73,7 @@ def make_run():
     )
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / "make-run-other-terminal.log"
-    with open(log_path, "w") as log:
+    with log_path.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "devtools.run"],
             cwd=ROOT,

@@ -76,7 +76,7 @@ class TestProcess:
         self.name = name
         self.log_path = log_path or LOG_DIR / f"{name}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
+        self.log = self.log_path.open("w")  # closed in stop
         self.process = subprocess.Popen(
             command,
             cwd=cwd,
@@ -84,7 +84,7 @@ class TestProcess:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=stop_with_test_run,
+            preexec_fn=stop_with_test_run,  # noqa: PLW1509 (the parent-death signal is set in the child only)
         )
 
     @property

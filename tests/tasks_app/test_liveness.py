@@ -75,7 +75,7 @@ def test_a_heartbeat_registers_the_worker_with_a_ttl(redis_client):
 
 
 class FakeQoS:
-    def __init__(self, free: bool) -> None:
+    def __init__(self, *, free: bool) -> None:
         self.free = free
 
     def can_consume(self) -> bool:
@@ -83,9 +83,9 @@ class FakeQoS:
 
 
 class ConsumingChannel:
-    def __init__(self, idle_for: float, free: bool) -> None:
+    def __init__(self, idle_for: float, *, free: bool) -> None:
         self.last_fetch_at = time.monotonic() - idle_for
-        self.qos = FakeQoS(free)
+        self.qos = FakeQoS(free=free)
 
 
 @override_settings(WORKER_STUCK_AFTER_SECONDS=30)
@@ -95,6 +95,6 @@ class ConsumingChannel:
     ids=["fetching", "idle-with-free-slots", "busy"],
 )
 def test_a_worker_is_stuck_only_when_it_has_free_slots_and_stopped_fetching(idle_for, free, stuck, monkeypatch):
-    channel = ConsumingChannel(idle_for, free)
+    channel = ConsumingChannel(idle_for, free=free)
     monkeypatch.setattr(broker, "consuming_channels", weakref.WeakSet([channel]))
     assert Heartbeat("watch@x", ["default"]).stuck() is stuck
