@@ -210,8 +210,17 @@ class CappedProvider:
         self.name = provider.name
         self.model = getattr(provider, "model", "")
 
-    def stream(self, messages: list[ChatMessage], *, temperature: float, on_text: Callable[[str], None]) -> Completion:
-        return self.provider.stream(messages, temperature=temperature, on_text=on_text, max_tokens=self.max_tokens)
+    def stream(
+        self,
+        messages: list[ChatMessage],
+        *,
+        temperature: float,
+        on_text: Callable[[str], None],
+        max_tokens: int | None = None,
+    ) -> Completion:
+        # LLMProvider's signature: a cap asked by the caller applies within the budget's, never above it.
+        cap = self.max_tokens if max_tokens is None else min(max_tokens, self.max_tokens)
+        return self.provider.stream(messages, temperature=temperature, on_text=on_text, max_tokens=cap)
 
     def close(self) -> None:
         # Abandoning a call discards the thread's provider itself, so the next reply builds a new one.
@@ -245,7 +254,7 @@ def replies_at_once(*, tenant_id: int | None, user_id: str) -> int:
         row = _most_specific(tenant_id=tenant_id, user_id=user_id, have=Q(replies_at_once__isnull=False)).get(
             BudgetScope.CHAT_USER
         )
-        if row is not None:
+        if row is not None and row.replies_at_once is not None:  # filtered on not null already
             return row.replies_at_once
     return settings.AI_MAX_CONCURRENT_PER_USER
 

@@ -35,7 +35,7 @@ def percentiles(counts: Mapping[int, float], quantiles: Iterable[float]) -> list
     total = sum(count for _, count in ordered)
     if not total:
         return [None for _ in quantiles]
-    result = []
+    result: list[float | None] = []
     for quantile in quantiles:
         rank, below = quantile * total, 0.0
         for bucket, count in ordered:

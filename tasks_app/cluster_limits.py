@@ -27,7 +27,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 from django.conf import settings
@@ -190,7 +190,7 @@ def _script(source: str, url: str):
     return _client(url).register_script(source)
 
 
-def _run(source: str, keys: list[str], args: list) -> object:
+def _run(source: str, keys: list[str], args: list) -> Any:  # the Lua script's reply: its shape is the script's
     return _script(source, settings.REDIS_URL)(keys=keys, args=args)
 
 

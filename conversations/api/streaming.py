@@ -79,12 +79,12 @@ async def reply_stream(request, task_id: str):
             code="service_unavailable",
             status=503,
         )
-    response = StreamingHttpResponse(
+    stream = StreamingHttpResponse(
         ReplyEvents(opened, last_id, first).stream(), content_type="text/event-stream; charset=utf-8"
     )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx: pass events on as they come
-    return response
+    stream["Cache-Control"] = "no-cache"
+    stream["X-Accel-Buffering"] = "no"  # nginx: pass events on as they come
+    return stream
 
 
 def _open(request, task_id: str) -> TaskRecord | HttpResponse:
@@ -97,7 +97,9 @@ def _open(request, task_id: str) -> TaskRecord | HttpResponse:
 
 
 def _open_in_database(request, task_id: str) -> TaskRecord | HttpResponse:
-    drf_request = Request(request, authenticators=[cls() for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES])
+    # djangorestframework-stubs types the setting as its dotted paths; api_settings hands out the classes.
+    authenticators = [cls() for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES]  # type: ignore[operator]
+    drf_request = Request(request, authenticators=authenticators)
     try:
         user = drf_request.user
     except APIException as refused:
