@@ -19,7 +19,7 @@ Windows are UTC days and calendar months. Tasks sent from code (no tenant) have 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -201,6 +201,10 @@ def budget_release(*, task_id: str) -> None:
     BudgetReservation.objects.filter(task_id=task_id).delete()
 
 
+# The finish_reason of a reply that reached what was left of a budget while it was being written.
+FINISH_BUDGET = "budget"
+
+
 class CappedProvider:
     """The thread's provider, asked to write at most `max_tokens` (the budget's cap) per reply."""
 
@@ -220,7 +224,11 @@ class CappedProvider:
     ) -> Completion:
         # LLMProvider's signature: a cap asked by the caller applies within the budget's, never above it.
         cap = self.max_tokens if max_tokens is None else min(max_tokens, self.max_tokens)
-        return self.provider.stream(messages, temperature=temperature, on_text=on_text, max_tokens=cap)
+        completion = self.provider.stream(messages, temperature=temperature, on_text=on_text, max_tokens=cap)
+        # Stopped at a cap below the usual reply length: the budget ended it, not the model's limit.
+        if completion.finish_reason == "length" and cap == self.max_tokens and cap < settings.AI_REPLY_MAX_TOKENS:
+            return replace(completion, finish_reason=FINISH_BUDGET)
+        return completion
 
     def close(self) -> None:
         # Abandoning a call discards the thread's provider itself, so the next reply builds a new one.
