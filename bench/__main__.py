@@ -107,17 +107,21 @@ def measure_ai(
     # process with all of it is measured beside them.
     setups = {
         "threads_per_core": [
-            dict(
-                concurrency=concurrency // cores,
-                pool="threads",
-                extra_env={**llm, "DJANGO_DB_POOL_MAX_SIZE": str(pool_size // cores)},
-            )
+            {
+                "concurrency": concurrency // cores,
+                "pool": "threads",
+                "extra_env": {**llm, "DJANGO_DB_POOL_MAX_SIZE": str(pool_size // cores)},
+            }
         ]
         * cores,
         "threads": [
-            dict(concurrency=concurrency, pool="threads", extra_env={**llm, "DJANGO_DB_POOL_MAX_SIZE": str(pool_size)})
+            {
+                "concurrency": concurrency,
+                "pool": "threads",
+                "extra_env": {**llm, "DJANGO_DB_POOL_MAX_SIZE": str(pool_size)},
+            }
         ],
-        "prefork": [dict(concurrency=cores, pool="prefork", extra_env=llm)],
+        "prefork": [{"concurrency": cores, "pool": "prefork", "extra_env": llm}],
     }
     sizes = {"threads": tasks, "threads_per_core": tasks, "prefork": baseline_tasks}
     ids = ROOT / ".devdata" / "bench" / "ai-task-ids.json"
@@ -175,7 +179,7 @@ def big_database_url() -> str:
     million rows stay out of the other measurements' way (and are kept for the next run)."""
     url = os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1)
     base, _, name = url.rpartition("/")
-    name, query = (name.split("?", 1) + [""])[:2]
+    name, query = [*name.split("?", 1), ""][:2]
     with psycopg.connect(url, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [f"{name}_big"]).fetchone():
             conn.execute(f'CREATE DATABASE "{name}_big"')
@@ -344,8 +348,10 @@ def profile_table(profile: dict[str, dict[str, float]], tasks: int) -> str:
     if not profile:
         return ""
     lines = [
-        f"Where the overhead goes: PostgreSQL's counters (pg_stat_database) per trivial task, over {tasks} tasks "
-        "of each kind (`python -m bench.db_profile`; includes the load process's polling, alike for both).\n",
+        (
+            f"Where the overhead goes: PostgreSQL's counters (pg_stat_database) per trivial task, over {tasks} tasks "
+            "of each kind (`python -m bench.db_profile`; includes the load process's polling, alike for both).\n"
+        ),
         "| per task | CLAW.AI | baseline |",
         "|---|---|---|",
     ]
@@ -355,7 +361,7 @@ def profile_table(profile: dict[str, dict[str, float]], tasks: int) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def merged_rows(rows: list[Row], profile: dict, profile_tasks: int, keep: bool) -> tuple[list[Row], dict, int]:
+def merged_rows(rows: list[Row], profile: dict, profile_tasks: int, *, keep: bool) -> tuple[list[Row], dict, int]:
     """This run's rows, and the latest rows of the measurements it did not run (from results.json)."""
     saved = json.loads(RESULTS_JSON.read_text()) if keep and RESULTS_JSON.exists() else {}
     measured = {row.number for row in rows}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from typing import TYPE_CHECKING, cast
 
 from django.contrib import messages
 from django.contrib.admin.utils import quote
@@ -32,6 +33,9 @@ from django.utils.functional import cached_property
 from django.utils.translation import gettext as _
 
 from tasks_app import records
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
 
 # Below this many rows an exact count is cheap.
 EXACT_COUNT_BELOW = 10_000
@@ -50,7 +54,7 @@ class EstimatedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        queryset = self.object_list
+        queryset = cast("QuerySet", self.object_list)  # the admin hands it a queryset, never a list
         if not queryset.query.where:
             estimate = records.estimated_rows(queryset.model, using=queryset.db)
             if estimate >= EXACT_COUNT_BELOW:

@@ -126,7 +126,7 @@ def generate_ai_response(
     except GenerationCancelled:
         # The record is REVOKED already; Ignore leaves it so and writes nothing more.
         logger.info("AI task %s cancelled while waiting on the provider", task_id)
-        raise Ignore() from None
+        raise Ignore from None
     except ProviderUnavailable as error:
         # 429: wait as long as the provider asks; timeouts, connection errors, 5xx: exponential
         # backoff with full jitter, capped like BaseTaskWithRetry. Past max_retries Celery raises

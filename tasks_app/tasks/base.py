@@ -1,10 +1,15 @@
 """Task base classes: what every task of the system does around its own work."""
 
+from typing import TYPE_CHECKING, cast
+
 from celery import Task
-from celery.app.task import get_actual_ignore_result
+from celery.app.task import get_actual_ignore_result  # type: ignore[attr-defined]  # missing from celery-types
 from celery.exceptions import Ignore
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
+
+if TYPE_CHECKING:
+    from tasks_app.result_backend import TaskRecordBackend
 
 
 class TransientError(Exception):
@@ -57,7 +62,8 @@ class ClawTask(Task):
         """
         request = self.request
         if self.app.conf.task_track_started and not request.is_eager and not get_actual_ignore_result(self, request):
-            return self.backend.mark_started(task_id, request=request)
+            backend = cast("TaskRecordBackend", self.backend)  # CELERY_RESULT_BACKEND
+            return backend.mark_started(task_id, request=request)
         from tasks_app import records  # not at import: Celery loads this class before Django's models
 
         try:

@@ -61,14 +61,17 @@ def test_cancel_mid_stream_closes_the_provider_connection_and_keeps_the_partial_
     assert final.event == "cancelled"
     assert final.data["task_id"] == task.task_id
     partial = final.data["partial"]
-    assert partial and "".join(LONG).startswith(partial) and partial != "".join(LONG)
+    assert partial
+    assert "".join(LONG).startswith(partial)
+    assert partial != "".join(LONG)
     assert reply_text(events) == partial
     # and the partial reply is saved, marked cancelled, with the (estimated) tokens it used
     reply = wait_for(
         lambda: Message.objects.filter(task_id=task.task_id, role="assistant").first(), what="the partial reply"
     )
     assert (reply.content, reply.finish_reason, reply.tokens_estimated) == (partial, "cancelled", True)
-    assert reply.prompt_tokens > 0 and reply.completion_tokens > 0
+    assert reply.prompt_tokens > 0
+    assert reply.completion_tokens > 0
     assert TaskRecord.objects.get(task_id=task.task_id).state == TaskState.REVOKED
 
 
