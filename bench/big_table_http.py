@@ -31,6 +31,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Self
 
 import django
 
@@ -56,7 +57,7 @@ class Web:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         LOG.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(LOG, "a")  # noqa: SIM115 (closed in __exit__)
+        self._log = LOG.open("a")  # closed in __exit__
         self._log_start = LOG.stat().st_size
         command = procfile_web_command(self.port)
         self.workers = int(command[command.index("--workers") + 1])
@@ -69,13 +70,13 @@ class Web:
             start_new_session=True,
         )
 
-    def __enter__(self) -> Web:
+    def __enter__(self) -> Self:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the web server exited; log in {LOG}")
             # Every process has loaded the application (cold is the first request, not the start-up).
-            with open(LOG, "rb") as log:
+            with LOG.open("rb") as log:
                 log.seek(self._log_start)
                 if log.read().count(b"Application startup complete") >= self.workers:
                     return self
@@ -121,7 +122,7 @@ def deep_admin_page(oldest: datetime, newest: datetime) -> str:
     """A page at a random point of the table: the cursor of its Next link, as the admin makes it."""
     from tasks_app.paginators import AFTER, CURSOR_VAR, encode_cursor
 
-    at = oldest + (newest - oldest) * random.random()
+    at = oldest + (newest - oldest) * random.random()  # noqa: S311 (sampling, not a secret)
     return f"{ADMIN}?{CURSOR_VAR}={encode_cursor(AFTER, [str(at), 2**62])}"
 
 

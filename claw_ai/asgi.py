@@ -12,7 +12,7 @@ Two departures from `get_asgi_application()`, both for the cost of an ordinary (
 - What every process's first requests would load while a client waits is loaded at start-up instead
   (warm_up): the URL patterns with every view and serializer they import, the admin's and the
   browsable API's templates, the task modules the admin's filter lists, a first pooled connection.
-  The first /status of a fresh process took ~0.4–0.8 s and the first admin page ~0.7 s without it.
+  The first /status of a fresh process took ~0.4-0.8 s and the first admin page ~0.7 s without it.
 - Database connections come from psycopg's pool (DJANGO_DB_POOL_MAX_SIZE, 8 per process unless set).
   Under ASGI each request runs in a thread of its own, so a persistent connection (CONN_MAX_AGE) was
   opened by every request and left behind when its thread ended: a new PostgreSQL backend per request.

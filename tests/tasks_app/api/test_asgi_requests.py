@@ -69,5 +69,7 @@ def test_an_api_request_is_answered_through_the_asgi_application(monkeypatch):
 
     # then the answer is the task's, from a thread that is not the event loop's
     assert status == 200, body
-    assert body["task_id"] == "asgi-1" and body["status"] == "SUCCESS"
-    assert threads and threads[0] != threading.get_ident()
+    assert body["task_id"] == "asgi-1"
+    assert body["status"] == "SUCCESS"
+    assert threads
+    assert threads[0] != threading.get_ident()
