@@ -35,7 +35,7 @@ class SyncMiddlewareASGIHandler(ASGIHandler):
         BaseHandler.__init__(self)
         self.load_middleware(is_async=False)
         # One thread switch per request: into the request's thread for the whole chain and view.
-        self._middleware_chain = sync_to_async(self._middleware_chain, thread_sensitive=True)
+        self._middleware_chain = sync_to_async(self._middleware_chain, thread_sensitive=True)  # type: ignore[has-type]
 
 
 def warm_up() -> None:

@@ -33,9 +33,10 @@ class StatusFilter(admin.SimpleListFilter):
 class ReadOnlyTaskResultAdmin(KeysetPaginationMixin, ReadOnlyAdminMixin, TaskResultAdmin):
     """Results move with their records: no add, change or delete."""
 
-    date_hierarchy = None
-    list_filter = (StatusFilter, TaskNameFilter, ("date_done", admin.DateFieldListFilter))
-    search_fields = ("=task_id",)
+    # The library's class attributes are plain tuples and a str; these replace them with other shapes.
+    date_hierarchy = None  # type: ignore[assignment]
+    list_filter = (StatusFilter, TaskNameFilter, ("date_done", admin.DateFieldListFilter))  # type: ignore[assignment]
+    search_fields = ("=task_id",)  # type: ignore[assignment]
     search_help_text = _("Exact task id.")
     # Only the indexed ordering (date_done, then the primary key as Django's admin adds it).
     sortable_by = ("date_done",)

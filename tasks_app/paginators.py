@@ -35,7 +35,7 @@ from django.utils.translation import gettext as _
 from tasks_app import records
 
 if TYPE_CHECKING:
-    from django.db.models import QuerySet
+    from django.db.models import Field, QuerySet
 
 # Below this many rows an exact count is cheap.
 EXACT_COUNT_BELOW = 10_000
@@ -119,7 +119,7 @@ class KeysetChangeList(ChangeList):
         return ordering if ordering is not None else self._as_keyset(self.lookup_opts.ordering) or []
 
     def _as_keyset(self, parts) -> list[tuple[str, bool]] | None:
-        opts, ordering = self.lookup_opts, []
+        opts, ordering = self.lookup_opts, cast("list[tuple[str, bool]]", [])
         for part in parts:
             if isinstance(part, str):
                 name, descending = part.lstrip("-"), part.startswith("-")
@@ -128,7 +128,8 @@ class KeysetChangeList(ChangeList):
             else:
                 return None
             try:
-                field = opts.pk if name == "pk" else opts.get_field(name)
+                # A concrete field here, or a relation or generic key refused just below.
+                field = cast("Field", opts.pk if name == "pk" else opts.get_field(name))
             except FieldDoesNotExist:
                 return None
             if field.null or not field.concrete or field.is_relation:
@@ -188,7 +189,7 @@ class KeysetChangeList(ChangeList):
         if len(key) != len(self.keyset_ordering):
             raise InvalidCursor(key)
         return [
-            self.lookup_opts.get_field(column).to_python(value)
+            cast("Field", self.lookup_opts.get_field(column)).to_python(value)
             for (column, _), value in zip(self.keyset_ordering, key, strict=True)
         ]
 
@@ -228,7 +229,7 @@ class KeysetChangeList(ChangeList):
 class KeysetPaginationMixin:
     """For a ModelAdmin: its change list paged by keyset, counted without COUNT(*) over the table."""
 
-    paginator = EstimatedCountPaginator
+    paginator: type[Paginator] = EstimatedCountPaginator
     show_full_result_count = False
 
     def get_changelist(self, request, **kwargs):
