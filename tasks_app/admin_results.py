@@ -43,6 +43,11 @@ class ReadOnlyTaskResultAdmin(KeysetPaginationMixin, ReadOnlyAdminMixin, TaskRes
     list_per_page = 50
     show_facets = admin.ShowFacets.NEVER
 
+    def get_search_results(self, request, queryset, search_term):
+        # Django's "=task_id" is a case-insensitive match (UPPER(...) = UPPER(...)), which no index serves.
+        term = search_term.strip()
+        return (queryset.filter(task_id=term) if term else queryset), False
+
 
 admin.site.unregister(TaskResult)
 admin.site.register(TaskResult, ReadOnlyTaskResultAdmin)
