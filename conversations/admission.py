@@ -26,6 +26,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -36,6 +37,9 @@ from conversations.budgets import replies_at_once
 from conversations.models import AdmissionState, ReplyAdmission
 from tasks_app.models import FINISHED_STATES, WAITING_PREFIX, TaskRecord, TaskState
 from tasks_app.services import BrokerUnavailable, submit_task
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ class WaitingRecord:
     kwargs: dict
     queue: str
     eta: datetime | None
-    submitted_by: object
+    submitted_by: User | None
 
 
 def admit_reply(
@@ -152,7 +156,12 @@ def _admit_next(*, tenant_id: int | None, user_id: str) -> list[ReplyAdmission]:
         row.pk
         for row in rows
         if row.over
-        or (row.state == AdmissionState.ADMITTED and not row.recorded and row.admitted_at < now - _UNPUBLISHED_GRACE)
+        or (
+            row.state == AdmissionState.ADMITTED
+            and not row.recorded
+            and row.admitted_at is not None  # always set on ADMITTED
+            and row.admitted_at < now - _UNPUBLISHED_GRACE
+        )
     ]
     if gone:
         ReplyAdmission.objects.filter(pk__in=gone).delete()

@@ -127,7 +127,10 @@ class Message(models.Model):
         max_length=40,
         blank=True,
         default="",
-        help_text=_('Why the reply ended: the provider\'s reason ("stop", "length", …) or "cancelled".'),
+        help_text=_(
+            'Why the reply ended: the provider\'s reason ("stop", "length", …), "cancelled", or "budget" '
+            "(cut where a budget ran out)."
+        ),
     )
     time_to_first_token_ms = models.PositiveIntegerField(
         _("time to first token (ms)"),
@@ -368,7 +371,7 @@ class Budget(models.Model):
         ]
 
     def __str__(self) -> str:
-        who = self.tenant.get_username() if self.tenant_id else _("everyone")
+        who = self.tenant.get_username() if self.tenant is not None else _("everyone")
         return f"{self.get_scope_display()}: {who}{' / ' + self.user_id if self.user_id else ''}"
 
     def clean(self) -> None:

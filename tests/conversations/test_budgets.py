@@ -177,7 +177,8 @@ def test_usage_shows_the_callers_own_figures_and_others_only_with_the_permission
     assert body["api_user"]["remaining"]["cost_this_month"] == 19.75
     assert body["replies"] == {"waiting": 0, "running": 0}
     assert bobs_try.status_code == 403
-    assert operators.status_code == 200 and operators.json()["api_user"]["used"]["tokens_today"] == 300
+    assert operators.status_code == 200
+    assert operators.json()["api_user"]["used"]["tokens_today"] == 300
     assert unknown.status_code == 400
     assert client_of(bob).get(USAGE).json()["api_user"]["used"]["tokens_today"] == 0
     assert APIClient().get(USAGE).status_code in (401, 403)
@@ -191,7 +192,10 @@ def test_the_admin_usage_page_shows_a_user_against_budget(alice, admin_client):
 
     assert page.status_code == 200
     text = page.content.decode()
-    assert "alice" in text and "300" in text and "5000" in text and "4700" in text
+    assert "alice" in text
+    assert "300" in text
+    assert "5000" in text
+    assert "4700" in text
 
 
 @pytest.mark.e2e
@@ -233,4 +237,6 @@ def test_two_replies_at_once_near_the_limit_pass_it_by_at_most_one_reply(alice, 
     failed = [record for record in records if record.state == TaskState.FAILURE]
     assert all("budget exceeded" in record.error for record in failed)
     assert len(failed) == 1
+    # and the other was cut where the budget ran out, saying so
+    assert [message.finish_reason for message in replies.exclude(content="earlier answer")] == ["budget"]
     provider.stop()

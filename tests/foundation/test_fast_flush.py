@@ -31,7 +31,8 @@ def pg_estimate(table: str) -> float:
 def test_a_flush_empties_what_the_test_wrote_and_restores_what_migrate_made():
     # given the database as migrate left it (content types, permissions, the periodic jobs)
     before = every_row()
-    assert before["auth_permission"] and before["django_celery_beat_periodictask"]
+    assert before["auth_permission"]
+    assert before["django_celery_beat_periodictask"]
 
     # when a test writes tasks (and the counters their triggers keep), renames a permission,
     # deletes a periodic job (remembered as deleted) and fills a table past BIG rows

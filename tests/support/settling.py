@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime
-
-import redis
+from typing import TYPE_CHECKING
 
 from claw_ai.celery import celery_app
 from tests.support.waiting import wait_for
+
+if TYPE_CHECKING:
+    import redis
 
 UNACKED = "unacked"  # kombu's Redis transport: delivery tag -> [message, exchange, routing key]
 # A delayed message due sooner than this may start running during the next test: settle again.
