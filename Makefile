@@ -32,8 +32,9 @@ run: $(INSTALLED)
 admin-password: $(INSTALLED)
 	@$(PY) -m devtools.run --admin-password
 
-# Two pytest processes (pytest-xdist), a test file to each at a time: the end-to-end tests spend most
-# of their time waiting on worker processes. TEST_PROCESSES=1 runs them in one.
+# Two pytest processes (pytest-xdist), a test file to each at a time, the longest files first
+# (tests/conftest.py): the end-to-end tests spend most of their time waiting on worker processes.
+# TEST_PROCESSES=1 runs them in one.
 TEST_PROCESSES ?= 2
 
 PYTEST := $(PY) -m devtools.private_servers --data .devdata/test -- $(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
@@ -49,7 +50,7 @@ test: $(INSTALLED)
 	$(PYTEST) $(PYTEST_ARGS)
 
 # The tests marked `worker` start processes (Celery workers, beat, Flower, web servers); the rest need
-# only PostgreSQL and Redis.
+# only PostgreSQL and Redis. An unmarked test that starts one through tests/support/processes.py fails.
 test-fast: $(INSTALLED)
 	$(PYTEST) -m "not worker" $(PYTEST_ARGS)
 
