@@ -33,11 +33,13 @@ admin-password: $(INSTALLED)
 	@$(PY) -m devtools.run --admin-password
 
 # Two pytest processes (pytest-xdist), a test file to each at a time, the longest files first
-# (tests/conftest.py): the end-to-end tests spend most of their time waiting on worker processes.
+# (tests/conftest.py; xdist would otherwise hand out the files with most tests first, leaving a
+# one-test file of minutes for the end): the end-to-end tests spend most of their time waiting on
+# worker processes.
 # TEST_PROCESSES=1 runs them in one.
 TEST_PROCESSES ?= 2
 
-PYTEST := $(PY) -m devtools.private_servers --data .devdata/test -- $(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
+PYTEST := $(PY) -m devtools.private_servers --data .devdata/test -- $(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 # mypy's Django plugin loads the settings, which need the two URLs (nothing connects to them); its
 # incremental cache is .mypy_cache.
