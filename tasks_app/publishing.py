@@ -30,7 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from claw_ai.celery import celery_app
-from tasks_app import records
+from tasks_app import batching, records
 from tasks_app.models import TaskRecord
 
 logger = logging.getLogger(__name__)
@@ -137,22 +137,31 @@ def apply_async(task, args, kwargs, task_id: str | None, options: dict[str, Any]
     retries = options.get("retries") or 0
     if retries:
         _write(lambda: records.note_celery_retry(task_id=task_id, retries=retries, eta=eta))
-    else:
-        _write(
-            lambda: records.insert_published(
-                task_id=task_id,
-                task_name=task.name,
-                args=list(args),
-                kwargs=kwargs,
-                queue=_queue(task.name, args, kwargs, options, task),
-                priority=options["priority"],
-                eta=eta,
-                submitted_by_id=headers.get(HEADER_SUBMITTED_BY),
-                retry_of_id=headers.get(HEADER_RETRY_OF),
-                periodic_task_name=headers.get(HEADER_PERIODIC_TASK) or "",
-            )
+        sent = _send_after_commit(lambda: send(args, kwargs, task_id, **options), task_id=task_id, forget=False)
+        return sent if sent is not None else task.AsyncResult(task_id)
+    record = {
+        "task_id": task_id,
+        "task_name": task.name,
+        "args": list(args),
+        "kwargs": kwargs,
+        "queue": _queue(task.name, args, kwargs, options, task),
+        "priority": options["priority"],
+        "eta": eta,
+        "submitted_by_id": headers.get(HEADER_SUBMITTED_BY),
+        "retry_of_id": headers.get(HEADER_RETRY_OF),
+        "periodic_task_name": headers.get(HEADER_PERIODIC_TASK) or "",
+    }
+    held = batching.current()
+    if held is not None:
+        # A group's task: its record is written with the others' in one commit, then it is sent
+        # on the batch's producer (the caller's may be released by then).
+        options.pop("producer", None)
+        held.held.append(
+            batching.Held(record, lambda producer: send(args, kwargs, task_id, producer=producer, **options))
         )
-    sent = _send_after_commit(lambda: send(args, kwargs, task_id, **options), task_id=task_id, forget=not retries)
+        return task.AsyncResult(task_id)
+    _write(lambda: records.insert_published(**record))
+    sent = _send_after_commit(lambda: send(args, kwargs, task_id, **options), task_id=task_id)
     return sent if sent is not None else task.AsyncResult(task_id)
 
 
