@@ -161,6 +161,9 @@ def apply_async(task, args, kwargs, task_id: str | None, options: dict[str, Any]
         )
         return task.AsyncResult(task_id)
     _write(lambda: records.insert_published(**record))
+    if connection.in_atomic_block:
+        # Sent at the commit: a producer the caller lent (a group's) is back in its pool by then.
+        options.pop("producer", None)
     sent = _send_after_commit(lambda: send(args, kwargs, task_id, **options), task_id=task_id)
     return sent if sent is not None else task.AsyncResult(task_id)
 
