@@ -38,7 +38,7 @@ from bench.processes import ROOT, Gunicorn, Worker, bare_env, cpu_seconds, run_j
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 # Every row of the latest full-size run of each measurement: a run of some (--only) keeps the others.
 RESULTS_JSON = Path(__file__).resolve().parent / "results.json"
-PARTS = ["overhead", "profile", "ai", "api", "submit", "memory", "monitoring", "streaming"]
+PARTS = ["overhead", "profile", "ai", "publish", "api", "submit", "memory", "monitoring", "streaming"]
 
 
 @dataclass
@@ -240,6 +240,44 @@ def measure_ai(
 
 def _worker_options(spec: dict) -> dict:
     return {key: value for key, value in spec.items() if key != "kind"}
+
+
+def measure_publish(*, tasks: int, repeats: int) -> list[Row]:
+    """8. Publish from one process, no worker: apply_async one at a time, and as one group, vs plain Celery."""
+    runs: list[dict[str, float]] = []
+    for repeat in range(repeats):
+        rates: dict[str, float] = {}
+        order = ("system", "bare") if repeat % 2 == 0 else ("bare", "system")
+        for how in ("single", "group"):
+            for kind in order:
+                env = system_env() if kind == "system" else bare_env()
+                outcome = run_json("bench.load", "publish", kind, str(tasks), how, env=env)
+                if kind == "system" and outcome["recorded"] != tasks:
+                    raise RuntimeError(f"{outcome['recorded']} of {tasks} records written")
+                rates[f"{kind}_{how}"] = outcome["per_second"]
+        runs.append(rates)
+        log(f"publish {repeat + 1}/{repeats}: " + ", ".join(f"{k} {v:.0f}/s" for k, v in rates.items()))
+
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    def ratio(how: str) -> float:
+        return statistics.median(r[f"system_{how}"] / r[f"bare_{how}"] for r in runs)
+
+    rows = []
+    for how, label in (("single", "apply_async one at a time"), ("group", "as one group")):
+        rows.append(
+            Row(
+                f"8{'' if how == 'single' else 'b'}. publish from one process, {tasks:,} trivial tasks, {label}, "
+                "no worker, tasks/s (CLAW.AI: every record written)",
+                f"{med(f'system_{how}'):.0f}",
+                f"{med(f'bare_{how}'):.0f}",
+                f"{ratio(how):.2f}",
+                "≥ 600/s and ≥ 0.5×",
+                med(f"system_{how}") >= 600 and ratio(how) >= 0.5,
+            )
+        )
+    return rows
 
 
 def big_database_url() -> str:
@@ -568,6 +606,7 @@ def main() -> int:
                 baselines=concurrency == 100,
             ),
         )
+    run("publish", args.repeats, lambda: measure_publish(tasks=200 if args.quick else 1000, repeats=args.repeats))
     run(
         "api",
         args.repeats,
