@@ -15,7 +15,8 @@ one advisory lock, at submit and at the end of a reply. A reply counts as in han
 record is finished, so a row whose end was never reported (a task cancelled before it ran) frees
 its place at the next decision for that user, or at the periodic sweep.
 
-The two calls from outside are `admit_reply` (conversations.services.submit_ai_generation) and
+The calls from outside are `admit_and_publish` (conversations.services.submit_ai_generation), or
+`admit_reply` for a caller that publishes the admitted reply itself, and
 `reply_ended` (the AI task's end, tasks_app.tasks.ai_tasks); publishing goes through
 tasks_app.services.submit_task.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -35,6 +37,7 @@ from django.utils import timezone
 from conversations.budgets import replies_at_once
 from conversations.models import AdmissionState, ReplyAdmission
 from tasks_app.models import FINISHED_STATES, WAITING_PREFIX, TaskRecord, TaskState
+from tasks_app.publishing import Prepared
 from tasks_app.services import BrokerUnavailable, submit_task
 
 logger = logging.getLogger(__name__)
@@ -74,7 +77,66 @@ def admit_reply(
     same transaction as the decision: whoever admits it later finds it and publishes it (the
     publish keeps the record: tasks_app.recording upserts by task id).
     """
+    waiting_for, _ = _admit(
+        task_id=task_id,
+        tenant_id=tenant_id,
+        user_id=user_id,
+        conversation_id=conversation_id,
+        priority=priority,
+        record=record,
+        prepare=None,
+    )
+    return waiting_for
+
+
+def admit_and_publish(
+    *,
+    task_id: str,
+    tenant_id: int | None,
+    user_id: str,
+    conversation_id: str,
+    priority: int | None,
+    record: WaitingRecord,
+    prepare: Callable[[], Prepared],
+) -> tuple[str, TaskRecord | None]:
+    """admit_reply, and an admitted reply published: ("", its record), or (what it waits for, None).
+
+    `prepare` (tasks_app.publishing.prepare of the reply, under `task_id`) writes the admitted
+    reply's record in the decision's transaction, so the two take one commit, not two (a commit
+    waits for PostgreSQL's disk flush: bench/ANALYSIS.md, fourth round); the message leaves after
+    it. Raises BrokerUnavailable when it cannot: the record is deleted and the place given back.
+    """
+    waiting_for, prepared = _admit(
+        task_id=task_id,
+        tenant_id=tenant_id,
+        user_id=user_id,
+        conversation_id=conversation_id,
+        priority=priority,
+        record=record,
+        prepare=prepare,
+    )
+    if prepared is None:
+        return waiting_for, None
+    try:
+        prepared.send()
+    except BrokerUnavailable:
+        reply_withdrawn(task_id=task_id)
+        raise
+    return "", prepared.record
+
+
+def _admit(
+    *,
+    task_id: str,
+    tenant_id: int | None,
+    user_id: str,
+    conversation_id: str,
+    priority: int | None,
+    record: WaitingRecord,
+    prepare: Callable[[], Prepared] | None,
+) -> tuple[str, Prepared | None]:
     priority = settings.CELERY_TASK_DEFAULT_PRIORITY if priority is None else priority
+    prepared = None
     with transaction.atomic():
         _lock(tenant_id, user_id)
         row = ReplyAdmission.objects.create(
@@ -101,9 +163,11 @@ def admit_reply(
                 conversation_id=conversation_id[:255],
                 error=f"{WAITING_PREFIX}{row.waiting_for}",
             )
+        elif prepare is not None:
+            prepared = prepare()
     # Others admitted by the same decision (their place came free meanwhile) are published too.
     _publish([other for other in admitted if other.pk != row.pk])
-    return "" if mine is not None else row.waiting_for
+    return ("" if mine is not None else row.waiting_for), prepared
 
 
 def reply_ended(*, task_id: str) -> None:
