@@ -5,6 +5,7 @@
     python -m bench --only overhead      # one part: overhead, profile (database work per task), memory
     python -m bench --only monitoring    # issue 17: metrics cost, /metrics and the dashboard on 1M records
     python -m bench --only streaming --stream-replies 50 --idle-streams 200   # live replies, smaller
+    python -m bench --only fairness      # issue 15: a chat user's burst and the next user's reply
     python -m bench --soak 30            # only the soak: 30 minutes of mixed load, nodes killed, Redis restarted
 
 Prints a table and writes it to bench/RESULTS.md with the machine's core count.
@@ -30,7 +31,7 @@ import django
 import psycopg
 import requests
 
-from bench import db_profile, streaming
+from bench import db_profile, fairness, streaming
 from bench import monitoring as bench_monitoring
 from bench.fake_llm_server import FakeLLMServer
 from bench.processes import ROOT, Gunicorn, Worker, bare_env, cpu_seconds, run_json, run_tasks, system_env
@@ -38,7 +39,7 @@ from bench.processes import ROOT, Gunicorn, Worker, bare_env, cpu_seconds, run_j
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 # Every row of the latest full-size run of each measurement: a run of some (--only) keeps the others.
 RESULTS_JSON = Path(__file__).resolve().parent / "results.json"
-PARTS = ["overhead", "profile", "ai", "publish", "api", "submit", "memory", "monitoring", "streaming"]
+PARTS = ["overhead", "profile", "ai", "publish", "api", "submit", "memory", "monitoring", "streaming", "fairness"]
 
 
 @dataclass
@@ -651,6 +652,16 @@ def main() -> int:
                 baseline_replies=10 if args.quick else 20,
                 poll_every=0.5,
                 log=log,
+            )
+        ],
+    )
+    run(
+        "fairness",
+        args.repeats,
+        lambda: [
+            Row(**cells)
+            for cells in fairness.measure(
+                burst=100 if args.quick else 500, latency=1.0, concurrency=50, repeats=args.repeats, log=log
             )
         ],
     )

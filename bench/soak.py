@@ -73,10 +73,13 @@ class Load:
             roll, response = rng.random(), None
             try:
                 if roll < 0.85:
+                    # Twenty conversations of five chat users per client: each chat user may have
+                    # AI_MAX_CONCURRENT_PER_USER replies in hand, the rest wait their turn.
+                    conversation = rng.randrange(20)
                     body = {
-                        "conversation_id": f"soak_{number}_{rng.randrange(20)}",
+                        "conversation_id": f"soak_{number}_{conversation}",
                         "user_message": f"question {uuid.uuid4().hex[:8]}",
-                        "user_id": f"soak_user_{number}",
+                        "user_id": f"soak_user_{number}_{conversation % 5}",
                     }
                     response, took = self.post(session, "/api/v1/tasks/ai/generate", body)
                     if response.status_code == 202:
@@ -158,7 +161,18 @@ def count_outcomes(env: dict[str, str], accepted: set[str], ai_ids: list[str]) -
                 "task_id", flat=True
             )
         )
-    return {"finished": finished, "duplicate_replies": sum(1 for count in replies.values() if count > 1)}
+    # What the unfinished ones are doing: their state and note ("waiting: user_concurrency", ...).
+    unfinished: Counter = Counter()
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
+        unfinished["no record"] += len(chunk) - TaskRecord.objects.filter(task_id__in=chunk).count()
+        rows = TaskRecord.objects.filter(task_id__in=chunk).exclude(state__in=finished_states)
+        unfinished.update(f"{state} {error[:40]}".strip() for state, error in rows.values_list("state", "error"))
+    return {
+        "finished": finished,
+        "duplicate_replies": sum(1 for count in replies.values() if count > 1),
+        "unfinished": {key: count for key, count in unfinished.most_common(10) if count},
+    }
 
 
 def soak(minutes: float, kill_every: float, clients: int) -> dict:
@@ -228,6 +242,7 @@ def soak(minutes: float, kill_every: float, clients: int) -> dict:
             accepted=len(load.accepted),
             finished=outcome["finished"],
             lost=len(load.accepted) - outcome["finished"],
+            unfinished_by_state=outcome["unfinished"],
             duplicate_replies=outcome["duplicate_replies"],
             server_errors=dict(load.refused),
             background_worker_rss_mib={

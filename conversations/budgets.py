@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -197,6 +197,10 @@ def budget_release(*, task_id: str) -> None:
     BudgetReservation.objects.filter(task_id=task_id).delete()
 
 
+# The finish_reason of a reply that reached what was left of a budget while it was being written.
+FINISH_BUDGET = "budget"
+
+
 class CappedProvider:
     """The thread's provider, asked to write at most `max_tokens` (the budget's cap) per reply."""
 
@@ -207,7 +211,12 @@ class CappedProvider:
         self.model = getattr(provider, "model", "")
 
     def stream(self, messages: list[ChatMessage], *, temperature: float, on_text: Callable[[str], None]) -> Completion:
-        return self.provider.stream(messages, temperature=temperature, on_text=on_text, max_tokens=self.max_tokens)
+        cap = self.max_tokens
+        completion = self.provider.stream(messages, temperature=temperature, on_text=on_text, max_tokens=cap)
+        # Stopped at a cap below the usual reply length: the budget ended it, not the model's limit.
+        if completion.finish_reason == "length" and cap < settings.AI_REPLY_MAX_TOKENS:
+            return replace(completion, finish_reason=FINISH_BUDGET)
+        return completion
 
     def close(self) -> None:
         # Abandoning a call discards the thread's provider itself, so the next reply builds a new one.

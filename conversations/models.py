@@ -127,7 +127,10 @@ class Message(models.Model):
         max_length=40,
         blank=True,
         default="",
-        help_text=_('Why the reply ended: the provider\'s reason ("stop", "length", …) or "cancelled".'),
+        help_text=_(
+            'Why the reply ended: the provider\'s reason ("stop", "length", …), "cancelled", or "budget" '
+            "(cut where a budget ran out)."
+        ),
     )
     time_to_first_token_ms = models.PositiveIntegerField(
         _("time to first token (ms)"),

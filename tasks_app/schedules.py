@@ -70,6 +70,13 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
         description="Queues indexing of knowledge documents never indexed or changed since their last indexing.",
         every_seconds=900,
     ),
+    PeriodicJob(
+        name="monitoring: prune the dashboard's old time bins",
+        task="tasks_app.tasks.maintenance_tasks.prune_dashboard_rollup",
+        description="Deletes the admin dashboard's minute bins older than METRICS_ROLLUP_MINUTE_BINS_DAYS and hour "
+        "bins older than METRICS_ROLLUP_HOUR_BINS_DAYS.",
+        crontab="45 3 * * *",
+    ),
 )
 
 

@@ -469,3 +469,7 @@ KNOWLEDGE_REINDEX_STALE_AFTER_SECONDS = env.float("KNOWLEDGE_REINDEX_STALE_AFTER
 # Bearer token Prometheus sends to GET /metrics (Authorization: Bearer <token>); empty = only
 # signed-in users with the monitoring.view_metrics permission may read it.
 METRICS_TOKEN = secret("METRICS_TOKEN")
+# How long the admin dashboard's rollup keeps its minute bins (its last-hour chart) and its hour bins
+# (its day and week charts); older bins are pruned daily (monitoring.retention).
+METRICS_ROLLUP_MINUTE_BINS_DAYS = number("METRICS_ROLLUP_MINUTE_BINS_DAYS", default=2, minimum=1, maximum=3650)
+METRICS_ROLLUP_HOUR_BINS_DAYS = number("METRICS_ROLLUP_HOUR_BINS_DAYS", default=90, minimum=7, maximum=3650)

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from conversations.admission import sweep_waiting_replies
 from conversations.knowledge import knowledge_reindex_stale
+from monitoring.retention import prune_rollup
 from tasks_app import lifeline, maintenance
 
 
@@ -37,6 +38,16 @@ def cleanup_finished_tasks(self, older_than_days: float | None = None, batch_siz
     )
     if report.more:
         self.apply_async(kwargs={"older_than_days": days, "batch_size": size})
+    return asdict(report)
+
+
+@shared_task(bind=True, name="tasks_app.tasks.maintenance_tasks.prune_dashboard_rollup")
+def prune_dashboard_rollup(self) -> dict:
+    """Delete the dashboard rollup's bins past their keeping time (monitoring.retention), in batches;
+    queues itself again when its time budget runs out first."""
+    report = prune_rollup(batch_size=settings.TASK_CLEANUP_BATCH_SIZE, time_budget=settings.TASK_CLEANUP_TIME_BUDGET)
+    if report.more:
+        self.apply_async()
     return asdict(report)
 
 

@@ -233,4 +233,6 @@ def test_two_replies_at_once_near_the_limit_pass_it_by_at_most_one_reply(alice, 
     failed = [record for record in records if record.state == TaskState.FAILURE]
     assert all("budget exceeded" in record.error for record in failed)
     assert len(failed) == 1
+    # and the other was cut where the budget ran out, saying so
+    assert [message.finish_reason for message in replies.exclude(content="earlier answer")] == ["budget"]
     provider.stop()

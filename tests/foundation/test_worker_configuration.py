@@ -44,7 +44,7 @@ def option(line: str, name: str) -> str:
 def test_make_run_and_compose_start_the_ai_workers_with_threads_and_a_connection_pool():
     for number in (1, 2):  # one worker per core, each with its own node name, on the AI queue
         assert re.search(
-            rf"^worker{number}: DJANGO_DB_POOL_MAX_SIZE=\$\{{DJANGO_DB_POOL_MAX_SIZE:-10\}} celery .* "
+            rf"^worker{number}: DJANGO_DB_POOL_MAX_SIZE=\$\{{DJANGO_DB_POOL_MAX_SIZE:-10\}} python -m devtools.respawn celery .* "
             rf"-n worker{number}@%h -Q ai_high_priority -P \$\{{CELERY_WORKER_POOL:-threads\}} "
             rf"-c \$\{{CELERY_WORKER_CONCURRENCY:-50\}}",
             procfile_line(f"worker{number}"),
