@@ -133,6 +133,9 @@ def measure_ai(
     sizes = {setup: baseline_tasks if setup == "prefork" else tasks for setup in setups}
     end_to_end = {"threads_per_core", "peer"}  # also measured end to end, with the drain's workers
     ids = ROOT / ".devdata" / "bench" / "ai-task-ids.json"
+    # Chat users: at most AI_MAX_CONCURRENT_PER_USER (2) replies of each in the workers' hands, so c ÷ 2
+    # of them can fill the threads (50 at c = 100, as in the earlier rounds).
+    users = str(max(1, concurrency // 2))
     runs: list[dict[str, float]] = []
     usage: list[dict[str, float]] = []
 
@@ -152,7 +155,7 @@ def measure_ai(
             if bare:
                 run_json("bench.ai_load", "bare-publish", str(sizes[setup]), provider.base_url, str(ids), env=env)
             else:
-                run_json("bench.ai_load", "publish", str(sizes[setup]), str(ids), env=env)
+                run_json("bench.ai_load", "publish", str(sizes[setup]), str(ids), users, env=env)
             with contextlib.ExitStack() as stack:
                 workers = [
                     Worker(spec.get("kind", "system"), queues="ai_high_priority", **_worker_options(spec))
@@ -164,8 +167,10 @@ def measure_ai(
                 rates[setup] = checked(outcome, sizes[setup])["per_second"]
                 if setup in end_to_end:
                     cpu = sum(cpu_seconds(worker.process.pid) for worker in workers)
-                    command = ["bare-e2e", str(tasks), provider.base_url] if bare else ["e2e", str(tasks)]
-                    outcome = checked(run_json("bench.ai_load", *command, str(ids), env=env), tasks)
+                    command = ["bare-e2e", str(tasks), provider.base_url, str(ids)]
+                    if not bare:
+                        command = ["e2e", str(tasks), str(ids), users]
+                    outcome = checked(run_json("bench.ai_load", *command, env=env), tasks)
                     rates[f"{setup}_e2e"] = outcome["e2e_per_second"]
                     rates[f"{setup}_publish"] = tasks / outcome["publish_seconds"]
                     used[f"{setup}_cpu_ms"] = (sum(cpu_seconds(w.process.pid) for w in workers) - cpu) / tasks * 1000

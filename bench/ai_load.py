@@ -1,6 +1,6 @@
 """AI reply generations for measurement 2: queue N and time how fast they are answered.
 
-    python -m bench.ai_load publish 1000 ids.json   # queue N through the service the API uses
+    python -m bench.ai_load publish 1000 ids.json [users]   # queue N through the service the API uses
     python -m bench.ai_load wait ids.json           # after a worker started: wait, print timings
     python -m bench.ai_load e2e 1000 ids.json       # workers running: publish N and wait, print timings
     python -m bench.ai_load bare-publish 1000 <provider> ids.json   # plain Celery (bench.bare_settings):
@@ -14,7 +14,9 @@ first `apply_async` to the last stored result, publishing included, with the wor
 running; they report the drain figure of the same run too (first start to last end).
 
 Both publish from one process, 8 threads, each keeping its database connection (as a web
-server's threads do). Each reply gets its own conversation, so no two tasks wait on one row.
+server's threads do). Each reply gets its own conversation, so no two tasks wait on one row, and
+belongs to one of `users` chat users (50 by default): with AI_MAX_CONCURRENT_PER_USER = 2, at most
+2 × users replies are in the workers' hands at once, so measurement 2 gives c ÷ 2 users.
 Prints JSON on its last line.
 """
 
@@ -32,7 +34,7 @@ PUBLISHERS = 8
 DEADLINE = 1800
 
 
-def publish(tasks: int, ids_path: Path, *, purge: bool = True) -> dict:
+def publish(tasks: int, ids_path: Path, *, purge: bool = True, users: int = 50) -> dict:
     from django.contrib.auth import get_user_model
 
     from claw_ai.celery import celery_app
@@ -50,7 +52,7 @@ def publish(tasks: int, ids_path: Path, *, purge: bool = True) -> dict:
             conversation_id=f"bench-{run}-{n}",
             user_message=f"question {n}",
             temperature=0.7,
-            user_id=f"bench-user-{n % 50}",
+            user_id=f"bench-user-{n % users}",
             submitted_by=user,
         ).task_id
 
@@ -88,11 +90,11 @@ def timings(tasks: int, states: dict, *, first_started, last_done, since=None) -
     return outcome
 
 
-def end_to_end(tasks: int, ids_path: Path) -> dict:
+def end_to_end(tasks: int, ids_path: Path, users: int = 50) -> dict:
     from django.utils import timezone
 
     since = timezone.now()
-    published = publish(tasks, ids_path, purge=False)
+    published = publish(tasks, ids_path, purge=False, users=users)
     return {**wait(ids_path, since=since), **published}
 
 
@@ -139,12 +141,13 @@ def bare_wait(ids_path: Path, *, since=None) -> dict:
 if __name__ == "__main__":
     django.setup()
     command = sys.argv[1]
+    users = {"users": int(sys.argv[4])} if command in ("publish", "e2e") and len(sys.argv) > 4 else {}
     if command == "publish":
-        result = publish(int(sys.argv[2]), Path(sys.argv[3]))
+        result = publish(int(sys.argv[2]), Path(sys.argv[3]), **users)
     elif command == "wait":
         result = wait(Path(sys.argv[2]))
     elif command == "e2e":
-        result = end_to_end(int(sys.argv[2]), Path(sys.argv[3]))
+        result = end_to_end(int(sys.argv[2]), Path(sys.argv[3]), **users)
     elif command == "bare-publish":
         result = bare_publish(int(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
     elif command == "bare-wait":
