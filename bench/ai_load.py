@@ -52,7 +52,8 @@ def publish(tasks: int, ids_path: Path, *, purge: bool = True, users: int = 50) 
             conversation_id=f"bench-{run}-{n}",
             user_message=f"question {n}",
             temperature=0.7,
-            user_id=f"bench-user-{n % users}",
+            # Chat users of this run only: an interrupted run's replies (purged from the broker) keep their places.
+            user_id=f"bench-user-{run}-{n % users}",
             submitted_by=user,
         ).task_id
 
