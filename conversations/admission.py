@@ -147,8 +147,14 @@ def _admit(
             priority=priority,
             state=AdmissionState.WAITING,
         )
-        admitted = _admit_next(tenant_id=tenant_id, user_id=user_id)
-        mine = next((other for other in admitted if other.pk == row.pk), None)
+        limit = replies_at_once(tenant_id=tenant_id, user_id=user_id)
+        waits = _waits_for_sure(row, limit=limit)
+        if waits:
+            ReplyAdmission.objects.filter(pk=row.pk).update(waiting_for=waits)
+            admitted, mine = [], None
+        else:
+            admitted = _admit_next(tenant_id=tenant_id, user_id=user_id, limit=limit)
+            mine = next((other for other in admitted if other.pk == row.pk), None)
         if mine is None:
             row.refresh_from_db(fields=["waiting_for"])
             TaskRecord.objects.create(
@@ -202,8 +208,30 @@ def sweep_waiting_replies() -> int:
     return published
 
 
-def _admit_next(*, tenant_id: int | None, user_id: str) -> list[ReplyAdmission]:
-    """Inside the user's lock: drop rows whose reply is over, admit what fits, note why the rest wait."""
+def _waits_for_sure(row: ReplyAdmission, *, limit: int) -> str:
+    """Inside the user's lock: what a new reply waits for when no decision could admit it, else "".
+
+    The full decision (_admit_next) reads every row of the chat user: in a burst, with hundreds
+    waiting, that is most of a submit's cost, and each further submit reads one row more. When the
+    user's places are all held by replies still unfinished, no decision admits anyone, so the new
+    reply waits, behind its conversation's earlier reply if it has one. (An admitted reply whose
+    record never appeared still counts here until the next full decision drops it: at a reply's
+    end, or the periodic sweep.)
+    """
+    if not limit:
+        return ""
+    finished = TaskRecord.objects.filter(task_id=OuterRef("task_id"), state__in=FINISHED_STATES)
+    rows = ReplyAdmission.objects.filter(tenant_id=row.tenant_id, user_id=row.user_id)
+    if rows.filter(state=AdmissionState.ADMITTED).exclude(Exists(finished)).count() < limit:
+        return ""
+    earlier_turn = rows.filter(conversation_id=row.conversation_id).exclude(pk=row.pk).exists()
+    return CONVERSATION_ORDER if earlier_turn else USER_CONCURRENCY
+
+
+def _admit_next(*, tenant_id: int | None, user_id: str, limit: int | None = None) -> list[ReplyAdmission]:
+    """Inside the user's lock: drop rows whose reply is over, admit what fits, note why the rest wait.
+
+    `limit`: replies_at_once's answer, when the caller has it already."""
     now = timezone.now()
     finished = TaskRecord.objects.filter(task_id=OuterRef("task_id"), state__in=FINISHED_STATES)
     recorded = TaskRecord.objects.filter(task_id=OuterRef("task_id"))
@@ -223,7 +251,9 @@ def _admit_next(*, tenant_id: int | None, user_id: str) -> list[ReplyAdmission]:
     rows = [row for row in rows if row.pk not in gone]
     admitted = [row for row in rows if row.state == AdmissionState.ADMITTED]
     busy = {row.conversation_id for row in admitted}
-    limit = replies_at_once(tenant_id=tenant_id, user_id=user_id) or len(rows)  # 0: no limit per user
+    if limit is None:
+        limit = replies_at_once(tenant_id=tenant_id, user_id=user_id)
+    limit = limit or len(rows)  # 0: no limit per user
     room = max(0, limit - len(admitted))
     # Only the oldest waiting reply of each conversation may go (submission order).
     heads: dict[str, int] = {}
