@@ -10,8 +10,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Runtime dependencies only (pinned); the test tools of requirements-dev.txt stay out of the image.
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+# OpenTelemetry tracing (monitoring/tracing.py) is optional: WITH_TRACING=1 at build time adds its
+# pinned packages (compose passes WITH_TRACING from the environment or .env).
+ARG WITH_TRACING=0
+COPY requirements.txt requirements-tracing.txt ./
+RUN pip install -r requirements.txt \
+    && if [ "$WITH_TRACING" = "1" ]; then pip install -r requirements-tracing.txt; fi
 
 COPY . .
 

@@ -89,7 +89,7 @@ def measure_overhead(*, tasks: int, repeats: int, concurrency: int) -> Row:
     )
 
 
-def measure_ai(
+def measure_ai(  # noqa: C901, PLR0915 (one measurement's setups, runs and rows, read top to bottom)
     *,
     tasks: int,
     baseline_tasks: int,
@@ -119,17 +119,21 @@ def measure_ai(
     # Each setup: the workers it starts. A threads worker is one Python process (one core at most, the
     # GIL): make run and compose split the concurrency over one threads process per core; the single
     # process with all of it is measured beside them.
-    per_core = dict(concurrency=concurrency // cores, pool="threads")
+    per_core = {"concurrency": concurrency // cores, "pool": "threads"}
     setups: dict[str, list[dict]] = {
-        "threads_per_core": [dict(**per_core, extra_env={**llm, "DJANGO_DB_POOL_MAX_SIZE": str(pool_size // cores)})]
+        "threads_per_core": [{**per_core, "extra_env": {**llm, "DJANGO_DB_POOL_MAX_SIZE": str(pool_size // cores)}}]
         * cores,
-        "peer": [dict(**per_core, kind="bare")] * cores,
+        "peer": [{**per_core, "kind": "bare"}] * cores,
     }
     if baselines:
         setups["threads"] = [
-            dict(concurrency=concurrency, pool="threads", extra_env={**llm, "DJANGO_DB_POOL_MAX_SIZE": str(pool_size)})
+            {
+                "concurrency": concurrency,
+                "pool": "threads",
+                "extra_env": {**llm, "DJANGO_DB_POOL_MAX_SIZE": str(pool_size)},
+            }
         ]
-        setups["prefork"] = [dict(concurrency=cores, pool="prefork", extra_env=llm)]
+        setups["prefork"] = [{"concurrency": cores, "pool": "prefork", "extra_env": llm}]
     sizes = {setup: baseline_tasks if setup == "prefork" else tasks for setup in setups}
     end_to_end = {"threads_per_core", "peer"}  # also measured end to end, with the drain's workers
     ids = ROOT / ".devdata" / "bench" / "ai-task-ids.json"
@@ -291,7 +295,7 @@ def big_database_url() -> str:
     million rows stay out of the other measurements' way (and are kept for the next run)."""
     url = os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1)
     base, _, name = url.rpartition("/")
-    name, query = (name.split("?", 1) + [""])[:2]
+    name, query = [*name.split("?", 1), ""][:2]
     with psycopg.connect(url, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [f"{name}_big"]).fetchone():
             conn.execute(f'CREATE DATABASE "{name}_big"')
@@ -487,8 +491,10 @@ def profile_table(profile: dict[str, dict[str, float]], tasks: int) -> str:
     if not profile:
         return ""
     lines = [
-        f"Where the overhead goes: PostgreSQL's counters (pg_stat_database) per trivial task, over {tasks} tasks "
-        "of each kind (`python -m bench.db_profile`; includes the load process's polling, alike for both).\n",
+        (
+            f"Where the overhead goes: PostgreSQL's counters (pg_stat_database) per trivial task, over {tasks} tasks "
+            "of each kind (`python -m bench.db_profile`; includes the load process's polling, alike for both).\n"
+        ),
         "| per task | CLAW.AI | baseline |",
         "|---|---|---|",
     ]
@@ -498,7 +504,7 @@ def profile_table(profile: dict[str, dict[str, float]], tasks: int) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def merged_rows(rows: list[Row], profile: dict, profile_tasks: int, keep: bool) -> tuple[list[Row], dict, int]:
+def merged_rows(rows: list[Row], profile: dict, profile_tasks: int, *, keep: bool) -> tuple[list[Row], dict, int]:
     """This run's rows, and the latest rows of the measurements it did not run (from results.json)."""
     saved = json.loads(RESULTS_JSON.read_text()) if keep and RESULTS_JSON.exists() else {}
     measured = {row.number for row in rows}

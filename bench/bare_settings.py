@@ -8,7 +8,7 @@ import environ
 
 env = environ.Env()
 
-SECRET_KEY = "bench-baseline-only"
+SECRET_KEY = "bench-baseline-only"  # noqa: S105 (a throwaway process on loopback, no sessions)
 DEBUG = False
 INSTALLED_APPS = ["django_celery_results"]
 DATABASES = {"default": env.db_url("DATABASE_URL")}

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / ".devdata" / "bench" / "logs"
@@ -75,7 +76,7 @@ class Worker:
         ]
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{self.name.split('@')[0]}.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
+        self._log = self.log_path.open("w")  # closed in stop
         self.process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -106,7 +107,7 @@ class Worker:
             os.killpg(self.process.pid, signal.SIGKILL)
         self._log.close()
 
-    def __enter__(self) -> Worker:
+    def __enter__(self) -> Self:
         return self.wait_ready()
 
     def __exit__(self, *exc) -> None:
@@ -157,7 +158,13 @@ def run_tasks(kind: str, tasks: int, **extra_env: str) -> dict:
 def run_json(module: str, *args: str, env: dict[str, str], timeout: float = 1800) -> dict:
     """Run `python -m module args...` and return the JSON on the last line of its output."""
     result = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"{module} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
@@ -175,7 +182,7 @@ class Gunicorn:
         self.url = f"http://127.0.0.1:{self.port}"
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"gunicorn-{os.getpid()}.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
+        self._log = self.log_path.open("w")  # closed in stop
         command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)]
         if asgi:
             command += ["claw_ai.asgi:application", "-k", "uvicorn_worker.UvicornWorker", "--graceful-timeout", "5"]
@@ -185,7 +192,7 @@ class Gunicorn:
             command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
-    def __enter__(self) -> Gunicorn:
+    def __enter__(self) -> Self:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

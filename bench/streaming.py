@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Self
 
 from bench.processes import LOG_DIR, ROOT, Gunicorn, Worker, bare_env, cpu_seconds, run_json, system_env
 
@@ -37,16 +38,18 @@ class Provider:
             self.port = probe.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self._log = open(LOG_DIR / "fake-llm-streaming.log", "w")  # noqa: SIM115 (closed in __exit__)
+        self._log = (LOG_DIR / "fake-llm-streaming.log").open("w")  # closed in __exit__
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.fake_llm_server", "--port", str(self.port)]
-            + ["--tokens-per-second", str(tokens_per_second), "--seconds", str(seconds)],
+            [
+                *(sys.executable, "-m", "bench.fake_llm_server", "--port", str(self.port)),
+                *("--tokens-per-second", str(tokens_per_second), "--seconds", str(seconds)),
+            ],
             cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
 
-    def __enter__(self) -> Provider:
+    def __enter__(self) -> Self:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
@@ -143,33 +146,33 @@ def rows(watched: dict, idle: dict, polled: dict, *, replies: int, tokens: int, 
         f"({polled['seen']}/{polled['replies']} replies)"
     )
     return [
-        dict(
-            measurement=f"6. live replies: {setup}: tokens delivered, lag provider chunk → client",
-            system=(
+        {
+            "measurement": f"6. live replies: {setup}: tokens delivered, lag provider chunk → client",
+            "system": (
                 f"{watched['streams_ok']}/{replies} streams whole and in order ({watched['tokens_received']:,} of "
                 f"{watched['tokens_expected']:,} tokens); lag p50 {watched['lag_p50_ms']:.0f} ms, "
                 f"p99 {watched['lag_p99_ms']:.0f} ms; CPU used in the {watched['wall_seconds']:g} s: "
                 + ", ".join(f"{part} {seconds:g} s" for part, seconds in watched["cpu_seconds"].items())
             ),
-            baseline=no_stream,
-            ratio="—",
-            target="every token in order; p99 ≤ 250 ms",
-            met=whole and watched["lag_p99_ms"] <= 250,
-        ),
-        dict(
-            measurement="6b. live replies: time to first token added by the system (provider's first chunk → "
+            "baseline": no_stream,
+            "ratio": "—",
+            "target": "every token in order; p99 ≤ 250 ms",
+            "met": whole and watched["lag_p99_ms"] <= 250,
+        },
+        {
+            "measurement": "6b. live replies: time to first token added by the system (provider's first chunk → "
             "client's first delta)",
-            system=f"p50 {watched['first_added_p50_ms']:.0f} ms, p99 {watched['first_added_p99_ms']:.0f} ms",
-            baseline=f"first text with the whole reply: p50 {polled['first_token_to_seen_p50_s']:.1f} s after the "
+            "system": f"p50 {watched['first_added_p50_ms']:.0f} ms, p99 {watched['first_added_p99_ms']:.0f} ms",
+            "baseline": f"first text with the whole reply: p50 {polled['first_token_to_seen_p50_s']:.1f} s after the "
             "provider's first token",
-            ratio="—",
-            target="p50 ≤ 50 ms",
-            met=watched["first_added_p50_ms"] <= 50,
-        ),
-        dict(
-            measurement=f"6c. live replies: {idle['streams']:,} idle open streams, web server (gunicorn + its 4 "
+            "ratio": "—",
+            "target": "p50 ≤ 50 ms",
+            "met": watched["first_added_p50_ms"] <= 50,
+        },
+        {
+            "measurement": f"6c. live replies: {idle['streams']:,} idle open streams, web server (gunicorn + its 4 "
             "workers) memory and threads",
-            system=(
+            "system": (
                 f"{idle['opened']:,} of {idle['streams']:,} opened"
                 + (f" (first answers: {idle['first_events']})" if idle["opened"] < idle["streams"] else "")
                 + f"; +{idle['rss_added_mib']:.0f} MiB "
@@ -177,11 +180,11 @@ def rows(watched: dict, idle: dict, polled: dict, *, replies: int, tokens: int, 
                 f"threads {idle['threads_before']} → {idle['threads_with_streams']}; database connections "
                 f"{idle['database_connections_before']} → {idle['database_connections_with_streams']}"
             ),
-            baseline="— (no streams; under WSGI each open stream holds a thread)",
-            ratio="—",
-            target="no thread per stream; ≤ 150 MB added",
-            met=idle["opened"] == idle["streams"]
+            "baseline": "— (no streams; under WSGI each open stream holds a thread)",
+            "ratio": "—",
+            "target": "no thread per stream; ≤ 150 MB added",
+            "met": idle["opened"] == idle["streams"]
             and idle["rss_added_mib"] * 2**20 <= 150e6
             and idle["threads_with_streams"] - idle["threads_before"] < idle["streams"] / 10,
-        ),
+        },
     ]

@@ -17,6 +17,6 @@ class TokenAuthentication(authentication.TokenAuthentication):
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
-        token = Token(key=key, user=user, created=user.token_created)  # type: ignore[attr-defined]  # the raw query's column
+        token = Token(key=key, user=user, created=user.token_created)  # the raw query's column
         token._state.adding, token._state.db = False, user._state.db
         return user, token

@@ -49,9 +49,10 @@ class HeldQoS(redis.QoS):
                 dumps([message._raw, delivery["exchange"], delivery["routing_key"]]),
             ).sadd(held_key(holder), delivery_tag).execute()
             virtual.QoS.append(self, message, delivery_tag)  # the in-memory bookkeeping of kombu's QoS
+        return None
 
     def _remove_from_indices(self, delivery_tag, pipe=None):
-        pipe = super()._remove_from_indices(delivery_tag, pipe)
+        pipe = super()._remove_from_indices(delivery_tag, pipe)  # type: ignore[misc]  # a private kombu method its stub leaves out
         return pipe if holder is None else pipe.srem(held_key(holder), delivery_tag)
 
 
@@ -68,14 +69,14 @@ class PriorityChannel(redis.Channel):
         if self.consuming_since is None:
             self.consuming_since = time.time()
             consuming_channels.add(self)
-        return super()._brpop_start(timeout)
+        return super()._brpop_start(timeout)  # type: ignore[misc]  # a private kombu method its stub leaves out
 
-    def _get_message_priority(self, message, reverse=False):
+    def _get_message_priority(self, message, reverse=False):  # noqa: FBT002 (kombu's signature)
         return super()._get_message_priority(message, reverse=not reverse)
 
-    def _create_client(self, asynchronous=False):
+    def _create_client(self, asynchronous=False):  # noqa: FBT002 (kombu's signature)
         if asynchronous:
-            return super()._create_client(asynchronous=True)
+            return super()._create_client(asynchronous=True)  # type: ignore[misc]  # a private kombu method its stub leaves out
         try:
             pool = self.pool  # a new pool after a lost connection: a new client with it
         except AttributeError as error:
@@ -86,7 +87,7 @@ class PriorityChannel(redis.Channel):
             raise redis_py.ConnectionError("the broker connection is closed") from error
         client = self._shared_client
         if client is None or client.connection_pool is not pool:
-            client = self._shared_client = super()._create_client()
+            client = self._shared_client = super()._create_client()  # type: ignore[misc]  # a private kombu method its stub leaves out
         return client
 
 

@@ -46,7 +46,8 @@ def placeholders(model: type[Model]) -> str:
 def insert_values(instance: Model) -> list:
     """The values of `instance`'s INSERT, in insert_fields order."""
     return [
-        field.get_db_prep_save(field.pre_save(instance, True), connection) for field in insert_fields(type(instance))
+        field.get_db_prep_save(field.pre_save(instance, add=True), connection)
+        for field in insert_fields(type(instance))
     ]
 
 

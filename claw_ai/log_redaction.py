@@ -77,13 +77,13 @@ def traceback_without_messages(exc: BaseException) -> str:
             current, link = None, ""
         links.append(link)
     parts = []
-    for exc, link in zip(reversed(chain), reversed(links), strict=True):
+    for error, link in zip(reversed(chain), reversed(links), strict=True):
         if link:
             parts.append(f"\n{link}\n\n")
-        parts.append("Traceback (most recent call last):\n" + "".join(traceback.format_tb(exc.__traceback__)))
-        name = type(exc).__qualname__
-        module = type(exc).__module__
-        parts.append(f"{name if module == 'builtins' else f'{module}.{name}'}: <{len(str(exc))} chars>\n")
+        parts.append("Traceback (most recent call last):\n" + "".join(traceback.format_tb(error.__traceback__)))
+        name = type(error).__qualname__
+        module = type(error).__module__
+        parts.append(f"{name if module == 'builtins' else f'{module}.{name}'}: <{len(str(error))} chars>\n")
     return "".join(parts).rstrip("\n")
 
 

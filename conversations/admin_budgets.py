@@ -73,7 +73,7 @@ class ReplyAdmissionAdmin(admin.ModelAdmin):
     list_display = ("task_id", "tenant", "user_id", "conversation_id", "priority", "state", "waiting_for", "created_at")
     list_filter = ("state", "waiting_for")
     search_fields = ("=task_id", "=user_id", "=conversation_id")
-    readonly_fields = list_display + ("admitted_at",)
+    readonly_fields = (*list_display, "admitted_at")
 
     def has_add_permission(self, request):
         return False

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -37,8 +37,14 @@ from django.utils import timezone
 from conversations.budgets import replies_at_once
 from conversations.models import AdmissionState, ReplyAdmission
 from tasks_app.models import FINISHED_STATES, WAITING_PREFIX, TaskRecord, TaskState
-from tasks_app.publishing import Prepared
 from tasks_app.services import BrokerUnavailable, submit_task
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from django.contrib.auth.models import User
+
+    from tasks_app.publishing import Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +64,7 @@ class WaitingRecord:
     kwargs: dict
     queue: str
     eta: datetime | None
-    submitted_by: object
+    submitted_by: User | None
 
 
 def admit_reply(
@@ -244,7 +250,12 @@ def _admit_next(*, tenant_id: int | None, user_id: str, limit: int | None = None
         row.pk
         for row in rows
         if row.over
-        or (row.state == AdmissionState.ADMITTED and not row.recorded and row.admitted_at < now - _UNPUBLISHED_GRACE)
+        or (
+            row.state == AdmissionState.ADMITTED
+            and not row.recorded
+            and row.admitted_at is not None  # always set on ADMITTED
+            and row.admitted_at < now - _UNPUBLISHED_GRACE
+        )
     ]
     if gone:
         ReplyAdmission.objects.filter(pk__in=gone).delete()

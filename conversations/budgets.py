@@ -19,10 +19,10 @@ Windows are UTC days and calendar months. Tasks sent from code (no tenant) have 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -31,9 +31,13 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from conversations.llm import discard_provider
-from conversations.llm.base import ChatMessage, Completion, LLMProvider
 from conversations.models import Budget, BudgetReservation, BudgetScope, Message, MessageRole
 from conversations.tokens import completion_cost
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from conversations.llm.base import ChatMessage, Completion, LLMProvider
 
 # The pg_advisory_xact_lock class of budget reservations (one lock per tenant within it).
 _LOCK_CLASS = 15_001
@@ -210,11 +214,19 @@ class CappedProvider:
         self.name = provider.name
         self.model = getattr(provider, "model", "")
 
-    def stream(self, messages: list[ChatMessage], *, temperature: float, on_text: Callable[[str], None]) -> Completion:
-        cap = self.max_tokens
+    def stream(
+        self,
+        messages: list[ChatMessage],
+        *,
+        temperature: float,
+        on_text: Callable[[str], None],
+        max_tokens: int | None = None,
+    ) -> Completion:
+        # LLMProvider's signature: a cap asked by the caller applies within the budget's, never above it.
+        cap = self.max_tokens if max_tokens is None else min(max_tokens, self.max_tokens)
         completion = self.provider.stream(messages, temperature=temperature, on_text=on_text, max_tokens=cap)
         # Stopped at a cap below the usual reply length: the budget ended it, not the model's limit.
-        if completion.finish_reason == "length" and cap < settings.AI_REPLY_MAX_TOKENS:
+        if completion.finish_reason == "length" and cap == self.max_tokens and cap < settings.AI_REPLY_MAX_TOKENS:
             return replace(completion, finish_reason=FINISH_BUDGET)
         return completion
 
@@ -250,7 +262,7 @@ def replies_at_once(*, tenant_id: int | None, user_id: str) -> int:
         row = _most_specific(tenant_id=tenant_id, user_id=user_id, have=Q(replies_at_once__isnull=False)).get(
             BudgetScope.CHAT_USER
         )
-        if row is not None:
+        if row is not None and row.replies_at_once is not None:  # filtered on not null already
             return row.replies_at_once
     return settings.AI_MAX_CONCURRENT_PER_USER
 

@@ -371,7 +371,7 @@ class Budget(models.Model):
         ]
 
     def __str__(self) -> str:
-        who = self.tenant.get_username() if self.tenant_id else _("everyone")
+        who = self.tenant.get_username() if self.tenant is not None else _("everyone")
         return f"{self.get_scope_display()}: {who}{' / ' + self.user_id if self.user_id else ''}"
 
     def clean(self) -> None:

@@ -70,7 +70,7 @@ def complete_unless_stopped(
     def call() -> None:
         try:
             outcome["completion"] = provider.stream(prompt, temperature=temperature, on_text=on_text)
-        except BaseException as error:  # handed to the waiting thread, which re-raises it
+        except BaseException as error:  # noqa: BLE001 (handed to the waiting thread, which re-raises it)
             outcome["error"] = error
         finally:
             outcome["seconds"] = time.monotonic() - started
@@ -85,7 +85,8 @@ def complete_unless_stopped(
         wait = CANCEL_POLL_INTERVAL
         while not done.wait(wait):
             if should_stop():
-                raise GenerationCancelled("the task was cancelled while waiting on the provider")
+                # Raised inside the try on purpose: the handler below discards the provider on the way out.
+                raise GenerationCancelled("the task was cancelled while waiting on the provider")  # noqa: TRY301
             due = listener.flush_due()
             wait = CANCEL_POLL_INTERVAL if due is None else min(CANCEL_POLL_INTERVAL, due)
     except BaseException:

@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 from conversations.llm.base import Completion, ProviderRateLimited
 from tasks_app import cluster_limits
 from tasks_app.cluster_limits import Capacity, CapacityUnavailable, Lease
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["CapacityUnavailable", "ProviderCall", "provider_capacity", "provider_limits"]
 

@@ -9,14 +9,18 @@ and conversations.knowledge.
 import functools
 
 from django.db import connection
-from django.db.models import Model
+from django.db.models import Field, Model
 
 from claw_ai.inserts import column_list, insert_fields, insert_values, loaded, placeholders
 from conversations.models import Conversation, KnowledgeChunk, KnowledgeDocument
 
 
 def _column(model: type[Model], name: str) -> str:
-    return connection.ops.quote_name(model._meta.get_field(name).column)
+    field = model._meta.get_field(name)
+    # Only concrete fields are named here; a relation's reverse side or a generic key has no column.
+    assert isinstance(field, Field), f"{model.__name__}.{name} is no concrete field"
+    assert field.column is not None
+    return connection.ops.quote_name(field.column)
 
 
 # --- conversations -----------------------------------------------------------------------------

@@ -32,12 +32,16 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from redis.exceptions import RedisError
 
 from claw_ai import redis_clients
 from tasks_app.task_progress import partial_key
+
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +126,7 @@ class ReplyStreamWriter:
         except RedisError:
             self._fail("start")
             return
-        commands = [] if not self._entries else [(RESET, {"attempt": attempt})]
+        commands: list[tuple[str, dict]] = [] if not self._entries else [(RESET, {"attempt": attempt})]
         commands.append((STATUS, {"status": "STARTED"}))
         self._write(commands, partial="")
 
@@ -178,7 +182,7 @@ class ReplyStreamWriter:
         retention = settings.STREAM_RETENTION_SECONDS
         pipe = redis_clients.client().pipeline(transaction=False)
         for event, data in events:
-            fields = {"event": event, "data": json.dumps(data, ensure_ascii=False)}
+            fields: dict[FieldT, EncodableT] = {"event": event, "data": json.dumps(data, ensure_ascii=False)}
             pipe.xadd(self.key, fields, maxlen=settings.STREAM_MAX_EVENTS, approximate=True)
         if partial is not None:
             pipe.set(partial_key(self.task_id), partial, ex=retention)
@@ -230,7 +234,7 @@ def mark_retrying(task_id: str) -> None:
     key = stream_key(task_id)
     try:
         pipe = redis_clients.client().pipeline(transaction=False)
-        fields = {"event": STATUS, "data": json.dumps({"status": "RETRY"})}
+        fields: dict[FieldT, EncodableT] = {"event": STATUS, "data": json.dumps({"status": "RETRY"})}
         pipe.xadd(key, fields, maxlen=settings.STREAM_MAX_EVENTS, approximate=True)
         pipe.expire(key, settings.STREAM_RETENTION_SECONDS)
         pipe.execute()
@@ -245,7 +249,8 @@ async def read_after(task_id: str, after: str, *, block_ms: int | None = None, c
         entries = await client.xrange(stream_key(task_id), min=f"({after}", max="+", count=count)
         return parse_entries(entries)
     found = await client.xread({stream_key(task_id): after}, count=count, block=block_ms)
-    return parse_entries(found[0][1]) if found else []
+    # redis-py's stub types the reply as RESP3's dict; over RESP2 (our clients) it is [[key, entries]].
+    return parse_entries(found[0][1]) if found else []  # type: ignore[index]
 
 
 async def read_last(task_id: str) -> StreamEvent | None:

@@ -144,7 +144,7 @@ def submit_ai_generation(
     # wait in PostgreSQL, their record saying why, and are sent when their turn comes.
     task_id = str(uuid.uuid4())
     # Admitted, its record is written in the admission's transaction (one commit) and sent after it.
-    waiting_for, record = admit_and_publish(
+    _waiting_for, record = admit_and_publish(
         task_id=task_id,
         tenant_id=submitted_by.pk,
         user_id=user_id,

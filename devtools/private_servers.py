@@ -23,8 +23,11 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 DATABASE_NAME = "claw_ai"
 # PostgreSQL refuses to run as root; a root caller runs it as this system user.
@@ -92,6 +95,7 @@ class PrivatePostgres:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             **self._as_server_user(),
+            check=False,
         )
         options = f"-h 127.0.0.1 -p {self.port} -k {self.pgdata} -c max_connections=300"
         subprocess.run(
@@ -105,6 +109,7 @@ class PrivatePostgres:
             [self.bin / "psql", f"{url}/postgres", "-qc", f"CREATE DATABASE {DATABASE_NAME}"],
             capture_output=True,
             text=True,
+            check=False,
         )
         if created.returncode and "already exists" not in created.stderr:
             raise RuntimeError(created.stderr)
@@ -115,6 +120,7 @@ class PrivatePostgres:
             [self.bin / "pg_ctl", "-D", self.pgdata, "-m", "fast", "-w", "stop"],
             stdout=subprocess.DEVNULL,
             **self._as_server_user(),
+            check=False,
         )
 
 
@@ -214,7 +220,7 @@ class PrivateRabbitMQ:
         if os.geteuid() == 0:
             with contextlib.suppress(KeyError):
                 subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.dir)], check=True)
-        self.log = open(self.dir / "server.out", "a")  # noqa: SIM115 (closed in stop)
+        self.log = (self.dir / "server.out").open("a")  # closed in stop
         self.process = subprocess.Popen(
             [binary], env=self._env(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -223,7 +229,9 @@ class PrivateRabbitMQ:
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
-            subprocess.run(["rabbitmqctl", "-n", self.node, "stop"], env=self._env(), capture_output=True, timeout=60)
+            subprocess.run(
+                ["rabbitmqctl", "-n", self.node, "stop"], env=self._env(), capture_output=True, timeout=60, check=False
+            )
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:

@@ -29,8 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping
-from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.cache import cache
@@ -40,6 +39,10 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from monitoring import broker, buckets
 from monitoring.counters import Series, add, running_per_worker, totals
 from tasks_app.workers import SEEN_FOR, SEEN_KEY, live_workers
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from decimal import Decimal
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,10 @@ one: the bucket holding the rank, interpolated linearly inside it, so it is with
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 BASE = 0.001  # seconds
 GROWTH = 1.1
@@ -32,7 +35,7 @@ def percentiles(counts: Mapping[int, float], quantiles: Iterable[float]) -> list
     total = sum(count for _, count in ordered)
     if not total:
         return [None for _ in quantiles]
-    result = []
+    result: list[float | None] = []
     for quantile in quantiles:
         rank, below = quantile * total, 0.0
         for bucket, count in ordered:

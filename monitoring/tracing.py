@@ -39,7 +39,7 @@ def enabled() -> bool:
 
 def configure(*, endpoint: str | None = None, service_name: str | None = None) -> None:
     """Start exporting spans to `endpoint` (default: OTEL_EXPORTER_OTLP_ENDPOINT), and trace."""
-    global _tracer, _provider
+    global _tracer, _provider  # noqa: PLW0603 (one tracer per process, set at start)
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
@@ -69,7 +69,7 @@ def configure(*, endpoint: str | None = None, service_name: str | None = None) -
 
 def shutdown() -> None:
     """Export what is left and stop tracing (tests; a process's exit does the same on its own)."""
-    global _tracer, _provider
+    global _tracer, _provider  # noqa: PLW0603 (one tracer per process)
     for signal, uid in (
         (signals.before_task_publish, "publish_started"),
         (signals.after_task_publish, "publish_finished"),
@@ -102,8 +102,11 @@ class TracingMiddleware:
         from opentelemetry import trace
         from opentelemetry.propagate import extract
 
+        tracer = _tracer
+        if tracer is None:  # shutdown() ran meanwhile
+            return self.get_response(request)
         parent = extract({key.lower(): value for key, value in request.headers.items()})
-        with _tracer.start_as_current_span(
+        with tracer.start_as_current_span(
             f"{request.method} {request.path}", context=parent, kind=trace.SpanKind.SERVER
         ) as span:
             span.set_attribute("http.request.method", request.method)
@@ -128,9 +131,10 @@ def _publish_started(sender=None, headers=None, routing_key=None, **_kwargs) -> 
     from opentelemetry import trace
     from opentelemetry.propagate import inject
 
-    if headers is None:
+    tracer = _tracer
+    if headers is None or tracer is None:  # tracer None: shutdown() ran meanwhile
         return
-    span = _tracer.start_span(f"publish {sender}", kind=trace.SpanKind.PRODUCER)
+    span = tracer.start_span(f"publish {sender}", kind=trace.SpanKind.PRODUCER)
     span.set_attribute("messaging.system", "celery")
     span.set_attribute("messaging.destination.name", routing_key or "")
     span.set_attribute("messaging.message.id", headers.get("id", ""))
@@ -149,10 +153,13 @@ def _run_started(task_id=None, task=None, **_kwargs) -> None:
     from opentelemetry import context, trace
     from opentelemetry.propagate import extract
 
+    tracer = _tracer
+    if tracer is None:  # shutdown() ran meanwhile
+        return
     request = task.request
     carrier = {field: getattr(request, field, None) for field in ("traceparent", "tracestate")}
     parent = extract({key: value for key, value in carrier.items() if value})
-    span = _tracer.start_span(f"run {task.name}", context=parent, kind=trace.SpanKind.CONSUMER)
+    span = tracer.start_span(f"run {task.name}", context=parent, kind=trace.SpanKind.CONSUMER)
     span.set_attribute("messaging.system", "celery")
     span.set_attribute("messaging.message.id", task_id or "")
     span.set_attribute("messaging.destination.name", (request.delivery_info or {}).get("routing_key") or "")
@@ -165,7 +172,7 @@ def _run_finished(task=None, state=None, **_kwargs) -> None:
     from opentelemetry import context, trace
 
     span, token = getattr(task.request, "claw_trace", (None, None))
-    if span is None:
+    if span is None or token is None:  # set together by _run_started
         return
     span.set_attribute("celery.state", state or "")
     if state == "FAILURE":
@@ -178,9 +185,12 @@ def _run_finished(task=None, state=None, **_kwargs) -> None:
 def _provider_call(*, model: str, seconds: float, error: BaseException | None, **_kwargs) -> None:
     from opentelemetry import trace
 
+    tracer = _tracer
+    if tracer is None:  # shutdown() ran meanwhile
+        return
     # Sent by the task's thread right after the call: the span is drawn with its real times.
     ended = time.time_ns()
-    span = _tracer.start_span(
+    span = tracer.start_span(
         f"chat {model}", kind=trace.SpanKind.CLIENT, start_time=ended - int(seconds * 1_000_000_000)
     )
     span.set_attribute("gen_ai.operation.name", "chat")

@@ -35,7 +35,7 @@ def create_periodic_jobs(*, using: str = DEFAULT_DB_ALIAS, verbosity: int = 1, *
         return
     for name, outcome in ensure_periodic_tasks().items():
         if outcome == "created" and verbosity >= 1:
-            print(f"  Created periodic job {name!r}")
+            print(f"  Created periodic job {name!r}")  # noqa: T201 (beside migrate's own output, as it prints)
 
 
 def forget_deleted_job(*, instance, **_kwargs) -> None:

@@ -1,7 +1,7 @@
 """Bulk publishing: many tasks, one commit for their records, then their messages.
 
 Outside a transaction every `apply_async` waits for its record's commit, and a commit waits for
-PostgreSQL to flush its WAL to disk (bench/ANALYSIS.md, fourth round: 6–10 ms on this machine,
+PostgreSQL to flush its WAL to disk (bench/ANALYSIS.md, fourth round: 6-10 ms on this machine,
 most of a publish). A `group` (and so a chord's header) of N tasks used to pay N commits. Inside
 `batch()`, `apply_async` of a task of the system writes nothing and sends nothing: the task is
 held, and when the block ends the records of all held tasks are written in one statement and one
@@ -19,15 +19,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import canvas
 from django.db import connection
 
 from claw_ai.celery import celery_app
 from tasks_app import records
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 logger = logging.getLogger(__name__)
 

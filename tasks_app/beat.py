@@ -66,7 +66,9 @@ class BeatLease:
 
     def holder_now(self) -> str | None:
         value = self.client.get(self.key)
-        return value.decode() if value else None
+        if not value:
+            return None
+        return value.decode() if isinstance(value, bytes) else value
 
 
 def warn_about_disabled_safety_jobs() -> list[str]:
@@ -93,7 +95,7 @@ class LeasedDatabaseScheduler(DatabaseScheduler):
         super().__init__(*args, **kwargs)
         # Tick (and so renew) well within the lease, and save each job's last run as it is sent,
         # so a beat taking over reads where this one stopped.
-        self.max_interval = min(self.max_interval, settings.BEAT_LEASE_SECONDS / 3)
+        self.max_interval: float = min(self.max_interval, settings.BEAT_LEASE_SECONDS / 3)
         self.sync_every_tasks = 1
 
     def setup_schedule(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Self
 
 from django.core.cache import cache
 from django.db import close_old_connections, connection
@@ -126,7 +127,7 @@ class CancellationWatch:
         self.task_id = task_id
         self.monitor = monitor
 
-    def __enter__(self) -> CancellationWatch:
+    def __enter__(self) -> Self:
         if self.task_id:
             self.monitor.watch(self.task_id)
         return self

@@ -25,13 +25,16 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import redis
 from django.conf import settings
 from django.db import connection as db_connection
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 # Waiters wake at least this often to look again (a lease that expires pushes no wake-up).
 MAX_SLEEP_SECONDS = 1.0
@@ -187,7 +190,7 @@ def _script(source: str, url: str):
     return _client(url).register_script(source)
 
 
-def _run(source: str, keys: list[str], args: list) -> object:
+def _run(source: str, keys: list[str], args: list) -> Any:  # the Lua script's reply: its shape is the script's
     return _script(source, settings.REDIS_URL)(keys=keys, args=args)
 
 

@@ -171,7 +171,7 @@ class Heartbeat(threading.Thread):
         if connection is not None:
             try:
                 connection.release()
-            except Exception:  # noqa: BLE001 (a broken connection may fail to close)
+            except Exception:
                 logger.debug("heartbeat: closing a broken connection failed", exc_info=True)
         self.local.connection = None
 
@@ -303,7 +303,7 @@ class Heartbeat(threading.Thread):
             # Anything still held (kombu restores at shutdown what it can) is left for a peer to rescue.
             if not client.scard(broker.held_key(self.worker)):
                 client.pipeline().delete(alive_key(self.worker)).hdel(WORKERS_KEY, self.worker).execute()
-        except Exception:  # noqa: BLE001 (Redis away at shutdown: the key expires by itself)
+        except Exception:
             logger.debug("heartbeat: could not clear the heartbeat of %s", self.worker, exc_info=True)
         self.reset()
 
@@ -314,7 +314,7 @@ _heartbeat: Heartbeat | None = None
 @signals.celeryd_after_setup.connect(dispatch_uid="tasks_app.liveness.start")
 def start_heartbeat(sender=None, instance=None, **_kwargs) -> None:
     """In a worker, before it consumes: file taken messages under its name, recover a previous life's."""
-    global _heartbeat
+    global _heartbeat  # noqa: PLW0603 (one heartbeat per worker process)
     if not broker_is_redis() or sender is None:
         return
     worker = str(sender)
@@ -327,7 +327,7 @@ def start_heartbeat(sender=None, instance=None, **_kwargs) -> None:
         recovered = hand_back_held_messages(heartbeat.channel(), worker)
         if recovered:
             logger.warning("worker %s: handed back %d message(s) its previous process held", worker, len(recovered))
-    except Exception:  # noqa: BLE001 (Redis not up yet: the thread keeps trying)
+    except Exception:
         logger.warning("heartbeat of %s: Redis did not answer at start", worker, exc_info=True)
         heartbeat.reset()
     broker.holder = worker
@@ -337,7 +337,7 @@ def start_heartbeat(sender=None, instance=None, **_kwargs) -> None:
 
 @signals.worker_shutdown.connect(dispatch_uid="tasks_app.liveness.stop")
 def stop_heartbeat(**_kwargs) -> None:
-    global _heartbeat
+    global _heartbeat  # noqa: PLW0603 (one heartbeat per worker process)
     if _heartbeat is not None:
         _heartbeat.stop()
         _heartbeat = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from celery import states
 from django.db import transaction
@@ -21,6 +21,9 @@ from claw_ai.celery import celery_app
 from tasks_app import publishing, records
 from tasks_app.lifeline import task_ids_held_by_live_workers
 from tasks_app.models import FINISHED_STATES, WAITING_PREFIX, TaskRecord, TaskState
+
+if TYPE_CHECKING:
+    from datetime import timedelta
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +150,7 @@ class BrokerView:
             # Other brokers (RabbitMQ) keep messages durably; an empty queue is all we can tell.
             try:
                 _, count, _ = self.channel.queue_declare(queue=queue, passive=True)
-            except Exception:  # an unknown queue, or a broker that refuses passive declares
+            except Exception:  # noqa: BLE001 (an unknown queue, or a broker that refuses passive declares: cannot tell)
                 return None
             return False if count == 0 else None
         client = self.channel.client

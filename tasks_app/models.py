@@ -6,6 +6,8 @@ args as truncated reprs. A TaskRecord is written when the task is published
 by the result backend (tasks_app.result_backend), in the same transaction.
 """
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -112,6 +114,13 @@ class TaskRecord(models.Model):
     resent_at = models.DateTimeField(_("last re-sent"), null=True, blank=True)
 
     objects = TaskRecordQuerySet.as_manager()
+
+    # Not stored: what the task status document (tasks_app.task_documents, GET /status) and the chat
+    # API attach to a record for their serializers.
+    result: Any
+    pending_reason: str | None
+    partial: str | None
+    superseded_task_ids: list[str]
 
     class Meta:
         verbose_name = _("task record")

@@ -10,10 +10,15 @@ The admin's pagination template (admin/tasks_app/taskrecord/pagination.html) sho
 which kind of number it is.
 """
 
+from typing import TYPE_CHECKING, cast
+
 from django.core.paginator import Paginator
 from django.utils.functional import cached_property
 
 from tasks_app import records
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
 
 # Below this many rows an exact count is cheap.
 EXACT_COUNT_BELOW = 10_000
@@ -28,7 +33,7 @@ class EstimatedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        queryset = self.object_list
+        queryset = cast("QuerySet", self.object_list)  # the admin hands it a queryset, never a list
         if not queryset.query.where:
             estimate = records.estimated_rows(queryset.model, using=queryset.db)
             if estimate >= EXACT_COUNT_BELOW:

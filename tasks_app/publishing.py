@@ -17,10 +17,9 @@ A message that cannot leave leaves no record claiming it is queued: the record i
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery.utils import uuid
 from django.conf import settings
@@ -32,7 +31,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from claw_ai.celery import celery_app
 from tasks_app import batching, records
-from tasks_app.models import TaskRecord
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tasks_app.models import TaskRecord
 
 logger = logging.getLogger(__name__)
 

@@ -159,7 +159,7 @@ DELETE FROM tasks_app_taskcount WHERE owner <> -1;
 
 # --- 0005: each owner's counts spread over the 8 slots too ----------------------------------------------
 # The three functions of 0003 (the triggers that call them stay), with the slot chosen at random for every row.
-COUNT_FUNCTIONS_0003 = STATEMENT_TRIGGERS.split("CREATE TRIGGER")[0]
+COUNT_FUNCTIONS_0003 = STATEMENT_TRIGGERS.split("CREATE TRIGGER", maxsplit=1)[0]
 COUNT_FUNCTIONS_0005 = COUNT_FUNCTIONS_0003.replace(
     "CASE WHEN owner = -1 THEN floor(random() * 8)::int ELSE 0 END", "floor(random() * 8)::int"
 )

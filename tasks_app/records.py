@@ -15,20 +15,27 @@ round trip each, the counts read a few TaskCount rows.
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+from typing import TYPE_CHECKING
 
 from celery import states
 from django.db import connection, connections, transaction
-from django.db.models import F, Model, Sum
+from django.db.models import F, Field, Model, Sum
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from claw_ai.inserts import column_list, insert_fields, insert_values, placeholders
 from tasks_app.models import FINISHED_STATES, UNFINISHED_STATES, TaskCount, TaskRecord, TaskState
 
+if TYPE_CHECKING:
+    from datetime import datetime
+
 
 def _column(model: type[Model], name: str) -> str:
-    return connection.ops.quote_name(model._meta.get_field(name).column)
+    field = model._meta.get_field(name)
+    # Only concrete fields are named here; a relation's reverse side or a generic key has no column.
+    assert isinstance(field, Field), f"{model.__name__}.{name} is no concrete field"
+    assert field.column is not None
+    return connection.ops.quote_name(field.column)
 
 
 # --- insert at publish ---------------------------------------------------------------------------

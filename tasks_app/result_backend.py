@@ -57,7 +57,8 @@ class TaskRecordBackend(DatabaseBackend):
             states.STARTED,
             None,
             request,
-            fallback_exc=partial(BackendStoreError, task_id=task_id, state=states.STARTED),
+            # celery-types declares BackendStoreError without the task_id and state keywords Celery reads.
+            fallback_exc=partial(BackendStoreError, task_id=task_id, state=states.STARTED),  # type: ignore[call-arg]
             fallback_msg="failed to store result on the backend",
         )
 

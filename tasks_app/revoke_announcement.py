@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 @control_command(args=[("task_id", str)], signature="<task_id>")
 def claw_announce_revoked(state, task_id: str = "", **_kwargs) -> dict:
     worker_state.revoked.add(task_id)  # as the revoke does, should this command be read first
-    for request in tuple(worker_state.scheduled_requests):
+    # celery-types 0.26 has no scheduled_requests in celery.worker.state (Celery 5 has).
+    for request in tuple(worker_state.scheduled_requests):  # type: ignore[attr-defined]
         if request.id != task_id or request in worker_state.active_requests:
             continue
         consumer = state.consumer
@@ -32,7 +33,7 @@ def claw_announce_revoked(state, task_id: str = "", **_kwargs) -> dict:
         if entry is not None and consumer.timer is not None:
             consumer.timer.cancel(entry)  # the eta will not come back to it...
             consumer.qos.decrement_eventually()  # ...so free the slot the eta would have freed
-        worker_state.scheduled_requests.discard(request)
+        worker_state.scheduled_requests.discard(request)  # type: ignore[attr-defined]
         request.revoked()  # sends task-revoked, acknowledges the message, marks it revoked
         return {"ok": f"{task_id} discarded"}
     return {"ok": "not held here"}

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_celery_results.models import TaskResult
@@ -17,15 +15,20 @@ from tasks_app import records
 from tasks_app.models import VIEW_ALL_TASKS, WAITING_PREFIX, TaskCount, TaskRecord, TaskState
 from tasks_app.workers import Discovery, live_workers
 
+if TYPE_CHECKING:
+    # The caller: a signed-in user (the permission checks need has_perm, which AbstractBaseUser lacks).
+    from django.contrib.auth.models import AbstractUser
+    from django.db.models import QuerySet
+
 # Longer ids are no Celery task id; they never reach the database.
 TASK_ID_MAX_LENGTH = 255
 
 
-def tasks_visible_to(*, user: AbstractBaseUser) -> QuerySet[TaskRecord]:
+def tasks_visible_to(*, user: AbstractUser) -> QuerySet[TaskRecord]:
     return TaskRecord.objects.visible_to(user)
 
 
-def task_for_user(*, user: AbstractBaseUser, task_id: str) -> TaskRecord:
+def task_for_user(*, user: AbstractUser, task_id: str) -> TaskRecord:
     """The caller's task (any task with tasks_app.view_all_tasks). Raises TaskRecord.DoesNotExist otherwise.
 
     Another tenant's task is as unknown as one never sent: its id tells the caller nothing.
@@ -41,7 +44,7 @@ def task_for_user(*, user: AbstractBaseUser, task_id: str) -> TaskRecord:
 
 def task_list(
     *,
-    user: AbstractBaseUser,
+    user: AbstractUser,
     status: str | None = None,
     queue: str | None = None,
     task_name: str | None = None,
@@ -70,7 +73,7 @@ def task_list(
 STATE_KEYS = {state: state.lower() for state in TaskState.values}
 
 
-def task_stats(*, user: AbstractBaseUser) -> dict[str, Any]:
+def task_stats(*, user: AbstractUser) -> dict[str, Any]:
     """Counts by state and by queue, summed from the trigger-kept TaskCount rows.
 
     A few rows however many tasks there are: every task with tasks_app.view_all_tasks, the
@@ -91,7 +94,7 @@ def task_stats(*, user: AbstractBaseUser) -> dict[str, Any]:
     return {"total_tasks": sum(totals.values()), **totals, "queues": dict(sorted(queues.items()))}
 
 
-def unfinished_task_count(*, user: AbstractBaseUser) -> int:
+def unfinished_task_count(*, user: AbstractUser) -> int:
     """Tasks the user submitted that are PENDING, STARTED or RETRY, from the TaskCount rows."""
     return records.unfinished_count(owner=user.pk)
 
@@ -138,7 +141,7 @@ def pending_reason(*, record: TaskRecord, live: Discovery | None = None) -> str 
         return None
     if live is None:
         live = live_workers()
-    if not live.known:
+    if live.checked_at is None:  # not live.known, in a form the type checker follows
         return None
     if not live.queues:
         reason = _("No live worker: start a worker consuming queue %(queue)s.") % {"queue": record.queue}

@@ -7,11 +7,9 @@ a transaction; the task record's statements are tasks_app.records'.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from claw_ai.celery import celery_app
@@ -20,6 +18,11 @@ from tasks_app.cancellation import flag_cancelled
 from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord, TaskState
 from tasks_app.publishing import BROKER_ERRORS, BrokerUnavailable
 from tasks_app.selectors import unfinished_task_count
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from django.contrib.auth.models import AbstractBaseUser, AbstractUser
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ class TooManyUnfinishedTasks(Exception):
         super().__init__(f"{unfinished} unfinished tasks, the limit is {limit}")
 
 
-def ensure_below_unfinished_limit(*, user: AbstractBaseUser | None) -> None:
+def ensure_below_unfinished_limit(*, user: AbstractUser | None) -> None:
     """Refuse a new task from a user who already has the maximum number of unfinished ones.
 
     Bounds what one API user can make the broker and database hold. Holders of
@@ -98,13 +101,14 @@ def submit_task(
     )
 
 
-def cancel_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> TaskRecord:
+def cancel_task(*, record: TaskRecord, by: AbstractUser | None = None) -> TaskRecord:
     """Cancel a queued, delayed or running task: its record reads REVOKED at once.
 
     The record and django-celery-results' TaskResult turn REVOKED in one transaction;
-    after the commit Celery's revoke is broadcast (terminating a running task where
-    the pool allows). A worker that never heard the revoke still refuses to run it
-    (ClawTask checks the record), and the result backend keeps a REVOKED record REVOKED.
+    after the commit Celery's revoke is broadcast (terminating a running task where the
+    pool allows, unless the task stops itself when cancelled: an AI reply). A worker that
+    never heard the revoke still refuses to run it (ClawTask checks the record), and the
+    result backend keeps a REVOKED record REVOKED.
     Raises TaskStateConflict for a finished task.
     """
     with transaction.atomic():
@@ -112,10 +116,13 @@ def cancel_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> Ta
         if locked.state not in CANCELLABLE_STATES:
             raise TaskStateConflict(locked, "cancel")
         running = locked.state == TaskState.STARTED
+        # A running task that stops itself when cancelled is not terminated (tasks_app.tasks.base).
+        registered = celery_app.tasks.get(locked.task_name)
+        terminate = running and not getattr(registered, "stops_itself_when_cancelled", False)
         who = by.get_username() if by is not None else "the system"
         records.store_revoked(locked, reason=f"Cancelled by {who}")
         task_id = locked.task_id
-        transaction.on_commit(lambda: _broadcast_revoke(task_id, terminate=running), robust=True)
+        transaction.on_commit(lambda: _broadcast_revoke(task_id, terminate=terminate), robust=True)
     return locked
 
 
@@ -133,7 +140,7 @@ class UnknownTaskName(Exception):
     """No worker of this system can run a task of that name."""
 
 
-def retry_task(*, record: TaskRecord, by: AbstractBaseUser | None = None) -> tuple[TaskRecord, bool]:
+def retry_task(*, record: TaskRecord, by: AbstractUser | None = None) -> tuple[TaskRecord, bool]:
     """Send a failed or cancelled task again: same task, args, kwargs, queue and priority, new id.
 
     Returns the retry and whether it is new: a task whose earlier retry is still pending,

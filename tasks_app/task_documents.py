@@ -49,7 +49,8 @@ class TaskStatusSerializer(TaskSummarySerializer):
     pending_reason = serializers.CharField(
         allow_null=True, help_text=_("Why a task is still PENDING, where the system can tell.")
     )
-    partial = serializers.CharField(
+    # DRF's metaclass moves declared fields off the class; the stub sees BaseSerializer's `partial` flag.
+    partial = serializers.CharField(  # type: ignore[assignment]
         allow_null=True,
         read_only=True,
         help_text=_("While STARTED: the text the task has written so far (an AI reply being streamed)."),
@@ -71,6 +72,6 @@ class TaskStatusSerializer(TaskSummarySerializer):
 def task_status_document(record: TaskRecord) -> dict:
     """Exactly what GET /api/v1/tasks/status/{id} answers for the (finished) task."""
     # Two values the serializer reads beside the record's own fields (not model fields).
-    record.result = selectors.task_result_value(record=record)  # type: ignore[attr-defined]
-    record.pending_reason = None  # type: ignore[attr-defined]  # callbacks are sent for finished tasks only
+    record.result = selectors.task_result_value(record=record)
+    record.pending_reason = None  # callbacks are sent for finished tasks only
     return dict(TaskStatusSerializer(record).data)

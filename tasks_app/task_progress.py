@@ -25,4 +25,4 @@ def partial_text(*, task_id: str) -> str | None:
     except RedisError:
         logger.warning("could not read the partial text of %s", task_id, exc_info=True)
         return None
-    return value.decode() if value is not None else None
+    return value.decode() if isinstance(value, bytes) else value

@@ -191,7 +191,7 @@ def live_workers(*, wait_when_unknown: bool = False) -> Discovery:
 
 def _refresh_in_background() -> None:
     # The lock expires by itself, so a refresher that dies never blocks the next one for long.
-    if cache.add(DISCOVERY_LOCK_KEY, True, timeout=int(_timeout()) + 10):
+    if cache.add(DISCOVERY_LOCK_KEY, value=True, timeout=int(_timeout()) + 10):
         threading.Thread(target=_refresh_and_unlock, name="worker-discovery", daemon=True).start()
 
 

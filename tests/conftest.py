@@ -48,7 +48,8 @@ def consume_queue(celery_worker):
 
     def consume(queue: str) -> Worker:
         replies = celery_app.control.add_consumer(queue, destination=[celery_worker.name], reply=True, timeout=5)
-        assert replies and "ok" in replies[0][celery_worker.name], replies
+        assert replies, replies
+        assert "ok" in replies[0][celery_worker.name], replies
         added.append(queue)
         return celery_worker
 

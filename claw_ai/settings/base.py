@@ -144,7 +144,7 @@ API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
 LOG_MESSAGE_TEXT = env.bool("LOG_MESSAGE_TEXT", default=False)
 # Celery's loggers that put task results, arguments or exceptions into their records.
 CELERY_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.worker.request")
-# "json": every process logs one JSON object a line, with task_id, task_name, queue,
+# With "json", every process logs one JSON object a line, with task_id, task_name, queue,
 # conversation_id and request_id where there is one (monitoring.logs). Workers read it from
 # the environment (claw_ai.celery), so set it there, not only in .env.
 LOG_FORMAT = env("LOG_FORMAT", default="plain")
@@ -215,6 +215,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The live-reply stream is a plain async view, which drf-spectacular cannot see: a hook adds it.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "conversations.api.stream_schema.add_reply_stream",
+    ],
 }
 
 # --- Celery ------------------------------------------------------------------------------
@@ -426,7 +431,7 @@ KNOWLEDGE_MAX_DOCUMENTS_PER_TENANT = env.int("KNOWLEDGE_MAX_DOCUMENTS_PER_TENANT
 KNOWLEDGE_MAX_BYTES_PER_TENANT = env.int("KNOWLEDGE_MAX_BYTES_PER_TENANT", default=100 * 1024 * 1024)
 # Webhook callbacks are signed with HMAC-SHA256 of the body under this secret (X-Claw-Signature).
 # Production has no default and refuses this one (claw_ai.settings.production).
-DEVELOPMENT_WEBHOOK_SIGNING_SECRET = "development-only-webhook-secret"
+DEVELOPMENT_WEBHOOK_SIGNING_SECRET = "development-only-webhook-secret"  # noqa: S105 (refused in production)
 WEBHOOK_SIGNING_SECRET = secret("WEBHOOK_SIGNING_SECRET", default=DEVELOPMENT_WEBHOOK_SIGNING_SECRET)
 # Callbacks go to public addresses only (a client must not make workers call internal services),
 # and to these networks: comma-separated CIDRs, e.g. "10.20.0.0/16" for a receiver inside your

@@ -13,7 +13,7 @@ from django.core.checks.security.base import (
 )
 from django.core.exceptions import ImproperlyConfigured
 
-_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"  # noqa: S105 (a command, not a secret)
 # Shortest accepted value of each secret, and a command that prints a good one.
 POLICIES = {
     "DJANGO_SECRET_KEY": (

@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 FINISHED_STATES = frozenset({TaskState.SUCCESS, TaskState.FAILURE, TaskState.REVOKED})
 # How long after its record says finished a task's worker gets to write the final entry itself.
 FINAL_ENTRY_GRACE_SECONDS = 2.0
+# ...and at most this long in all while it is still writing entries.
+FINAL_ENTRY_LONGEST_WAIT_SECONDS = 30.0
 # The record is looked at 1 s after the stream opened, then ever less often, up to the keep-alive
 # interval: a task cancelled while queued ends its watchers' streams within a second or two, and
 # a thousand idle watchers cost one query each per interval.
@@ -79,12 +81,12 @@ async def reply_stream(request, task_id: str):
             code="service_unavailable",
             status=503,
         )
-    response = StreamingHttpResponse(
+    stream = StreamingHttpResponse(
         ReplyEvents(opened, last_id, first).stream(), content_type="text/event-stream; charset=utf-8"
     )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx: pass events on as they come
-    return response
+    stream["Cache-Control"] = "no-cache"
+    stream["X-Accel-Buffering"] = "no"  # nginx: pass events on as they come
+    return stream
 
 
 def _open(request, task_id: str) -> TaskRecord | HttpResponse:
@@ -97,7 +99,9 @@ def _open(request, task_id: str) -> TaskRecord | HttpResponse:
 
 
 def _open_in_database(request, task_id: str) -> TaskRecord | HttpResponse:
-    drf_request = Request(request, authenticators=[cls() for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES])
+    # djangorestframework-stubs types the setting as its dotted paths; api_settings hands out the classes.
+    authenticators = [cls() for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES]  # type: ignore[operator]
+    drf_request = Request(request, authenticators=authenticators)
     try:
         user = drf_request.user
     except APIException as refused:
@@ -151,7 +155,7 @@ class ReplyEvents:
             # The client reconnects with its Last-Event-ID and resumes (or gets a 503 meanwhile).
             logger.warning("reply stream of %s ended: Redis failed", self.task_id, exc_info=True)
 
-    async def _events(self):
+    async def _events(self):  # noqa: C901, PLR0912 (the stream's cases, in the order a client meets them)
         if not self.first and not self.resumed:
             if self.record.state in FINISHED_STATES:
                 for chunk in await self._from_database(streamed=None):
@@ -184,7 +188,7 @@ class ReplyEvents:
             if now >= next_check:
                 state = await in_shared_thread(_state_of)(self.task_id)
                 if state in FINISHED_STATES:
-                    for chunk in await self._ended_without_final_entry():
+                    async for chunk in self._ended_without_final_entry():
                         yield chunk
                     return
                 check_every = min(check_every * 2, self.keepalive)
@@ -197,19 +201,26 @@ class ReplyEvents:
             return format_event(event.event, document, event.id)
         return format_event(event.event, event.data, event.id)
 
-    async def _ended_without_final_entry(self) -> list[str]:
-        """The task finished; give its worker a moment to write the final entry, else finish from the database."""
-        events = await reply_streams.read_after(
-            self.task_id, self.after, block_ms=int(FINAL_ENTRY_GRACE_SECONDS * 1000)
-        )
-        chunks = []
-        for event in events:
-            chunks.append(await self._send(event))
-            if event.is_final:
-                return chunks
+    async def _ended_without_final_entry(self):
+        """The record says finished; the worker may still be writing (a cancelled reply stops at its
+        next look and saves what it wrote). Follow the stream while entries keep coming; once none
+        came for FINAL_ENTRY_GRACE_SECONDS (no worker is writing: a terminated process, a crash),
+        finish from the database."""
+        deadline = time.monotonic() + FINAL_ENTRY_LONGEST_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            events = await reply_streams.read_after(
+                self.task_id, self.after, block_ms=int(FINAL_ENTRY_GRACE_SECONDS * 1000)
+            )
+            if not events:
+                break
+            for event in events:
+                yield await self._send(event)
+                if event.is_final:
+                    return
         written = await reply_streams.read_all(self.task_id)
         streamed = reply_streams.text_of(written) if written else None  # None: the stream is gone
-        return chunks + await self._from_database(streamed=streamed)
+        for chunk in await self._from_database(streamed=streamed):
+            yield chunk
 
     async def _from_database(self, *, streamed: str | None) -> list[str]:
         """The end of the reply as the database has it, after the text the client got (`streamed`).
@@ -266,7 +277,7 @@ def in_shared_thread(function):
 
 def _ids_after(after: str):
     """Ids for events made up from the database: after `after` and after anything written until now."""
-    millis = max(int(time.time() * 1000), int(after.split("-")[0]) + 1)
+    millis = max(int(time.time() * 1000), int(after.split("-", maxsplit=1)[0]) + 1)
     sequence = 0
     while True:
         yield f"{millis}-{sequence}"

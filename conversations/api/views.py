@@ -5,6 +5,8 @@ own, conversation ids and chat user ids are its own. `?tenant=<username>` reads 
 data, for holders of conversations.view_all (changing another's documents: conversations.change_all).
 """
 
+from typing import TYPE_CHECKING, cast
+
 from django.contrib.auth import get_user_model
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
@@ -34,6 +36,9 @@ from conversations.models import VIEW_ALL_PERMISSION, Conversation, KnowledgeDoc
 from conversations.services import ConversationExists, conversation_create
 from tasks_app.api.errors import too_many_tasks
 from tasks_app.services import TooManyUnfinishedTasks, ensure_below_unfinished_limit
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractUser
 
 # Ids in URLs: anything but "/", "." (format suffixes) and NUL (PostgreSQL text cannot hold it).
 LOOKUP_VALUE = r"[^/.\x00]+"
@@ -210,7 +215,8 @@ class KnowledgeDocumentViewSet(viewsets.ModelViewSet):
 
     def _within_task_limit(self) -> None:
         try:
-            ensure_below_unfinished_limit(user=self.request.user)
+            # IsAuthenticated (the API's default) let the request in: never the anonymous user.
+            ensure_below_unfinished_limit(user=cast("AbstractUser", self.request.user))
         except TooManyUnfinishedTasks as refused:
             raise too_many_tasks(refused) from None
 

@@ -13,6 +13,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import openai
 
@@ -24,6 +25,10 @@ from conversations.llm.base import (
     ProviderUnavailable,
 )
 from conversations.tokens import estimate_tokens
+
+if TYPE_CHECKING:
+    import httpx2
+    from openai.types.chat import ChatCompletionMessageParam
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -72,7 +77,7 @@ class OpenAICompatibleProvider:
     def __init__(self, *, base_url: str, api_key: str, model: str, timeout: float) -> None:
         self.model = model
         self._lock = threading.Lock()
-        self._response = None  # the streamed response being read, for close()
+        self._response: httpx2.Response | None = None  # the streamed response being read, for close()
         self.client = openai.OpenAI(
             base_url=base_url or None,
             # Local servers (Ollama, vLLM) take any key; the SDK insists on one.
@@ -83,7 +88,7 @@ class OpenAICompatibleProvider:
             http_client=openai.DefaultHttpxClient(verify=_tls_context()),
         )
 
-    def stream(
+    def stream(  # noqa: C901 (one pass over the provider's chunks; each branch is a chunk kind)
         self,
         messages: list[ChatMessage],
         *,
@@ -101,13 +106,18 @@ class OpenAICompatibleProvider:
         pieces: list[str] = []
         model, usage, finish_reason, headers = self.model, None, None, {}
         try:
+            # The roles are ChatMessage's ("system", "user", "assistant"): the SDK's per-role dicts.
+            sdk_messages = cast(
+                "list[ChatCompletionMessageParam]",
+                [{"role": message.role, "content": message.content} for message in messages],
+            )
             stream = self.client.chat.completions.create(
                 model=self.model,
-                messages=[{"role": message.role, "content": message.content} for message in messages],
+                messages=sdk_messages,
                 temperature=temperature,
                 stream=True,
                 stream_options={"include_usage": True},
-                **({"max_tokens": max_tokens} if max_tokens else {}),
+                max_tokens=max_tokens or openai.omit,  # omit: the request leaves the field out
             )
             headers = rate_limit_headers(stream.response.headers)
             with self._lock:

@@ -53,7 +53,8 @@ def _counts_per_state(total: str) -> dict[str, serializers.Field]:
 QueueCountsSerializer = type("QueueCountsSerializer", (serializers.Serializer,), _counts_per_state("total"))
 
 
-class TaskStatsSerializer(type("TaskCountsSerializer", (serializers.Serializer,), _counts_per_state("total_tasks"))):
+# A base made by type(): its fields are generated from TaskState, which mypy cannot follow.
+class TaskStatsSerializer(type("TaskCountsSerializer", (serializers.Serializer,), _counts_per_state("total_tasks"))):  # type: ignore[misc]
     workers = serializers.IntegerField(
         allow_null=True,
         help_text=_(

@@ -1,6 +1,7 @@
 """The task endpoints (/api/v1/tasks/...): thin views over tasks_app.selectors, services and workers."""
 
 from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -12,6 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 
 from claw_ai.errors import Conflict, ErrorSerializer, ServiceUnavailable
 from claw_ai.throttles import WriteRateThrottle
@@ -21,6 +23,9 @@ from tasks_app.api.errors import too_many_tasks
 from tasks_app.api.permissions import CanControlWorkers
 from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord, TaskState
 from tasks_app.schedules import safety_jobs_off
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractUser
 
 TASK_ID_PATTERN = r"[^/]+"
 
@@ -48,13 +53,17 @@ class TaskCursorPagination(CursorPagination):
     def decode_cursor(self, request):
         # A cursor is opaque but client-held: its position must be a datetime, or the query would fail.
         cursor = super().decode_cursor(request)
-        if cursor is not None and cursor.position is not None and parse_datetime(cursor.position) is None:
+        # djangorestframework-stubs types Cursor.position as int; decode_cursor gives the query's text.
+        position = cursor.position if cursor is not None else None
+        if position is not None and parse_datetime(position) is None:  # type: ignore[arg-type]
             raise NotFound(self.invalid_cursor_message)
         return cursor
 
 
 class TaskApiViewSet(viewsets.GenericViewSet):
     """Shared by the task and worker viewsets."""
+
+    serializer_classes: ClassVar[dict[str, type[BaseSerializer]]]  # per action, set by each viewset
 
     def get_serializer_class(self):
         return self.serializer_classes.get(self.action, s.EmptySerializer)
@@ -66,7 +75,8 @@ class TaskApiViewSet(viewsets.GenericViewSet):
 
     def task_or_404(self, task_id: str) -> TaskRecord:
         try:
-            return selectors.task_for_user(user=self.request.user, task_id=task_id)
+            # The viewsets require authentication: never the anonymous user.
+            return selectors.task_for_user(user=cast("AbstractUser", self.request.user), task_id=task_id)
         except TaskRecord.DoesNotExist:
             raise NotFound(_("No task %(task_id)s.") % {"task_id": task_id[:255]}) from None
 
@@ -137,7 +147,9 @@ class TaskViewSet(TaskApiViewSet):
         live = workers.live_workers(wait_when_unknown=True)
         counts["workers"] = len(live.queues) if live.known else None
         counts["workers_checked_at"] = (
-            datetime.fromtimestamp(live.checked_at, tz=timezone.get_current_timezone()) if live.known else None
+            datetime.fromtimestamp(live.checked_at, tz=timezone.get_current_timezone())
+            if live.checked_at is not None
+            else None
         )
         counts["disabled_safety_jobs"] = safety_jobs_off()
         return Response(s.TaskStatsSerializer(counts).data)

@@ -55,6 +55,9 @@ class AIGenerationTask(BaseTaskWithRetry):
 
     abstract = True
     autoretry_for = ()
+    # A cancelled reply closes its provider call, saves what it wrote and ends its stream itself
+    # (conversations.provider_calls), on any pool: terminating the process would lose that.
+    stops_itself_when_cancelled = True
 
     def after_return(self, status, retval, task_id, args, kwargs, einfo):
         # Runs after the result backend stored the outcome, so the status document is final.
@@ -123,7 +126,7 @@ def generate_ai_response(
     except GenerationCancelled:
         # The record is REVOKED already; Ignore leaves it so and writes nothing more.
         logger.info("AI task %s cancelled while waiting on the provider", task_id)
-        raise Ignore() from None
+        raise Ignore from None
     except ProviderUnavailable as error:
         # 429: wait as long as the provider asks; timeouts, connection errors, 5xx: exponential
         # backoff with full jitter, capped like BaseTaskWithRetry. Past max_retries Celery raises

@@ -1,10 +1,15 @@
 """Task base classes: what every task of the system does around its own work."""
 
+from typing import TYPE_CHECKING, cast
+
 from celery import Task
-from celery.app.task import get_actual_ignore_result
+from celery.app.task import get_actual_ignore_result  # type: ignore[attr-defined]  # missing from celery-types
 from celery.exceptions import Ignore
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
+
+if TYPE_CHECKING:
+    from tasks_app.result_backend import TaskRecordBackend
 
 
 class TransientError(Exception):
@@ -33,6 +38,11 @@ class ClawTask(Task):
 
         return publishing.apply_async(self, args, kwargs, task_id, options, send)
 
+    # A task that watches for its own cancellation while it runs (tasks_app.cancellation) and
+    # ends cleanly, keeping what it did, says so: a cancel then leaves it to stop itself instead of
+    # terminating its process on a prefork worker (which would lose what it had done).
+    stops_itself_when_cancelled = False
+
     # ClawTask writes STARTED itself (task_track_started), in __call__ rather than in Celery's
     # tracer: the write is also the check for a cancellation (see _may_run).
     track_started = False
@@ -52,7 +62,8 @@ class ClawTask(Task):
         """
         request = self.request
         if self.app.conf.task_track_started and not request.is_eager and not get_actual_ignore_result(self, request):
-            return self.backend.mark_started(task_id, request=request)
+            backend = cast("TaskRecordBackend", self.backend)  # CELERY_RESULT_BACKEND
+            return backend.mark_started(task_id, request=request)
         from tasks_app import records  # not at import: Celery loads this class before Django's models
 
         try:

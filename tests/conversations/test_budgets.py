@@ -177,7 +177,8 @@ def test_usage_shows_the_callers_own_figures_and_others_only_with_the_permission
     assert body["api_user"]["remaining"]["cost_this_month"] == 19.75
     assert body["replies"] == {"waiting": 0, "running": 0}
     assert bobs_try.status_code == 403
-    assert operators.status_code == 200 and operators.json()["api_user"]["used"]["tokens_today"] == 300
+    assert operators.status_code == 200
+    assert operators.json()["api_user"]["used"]["tokens_today"] == 300
     assert unknown.status_code == 400
     assert client_of(bob).get(USAGE).json()["api_user"]["used"]["tokens_today"] == 0
     assert APIClient().get(USAGE).status_code in (401, 403)
@@ -191,7 +192,10 @@ def test_the_admin_usage_page_shows_a_user_against_budget(alice, admin_client):
 
     assert page.status_code == 200
     text = page.content.decode()
-    assert "alice" in text and "300" in text and "5000" in text and "4700" in text
+    assert "alice" in text
+    assert "300" in text
+    assert "5000" in text
+    assert "4700" in text
 
 
 @pytest.mark.e2e

@@ -144,7 +144,8 @@ def test_a_reply_streams_into_the_page_and_ends_with_its_figures(web_server, slo
     saved = Message.objects.get(conversation__public_id="conv_earlier", role="assistant")
     assert final["text"] == saved.content
     assert "How do live replies work?" in saved.content
-    assert saved.content.startswith(midway["text"]) and len(midway["text"]) < len(saved.content)
+    assert saved.content.startswith(midway["text"])
+    assert len(midway["text"]) < len(saved.content)
     assert final["task_id"] == saved.task_id
     assert final["tokens"] == f"{saved.total_tokens} = {saved.prompt_tokens} + {saved.completion_tokens} (estimated)"
     assert final["cost"] == f"${saved.cost:.6f}"
@@ -185,7 +186,8 @@ def test_stop_cancels_the_reply_being_written(web_server, slow_worker, browser, 
     )
     screenshot(browser, "chat-stopped.png")
     assert stopped["status"] == "REVOKED"
-    assert not stopped["writing"] and not stopped["stop_shown"]
+    assert not stopped["writing"]
+    assert not stopped["stop_shown"]
     assert stopped["text"]
     # and the conversation the first message started is hers, titled by that message
     conversation = Conversation.objects.get(created_by=alice)

@@ -43,7 +43,8 @@ def test_a_signed_in_user_gets_the_page_with_its_script_and_a_csrf_token(alice):
     assert response.status_code == 200
     assert '<script src="/static/conversations/chat.js">' in page
     assert 'href="/static/conversations/chat.css"' in page
-    assert "https://" not in page and "http://" not in page
+    assert "https://" not in page
+    assert "http://" not in page
     assert response.cookies["csrftoken"].value
     assert f'<meta name="csrf-token" content="{response.context["csrf_token"]}">' in page
     # and names her as the chat user of the conversations she starts

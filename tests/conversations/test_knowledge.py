@@ -204,7 +204,8 @@ def test_chinese_passages_are_found_by_a_chinese_question(settings):
     best = knowledge_relevant_chunks(tenant_id=None, user_id="u_zh", text="我想申请退款，需要多久？", limit=3)
 
     # then that passage comes first
-    assert best and best[0].position == 1
+    assert best
+    assert best[0].position == 1
     assert knowledge_relevant_chunks(tenant_id=None, user_id="u_zh", text="积分怎么用", limit=1)[0].position == 2
 
 
@@ -231,4 +232,5 @@ def test_the_migration_hands_indexed_chinese_documents_to_the_stale_reindex():
 
     # then only the Chinese one is stale, for the periodic re-index to rebuild
     stale = set(KnowledgeDocument.objects.stale().values_list("pk", flat=True))
-    assert chinese.pk in stale and english.pk not in stale
+    assert chinese.pk in stale
+    assert english.pk not in stale

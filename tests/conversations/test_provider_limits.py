@@ -45,7 +45,9 @@ def test_calls_in_flight_are_bounded_and_a_release_frees_a_slot():
     cluster_limits.release(first)
 
     # then the third was refused (for concurrency, told at most the lease time) and gets the freed slot
-    assert refused is None and reason == "concurrency" and 0 < wait <= limits.lease_seconds
+    assert refused is None
+    assert reason == "concurrency"
+    assert 0 < wait <= limits.lease_seconds
     assert cluster_limits.acquire(limits, wait_seconds=0)
 
 
@@ -100,7 +102,9 @@ def test_requests_per_window_and_the_time_until_one_frees():
     refused, wait, reason = cluster_limits.try_acquire(limits)
 
     # then it is told to wait about the rest of the window, and gets in after that
-    assert refused is None and reason == "requests" and 0.5 < wait <= 1.5
+    assert refused is None
+    assert reason == "requests"
+    assert 0.5 < wait <= 1.5
     started = time.monotonic()
     cluster_limits.acquire(limits, wait_seconds=3)
     assert time.monotonic() - started >= 0.5
@@ -131,7 +135,8 @@ def test_past_the_wait_the_caller_is_told_why_and_for_how_long():
 
     # then it gives up at once (nothing frees within its wait) and says so
     assert time.monotonic() - started < 0.2
-    assert refused.value.reason == "requests" and 58 < refused.value.retry_after <= 62
+    assert refused.value.reason == "requests"
+    assert 58 < refused.value.retry_after <= 62
     assert str(refused.value).startswith("waiting: test capacity (requests)")
 
 
@@ -145,7 +150,9 @@ def test_a_429_pauses_every_caller_for_the_time_the_provider_asked(settings):
 
     # then nobody gets capacity until then, and everyone after it
     refused, wait, reason = cluster_limits.try_acquire(provider_limits())
-    assert refused is None and reason == "paused" and 0.3 < wait <= 0.6
+    assert refused is None
+    assert reason == "paused"
+    assert 0.3 < wait <= 0.6
     started = time.monotonic()
     with provider_capacity(prompt_tokens=10):
         assert time.monotonic() - started >= 0.3
@@ -173,8 +180,9 @@ def test_an_answer_saying_nothing_is_left_pauses_until_the_reset(settings):
         call.used(completion)
 
     # then the next call waits for the reset
-    refused, wait, reason = cluster_limits.try_acquire(provider_limits())
-    assert reason == "paused" and 1.5 < wait <= 2
+    _refused, wait, reason = cluster_limits.try_acquire(provider_limits())
+    assert reason == "paused"
+    assert 1.5 < wait <= 2
 
 
 def test_the_ai_task_rate_is_counted_for_the_cluster(settings):

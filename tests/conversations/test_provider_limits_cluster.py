@@ -191,7 +191,7 @@ def test_a_killed_worker_gives_its_capacity_back_within_the_lease_time(
 def forget_unacked(client, queue: str) -> None:
     """Drop the dead worker's unacknowledged messages (nothing consumes their queue any more)."""
     for tag, raw in client.hgetall("unacked").items():
-        message, _exchange, routing_key = json.loads(raw)
+        _message, _exchange, routing_key = json.loads(raw)
         if routing_key == queue:
             client.hdel("unacked", tag)
             client.zrem("unacked_index", tag)

@@ -31,7 +31,8 @@ def test_insert_or_get_conversation_keeps_tenants_apart(alice, bob):
         Conversation(public_id="conv_q2", user_id="u", created_by_id=bob.pk)
     )
     from_code, created_from_code = queries.insert_or_get_conversation(Conversation(public_id="conv_q2", user_id="u"))
-    assert created and created_from_code
+    assert created
+    assert created_from_code
     assert len({mine.pk, theirs.pk, from_code.pk}) == 3
     assert from_code.created_by_id is None
 

@@ -57,7 +57,8 @@ def test_a_provider_without_usage_gets_estimated_tokens(fake_server, provider):
     completion = provider.stream(PROMPT, temperature=0.5, on_text=lambda piece: None)
 
     assert completion.tokens_estimated is True
-    assert completion.prompt_tokens > 0 and completion.completion_tokens > 0
+    assert completion.prompt_tokens > 0
+    assert completion.completion_tokens > 0
 
 
 def test_errors_before_the_first_piece_are_as_before_and_a_cut_stream_is_unavailable(fake_server, provider):

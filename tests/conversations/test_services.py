@@ -117,10 +117,12 @@ def test_get_or_create_creates_once_then_finds_it(user):
     stored = Conversation.objects.get(public_id="conv_goc")
     assert (stored.user_id, stored.created_by, stored.title) == ("user_1", user, "")
     assert (found.user_id, found.created_by_id, found.created_at) == ("user_1", user.pk, stored.created_at)
-    assert stored.created_at is not None and stored.updated_at is not None
+    assert stored.created_at is not None
+    assert stored.updated_at is not None
     # and another tenant (here: code, with no tenant) has a conversation of its own under that id
     code_made, code_new = conversation_get_or_create(public_id="conv_goc", user_id="user_3", tenant_id=None)
-    assert code_new is True and code_made.pk != created.pk
+    assert code_new is True
+    assert code_made.pk != created.pk
     assert conversation_get_or_create(public_id="conv_goc", user_id="x", tenant_id=None)[0].pk == code_made.pk
 
 
@@ -179,7 +181,8 @@ def test_another_api_users_conversation_of_the_same_id_is_never_reached(user, ot
     theirs = ConversationFactory(public_id="conv_b", user_id="user_1", created_by=user)
     for caller in (other_user, staff_user):
         mine = conversation_for_generation(conversation_id="conv_b", user_id="user_1", requested_by=caller)
-        assert mine.pk != theirs.pk and mine.created_by_id == caller.pk
+        assert mine.pk != theirs.pk
+        assert mine.created_by_id == caller.pk
     assert conversation_for_generation(conversation_id="conv_b", user_id="user_1", requested_by=user).pk == theirs.pk
 
 

@@ -81,7 +81,8 @@ def test_deltas_arrive_while_the_reply_is_written_and_add_up_to_the_saved_reply(
     api = APIClient()
     api.force_authenticate(alice)
     partial = api.get(f"/api/v1/tasks/status/{task.task_id}").json()["partial"]
-    assert partial is not None and REPLY.startswith(partial)
+    assert partial is not None
+    assert REPLY.startswith(partial)
 
     # and the stream ends with `done`, carrying the /status document of the finished task
     events += stream.events_until(lambda event: event.event in ("done", "error", "cancelled"))

@@ -61,14 +61,17 @@ def test_cancel_mid_stream_closes_the_provider_connection_and_keeps_the_partial_
     assert final.event == "cancelled"
     assert final.data["task_id"] == task.task_id
     partial = final.data["partial"]
-    assert partial and "".join(LONG).startswith(partial) and partial != "".join(LONG)
+    assert partial
+    assert "".join(LONG).startswith(partial)
+    assert partial != "".join(LONG)
     assert reply_text(events) == partial
     # and the partial reply is saved, marked cancelled, with the (estimated) tokens it used
     reply = wait_for(
         lambda: Message.objects.filter(task_id=task.task_id, role="assistant").first(), what="the partial reply"
     )
     assert (reply.content, reply.finish_reason, reply.tokens_estimated) == (partial, "cancelled", True)
-    assert reply.prompt_tokens > 0 and reply.completion_tokens > 0
+    assert reply.prompt_tokens > 0
+    assert reply.completion_tokens > 0
     assert TaskRecord.objects.get(task_id=task.task_id).state == TaskState.REVOKED
 
 
@@ -144,11 +147,11 @@ def test_supersede_must_be_a_boolean(api):
     assert "supersede" in response.json()["errors"]
 
 
-def test_on_a_prefork_worker_a_cancelled_reply_still_ends_its_stream(
+def test_on_a_prefork_worker_a_cancelled_reply_is_kept_and_ends_its_stream(
     web_server, fake_llm, alice, token, api, start_worker
 ):
-    # given a prefork worker (CELERY_WORKER_POOL=prefork), where cancelling a running task also
-    # terminates its process, so the reply code cannot save the partial reply nor end the stream
+    # given a prefork worker (CELERY_WORKER_POOL=prefork), where a cancel could terminate the
+    # process running the task, writing a reply
     start_worker(
         queues=["test_llm_prefork_stream"],
         pool="prefork",
@@ -164,9 +167,15 @@ def test_on_a_prefork_worker_a_cancelled_reply_still_ends_its_stream(
     # when it is cancelled mid-reply
     assert api.post(f"/api/v1/tasks/cancel/{task.task_id}").status_code == 200
 
-    # then the provider connection is closed all the same, and the stream ends with `cancelled`
-    # (made up by the endpoint from the record and the text it had streamed)
+    # then the reply stops itself as on a threads worker: the provider connection closes, the
+    # stream ends with `cancelled`, and the partial reply is saved as it was streamed
     wait_for(lambda: fake_llm.closed_by_client[closed_before:], timeout=10, what="the provider connection to close")
     events += stream.events_until(lambda event: event.event in FINAL_EVENTS)
     assert events[-1].event == "cancelled"
     assert events[-1].data["partial"] == reply_text(events)
+    reply = wait_for(
+        lambda: Message.objects.filter(task_id=task.task_id, role="assistant").first(), what="the partial reply"
+    )
+    assert reply.finish_reason == "cancelled"
+    assert reply.content == events[-1].data["partial"]
+    assert TaskRecord.objects.get(task_id=task.task_id).state == TaskState.REVOKED

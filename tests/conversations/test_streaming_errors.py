@@ -11,6 +11,7 @@ from rest_framework.authtoken.models import Token
 from conversations.services import AI_GENERATION_TASK
 from tasks_app.models import TaskRecord, TaskState
 from tests.support.asgi_server import AsgiServer, free_port
+from tests.support.schema import client_for, operation_for
 from tests.support.sse import EventStream
 from tests.support.waiting import wait_for
 
@@ -153,7 +154,8 @@ def test_an_idle_stream_gets_keep_alive_comments(server_with_quick_keepalive, al
     # when nothing happens for a while, then comment lines keep the connection alive
     TaskRecord.objects.filter(pk=task.pk).update(state=TaskState.REVOKED)  # ends the stream after a few
     rest = stream.read_all()
-    assert stream.comments and set(stream.comments) == {": keep-alive"}
+    assert stream.comments
+    assert set(stream.comments) == {": keep-alive"}
     assert [event.event for event in rest] == ["cancelled"]
 
 
@@ -230,3 +232,22 @@ def test_a_signed_in_browser_session_may_watch_its_own_reply(web_server, alice, 
     assert own.next_event().data == {"status": "PENDING"}
     own.close()
     assert foreign.status == 404
+
+
+def test_the_stream_is_in_the_api_schema_and_its_refusals_match_it(alice):
+    # given the OpenAPI schema the API serves
+    operation = operation_for("/api/v1/tasks/stream/some-id", "get")
+
+    # then the stream is documented as an event stream, its resumption too
+    assert "text/event-stream" in operation["responses"]["200"]["content"]
+    resumption = {("header", "Last-Event-ID"), ("query", "last_event_id")}
+    assert resumption <= {(parameter["in"], parameter["name"]) for parameter in operation["parameters"]}
+    # and each refusal answers as the schema says (the client checks every JSON answer against it)
+    client = client_for(alice)
+    assert client.get(f"/api/v1/tasks/stream/{uuid.uuid4()}").status_code == 404
+    notification = task_of(alice, task_name="tasks_app.tasks.notification_tasks.send_notification")
+    assert client.get(f"/api/v1/tasks/stream/{notification.task_id}").status_code == 400
+    reply = task_of(alice)
+    assert client.get(f"/api/v1/tasks/stream/{reply.task_id}", HTTP_LAST_EVENT_ID="not-an-id").status_code == 400
+    client.credentials()
+    assert client.get(f"/api/v1/tasks/stream/{reply.task_id}").status_code == 401

@@ -74,7 +74,8 @@ def test_the_generate_page_keeps_its_form_and_shows_the_answer_above_it_after_a_
     page = response.content.decode()
     task_id = re.search(r"&quot;task_id&quot;: &quot;([0-9a-f-]{36})&quot;", page).group(1)
     form = form_around(page, "user_message")
-    assert 'name="conversation_id"' in form and 'name="task_id"' not in form
+    assert 'name="conversation_id"' in form
+    assert 'name="task_id"' not in form
     assert page.index(task_id) < page.index(form)
     assert 'value="conv_form"' in form
 

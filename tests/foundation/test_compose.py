@@ -310,7 +310,8 @@ def test_the_image_runs_as_a_user_from_python_slim():
     # then
     assert instructions[0] == ("FROM", "python:3.11-slim")
     users = [rest for keyword, rest in instructions if keyword == "USER"]
-    assert users and users[-1] not in ("root", "0")
+    assert users
+    assert users[-1] not in ("root", "0")
 
 
 def test_the_image_installs_the_pinned_runtime_requirements_only():
@@ -318,9 +319,24 @@ def test_the_image_installs_the_pinned_runtime_requirements_only():
     runs = [rest for keyword, rest in dockerfile_instructions() if keyword == "RUN"]
     installs = [run for run in runs if "pip install" in run]
 
-    # then
-    assert installs == ["pip install -r requirements.txt"]
+    # then: the pinned runtime requirements, and the tracing ones only when the build asks for them
+    assert len(installs) == 1
+    always, _, optional = installs[0].partition("&&")
+    assert always.strip() == "pip install -r requirements.txt"
+    assert optional.strip() == 'if [ "$WITH_TRACING" = "1" ]; then pip install -r requirements-tracing.txt; fi'
+    assert ("ARG", "WITH_TRACING=0") in dockerfile_instructions()
+    assert "requirements-dev" not in installs[0]
     assert any("collectstatic" in run for run in runs)
+
+
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_compose_builds_the_image_with_tracing_only_when_asked(name):
+    # given
+    build = load(name)["services"]["web"]["build"]
+
+    # then
+    assert build["context"] == "."
+    assert build["args"]["WITH_TRACING"] == "${WITH_TRACING:-0}"
 
 
 def test_files_the_image_refers_to_exist():
@@ -357,7 +373,7 @@ def compose_client() -> list[str] | None:
     for client in candidates:
         if shutil.which(client[0]) is None:
             continue
-        probe = subprocess.run([*client, "version"], capture_output=True, text=True)
+        probe = subprocess.run([*client, "version"], capture_output=True, text=True, check=False)
         if probe.returncode == 0:
             return client
     return None
@@ -369,7 +385,7 @@ def compose_config(client, tmp_path, name, environment):
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **environment}
     return subprocess.run(
-        [*client, "-f", name, "config"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        [*client, "-f", name, "config"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
     )
 
 

@@ -78,7 +78,8 @@ def test_the_generate_page_after_a_202_and_after_a_400(live_server, browser, ali
 
     # then the answer stands above the form, which is there again with the question's fields
     response = browser.evaluate("document.querySelector('.response-info').textContent")
-    assert "HTTP 202" in response and "task_id" in response
+    assert "HTTP 202" in response
+    assert "task_id" in response
     assert browser.evaluate("document.querySelector('form [name=user_message]') !== null")
     assert browser.evaluate("document.querySelector('form [name=conversation_id]').value") == "conv_browser"
     below = browser.evaluate(

@@ -100,7 +100,7 @@ def test_no_module_imports_itself_back():
         path.append(module)
         for target in sorted(GRAPH[module]):
             if target in on_path:
-                cycles.append(" -> ".join(path[path.index(target) :] + [target]))
+                cycles.append(" -> ".join([*path[path.index(target) :], target]))
             elif target not in done:
                 visit(target, path, on_path, done)
         path.pop()

@@ -89,9 +89,9 @@ def test_make_run_listens_on_loopback_only_by_default(name):
 @pytest.mark.parametrize("name", ["web", "flower"])
 def test_claw_bind_host_opens_make_run_to_other_machines(name):
     # when
-    with procfile_process(name, bind_host="0.0.0.0") as (_, addresses):
+    with procfile_process(name, bind_host="0.0.0.0") as (_, addresses):  # noqa: S104 (what the test is about)
         # then
-        assert addresses == {"0.0.0.0"}
+        assert addresses == {"0.0.0.0"}  # noqa: S104
 
 
 def test_flowers_password_is_on_no_command_line():

@@ -34,15 +34,16 @@ def run_wrapped(data: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
 
 
 def processes_using(path: Path) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        if any(str(path) in part for part in process.info["cmdline"] or ()):
-            found.append(process)
-    return found
+    return [
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if any(str(path) in part for part in process.info["cmdline"] or ())
+    ]
 
 
 def test_with_no_servers_named_private_ones_start_answer_and_stop(tmp_path):

@@ -37,14 +37,15 @@ def procfile_line(name: str) -> str:
 
 def option(line: str, name: str) -> str:
     """An option's value as the shell would expand it with the environment unset (${X:-default})."""
-    value = line.split(f" {name} ", 1)[1].split()[0]
+    value = line.split(f" {name} ", 1)[1].split(maxsplit=1)[0]
     return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
 
 
 def test_make_run_and_compose_start_the_ai_workers_with_threads_and_a_connection_pool():
     for number in (1, 2):  # one worker per core, each with its own node name, on the AI queue
         assert re.search(
-            rf"^worker{number}: DJANGO_DB_POOL_MAX_SIZE=\$\{{DJANGO_DB_POOL_MAX_SIZE:-10\}} python -m devtools.respawn celery .* "
+            rf"^worker{number}: DJANGO_DB_POOL_MAX_SIZE=\$\{{DJANGO_DB_POOL_MAX_SIZE:-10\}} "
+            rf"python -m devtools.respawn celery .* "
             rf"-n worker{number}@%h -Q ai_high_priority -P \$\{{CELERY_WORKER_POOL:-threads\}} "
             rf"-c \$\{{CELERY_WORKER_CONCURRENCY:-50\}}",
             procfile_line(f"worker{number}"),

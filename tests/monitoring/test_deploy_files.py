@@ -102,13 +102,15 @@ def test_the_dashboard_is_grafana_json_on_the_provisioned_datasource():
     provisioned = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())
     (datasource,) = provisioned["datasources"]
     # then
-    assert dashboard["uid"] and dashboard["title"]
+    assert dashboard["uid"]
+    assert dashboard["title"]
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids)) >= 12
     for panel in dashboard["panels"]:
         assert panel["datasource"] == {"type": "prometheus", "uid": datasource["uid"]}, panel["title"]
         assert panel["fieldConfig"]["defaults"]["unit"], f"{panel['title']} has no unit"
-        assert panel["targets"] and all(target["expr"] and target["refId"] for target in panel["targets"])
+        assert panel["targets"]
+        assert all(target["expr"] and target["refId"] for target in panel["targets"])
         assert {"x", "y", "w", "h"} <= set(panel["gridPos"])
 
 

@@ -33,7 +33,8 @@ def test_a_request_gets_an_id_on_its_log_lines_and_its_tasks(json_lines, metrics
     # then
     assert response["X-Request-ID"] == "req-abc-123"
     lines = [line for line in json_lines() if line.get("request_id") == "req-abc-123"]
-    assert lines and all(line["level"] and line["message"] for line in lines)
+    assert lines
+    assert all(line["level"] and line["message"] for line in lines)
     # and a made-up id replaces one that is not sane
     assert Client().get("/metrics", HTTP_X_REQUEST_ID="bad id\n").get("X-Request-ID") != "bad id\n"
 

@@ -56,7 +56,9 @@ def test_token_and_cost_counters_match_the_ledger(fake_llm, start_worker, metric
         "output": sum(r.completion_tokens for r in replies),
         "cost": sum((r.cost for r in replies), Decimal(0)),
     }
-    assert ledger["input"] == 717 and ledger["output"] == 2043 and ledger["cost"] > 0
+    assert ledger["input"] == 717
+    assert ledger["output"] == 2043
+    assert ledger["cost"] > 0
 
     # then (provider-call figures are written by the worker about a second later)
     answered = sample("gen_ai_client_operation_duration_seconds_count", model=MODEL, error_type="")

@@ -19,7 +19,8 @@ def assert_error_shape(response, status: int, code: str) -> dict:
     assert response["Content-Type"].startswith("application/json")
     body = response.json()
     assert set(body) <= {"message", "code", "errors"}
-    assert body["message"] and body["code"] == code
+    assert body["message"]
+    assert body["code"] == code
     return body
 
 

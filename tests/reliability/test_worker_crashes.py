@@ -104,7 +104,7 @@ def test_ai_tasks_survive_pool_kills_and_a_node_crash(slow_llm, start_worker, ca
         )
     # and every task has exactly one assistant message, in its own conversation
     replies = Message.objects.filter(task_id__in=ids, role=MessageRole.ASSISTANT)
-    assert Counter(replies.values_list("task_id", flat=True)) == Counter({task_id: 1 for task_id in ids})
+    assert Counter(replies.values_list("task_id", flat=True)) == Counter(dict.fromkeys(ids, 1))
     per_conversation = Counter(replies.values_list("conversation__public_id", flat=True))
     assert per_conversation == Counter(sent_to.values())
     questions = Message.objects.filter(task_id__in=ids, role=MessageRole.USER)

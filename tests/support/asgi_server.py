@@ -28,7 +28,7 @@ class AsgiServer:
         self.port = free_port()
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"asgi-{self.port}.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
+        self.log = self.log_path.open("w")  # closed in stop
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -46,7 +46,7 @@ class AsgiServer:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=stop_with_test_run,
+            preexec_fn=stop_with_test_run,  # noqa: PLW1509 (the parent-death signal is set in the child only)
         )
 
     def wait_ready(self, timeout: float = 60) -> AsgiServer:

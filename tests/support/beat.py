@@ -18,7 +18,7 @@ class Beat:
     def __init__(self, *, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> None:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"beat-{uuid.uuid4().hex[:8]}.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
+        self.log = self.log_path.open("w")  # closed in stop
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "claw_ai", "beat", "-l", "info", "--pidfile=", *extra_args],
             cwd=ROOT,
@@ -26,7 +26,7 @@ class Beat:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=stop_with_test_run,
+            preexec_fn=stop_with_test_run,  # noqa: PLW1509 (the parent-death signal is set in the child only)
         )
 
     def log_text(self) -> str:

@@ -13,12 +13,15 @@ import ctypes
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
+from typing import TYPE_CHECKING, Self
 
 import psutil
 from django.db import connection
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import TracebackType
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = ROOT / ".devdata" / "test-logs"
@@ -73,7 +76,7 @@ class TestProcess:
         self.name = name
         self.log_path = log_path or LOG_DIR / f"{name}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
+        self.log = self.log_path.open("w")  # closed in stop
         self.process = subprocess.Popen(
             command,
             cwd=cwd,
@@ -81,7 +84,7 @@ class TestProcess:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=stop_with_test_run,
+            preexec_fn=stop_with_test_run,  # noqa: PLW1509 (the parent-death signal is set in the child only)
         )
 
     @property
@@ -130,7 +133,7 @@ class TestProcess:
             return [main, *main.children(recursive=True)]
         return []
 
-    def __enter__(self) -> TestProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

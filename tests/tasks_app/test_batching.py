@@ -10,7 +10,7 @@ from celery import chord, group
 from django.db import transaction
 
 from claw_ai.celery import celery_app
-from tasks_app import batching, records
+from tasks_app import batching, publishing, records
 from tasks_app.maintenance import BrokerView
 from tasks_app.models import TaskCount, TaskRecord, TaskState
 from tests.support.broker import broker_at
@@ -83,7 +83,7 @@ def test_a_chord_header_is_published_in_bulk(broker):
 
 def test_a_group_that_cannot_leave_leaves_no_record(broker_down):
     signatures = [record_run.s(f"t{n}", "k").set(queue=QUEUE, task_id=f"never-sent-{n}") for n in range(3)]
-    with pytest.raises(Exception):  # noqa: B017 (Celery's own connection error, as apply_async raises it)
+    with pytest.raises(publishing.BROKER_ERRORS):  # Celery's own error, as apply_async raises it
         group(signatures).apply_async(retry=False)
     assert not TaskRecord.objects.filter(task_id__startswith="never-sent-").exists()
 
@@ -101,9 +101,15 @@ def test_an_error_inside_a_batch_sends_nothing(broker):
     class Abandoned(Exception):
         pass
 
-    with pytest.raises(Abandoned), batching.batch():
-        result = record_run.apply_async(args=["a", "k"], queue=QUEUE)
-        raise Abandoned
+    def send_then_fail() -> str:
+        with batching.batch():
+            sent.append(record_run.apply_async(args=["a", "k"], queue=QUEUE))
+            raise Abandoned
+
+    sent: list = []
+    with pytest.raises(Abandoned):
+        send_then_fail()
+    result = sent[0]
     assert not TaskRecord.objects.filter(task_id=result.id).exists()
     assert not broker(result.id)
 
@@ -115,7 +121,8 @@ def test_a_nested_batch_joins_the_outer_one(broker):
         assert not TaskRecord.objects.filter(task_id=inner.id).exists()  # held until the outer block ends
         outer = record_run.apply_async(args=["outer", "k"], queue=QUEUE)
     assert TaskRecord.objects.filter(task_id__in=[inner.id, outer.id]).count() == 2
-    assert broker(inner.id) and broker(outer.id)
+    assert broker(inner.id)
+    assert broker(outer.id)
 
 
 def test_a_bulk_insert_writes_a_repeated_id_once_and_keeps_an_existing_record():

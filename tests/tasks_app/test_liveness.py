@@ -34,7 +34,8 @@ def test_a_dead_workers_held_message_goes_back_to_the_front_of_its_queue(holding
         holding_as(dead)
         taken = channel.basic_get(queue)
         holding_as(None)
-        assert taken is not None and taken.headers["id"] == sent.id
+        assert taken is not None
+        assert taken.headers["id"] == sent.id
         assert redis_client.sismember(broker.held_key(dead), taken.delivery_tag)
         assert redis_client.hexists(channel.unacked_key, taken.delivery_tag)
 
@@ -46,7 +47,8 @@ def test_a_dead_workers_held_message_goes_back_to_the_front_of_its_queue(holding
         assert not redis_client.hexists(channel.unacked_key, taken.delivery_tag)
         assert not redis_client.exists(broker.held_key(dead))
         again = channel.basic_get(queue, no_ack=True)
-        assert again is not None and again.headers["id"] == sent.id
+        assert again is not None
+        assert again.headers["id"] == sent.id
 
 
 def test_an_acknowledged_message_leaves_the_workers_file(holding_as, redis_client):
@@ -73,7 +75,7 @@ def test_a_heartbeat_registers_the_worker_with_a_ttl(redis_client):
 
 
 class FakeQoS:
-    def __init__(self, free: bool) -> None:
+    def __init__(self, *, free: bool) -> None:
         self.free = free
 
     def can_consume(self) -> bool:
@@ -81,9 +83,9 @@ class FakeQoS:
 
 
 class ConsumingChannel:
-    def __init__(self, idle_for: float, free: bool) -> None:
+    def __init__(self, idle_for: float, *, free: bool) -> None:
         self.last_fetch_at = time.monotonic() - idle_for
-        self.qos = FakeQoS(free)
+        self.qos = FakeQoS(free=free)
 
 
 @override_settings(WORKER_STUCK_AFTER_SECONDS=30)
@@ -93,6 +95,6 @@ class ConsumingChannel:
     ids=["fetching", "idle-with-free-slots", "busy"],
 )
 def test_a_worker_is_stuck_only_when_it_has_free_slots_and_stopped_fetching(idle_for, free, stuck, monkeypatch):
-    channel = ConsumingChannel(idle_for, free)
+    channel = ConsumingChannel(idle_for, free=free)
     monkeypatch.setattr(broker, "consuming_channels", weakref.WeakSet([channel]))
     assert Heartbeat("watch@x", ["default"]).stuck() is stuck

@@ -51,7 +51,8 @@ def test_publish_writes_the_record_in_one_statement_then_sends(broker, alice, dj
     stored = TaskRecord.objects.get(task_id=record.task_id)
     assert (stored.pk, stored.state, stored.queue, stored.submitted_by) == (record.pk, TaskState.PENDING, QUEUE, alice)
     assert stored.priority == celery_app.conf.task_default_priority  # the registered task's, as send_task gives it
-    assert stored.eta == record.eta and record.eta > timezone.now() + timedelta(seconds=50)
+    assert stored.eta == record.eta
+    assert record.eta > timezone.now() + timedelta(seconds=50)
     assert broker(record.task_id)
 
 
@@ -80,7 +81,8 @@ def test_a_rolled_back_publish_leaves_neither_record_nor_message(broker):
     class Abandoned(Exception):
         pass
 
-    with pytest.raises(Abandoned), transaction.atomic():
+    # The raise inside the block is what rolls the publish back.
+    with pytest.raises(Abandoned), transaction.atomic():  # noqa: PT012
         record = publishing.publish(task_name="tests.record_run", args=["a", "k"], queue=QUEUE)
         raise Abandoned
     assert not TaskRecord.objects.filter(task_id=record.task_id).exists()

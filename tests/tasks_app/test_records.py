@@ -69,7 +69,8 @@ def test_insert_at_publish_of_a_known_id_keeps_state_creation_and_resend_count()
 
     # then the row is the same, with the new published fields and its own state and history
     row = stored(first)
-    assert again.pk == first.pk and again.state == TaskState.STARTED
+    assert again.pk == first.pk
+    assert again.state == TaskState.STARTED
     assert (row.queue, row.args, row.state, row.resent_count) == ("knowledge_default", [2], TaskState.STARTED, 1)
     assert row.created_at == first.created_at
 
@@ -99,7 +100,9 @@ def test_started_then_success_write_the_record_and_its_task_result():
 
     assert write(record, states.SUCCESS, result='"ok"')
     row = stored(record)
-    assert row.state == TaskState.SUCCESS and row.done_at is not None and row.started_at is not None
+    assert row.state == TaskState.SUCCESS
+    assert row.done_at is not None
+    assert row.started_at is not None
     result = TaskResult.objects.get(task_id=record.task_id)
     assert (result.status, result.result) == (states.SUCCESS, '"ok"')
 
@@ -184,7 +187,8 @@ def test_resend_mark_counts_once_per_cutoff():
     cutoff = timezone.now()
 
     claimed = records.claim_resend(pk=record.pk, cutoff=cutoff)
-    assert claimed is not None and (claimed.resent_count, stored(record).resent_count) == (1, 1)
+    assert claimed is not None
+    assert (claimed.resent_count, stored(record).resent_count) == (1, 1)
     assert stored(record).resent_at == claimed.resent_at
 
     # re-sent since the cutoff: not again
@@ -203,7 +207,8 @@ def test_rescue_mark_counts_a_resend_of_each_task():
     first, second, untouched = published(), published(), published()
     records.note_rescued([first.task_id, second.task_id])
     assert [stored(r).resent_count for r in (first, second, untouched)] == [1, 1, 0]
-    assert stored(first).resent_at is not None and stored(untouched).resent_at is None
+    assert stored(first).resent_at is not None
+    assert stored(untouched).resent_at is None
 
 
 # --- counters (the triggers) and the reads by hand ---------------------------------------------------------
@@ -230,7 +235,7 @@ def test_counters_follow_insert_state_change_and_delete(alice):
 
 
 def test_unfinished_count_covers_pending_started_and_retry(alice):
-    pending, started, retrying, done = (published(submitted_by_id=alice.pk) for _ in range(4))
+    _pending, started, retrying, done = (published(submitted_by_id=alice.pk) for _ in range(4))
     write(started, states.STARTED)
     write(retrying, states.RETRY, error="again")
     write(done, states.FAILURE, error="no")

@@ -75,7 +75,8 @@ def test_retry_of_a_failure_keeps_args_and_links_back(celery_worker, user):
     again, is_new = retry_task(record=failed, by=user)
 
     # then a new task with the same call runs, pointing back at the failure
-    assert is_new and again.task_id != failed.task_id
+    assert is_new
+    assert again.task_id != failed.task_id
     assert again.retry_of == failed
     assert (again.task_name, again.args) == ("tests.fail", ["boom"])
     assert (again.queue, again.priority) == ("knowledge_default", 3)

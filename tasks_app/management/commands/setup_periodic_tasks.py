@@ -25,7 +25,9 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         for name, outcome in ensure_periodic_tasks(restore_deleted=options["restore_deleted"]).items():
             if outcome == "exists":
-                outcome = "exists, left as it is"
+                shown = "exists, left as it is"
             elif outcome != "created":
-                outcome += " (--restore-deleted creates it again)"
-            self.stdout.write(f"periodic job {name!r}: {outcome}")
+                shown = f"{outcome} (--restore-deleted creates it again)"
+            else:
+                shown = outcome
+            self.stdout.write(f"periodic job {name!r}: {shown}")

@@ -44,7 +44,8 @@ def test_a_callback_to_an_internal_address_is_refused_at_submit(alice_client, pu
 
     assert response.status_code == 400
     (message,) = response.json()["errors"]["callback_url"]
-    assert message.startswith("Callbacks go to public addresses only;") and "is not one" in message
+    assert message.startswith("Callbacks go to public addresses only;")
+    assert "is not one" in message
     assert not TaskRecord.objects.exists()
 
 

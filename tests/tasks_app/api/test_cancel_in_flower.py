@@ -54,6 +54,7 @@ def test_a_cancelled_delayed_task_shows_as_revoked_in_flower(celery_worker, alic
         # then Flower's task page says REVOKED, on the worker that held it, long before the eta
         wait_for(lambda: flower_state(url, task_id) == "REVOKED", timeout=30, what="Flower to see the task revoked")
         status, page = flower_get(f"{url}/task/{task_id}")
-        assert status == 200 and "REVOKED" in page
+        assert status == 200
+        assert "REVOKED" in page
         _, info = flower_get(f"{url}/api/task/info/{task_id}")
         assert json.loads(info)["worker"] == celery_worker.name

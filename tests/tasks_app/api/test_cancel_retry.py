@@ -103,7 +103,8 @@ def test_retry_a_failure_runs_it_again_with_lineage(celery_worker, staff_client)
     # given a failed task
     failed = celery_app.send_task("tests.fail", args=["boom"], queue="knowledge_default", priority=2).id
     status = wait_status(staff_client, failed, "FAILURE")
-    assert "ValueError: boom" in status["error"] and "Traceback" in status["traceback"]
+    assert "ValueError: boom" in status["error"]
+    assert "Traceback" in status["traceback"]
 
     # when it is retried
     response = staff_client.post(f"{API}/retry/{failed}")
@@ -111,7 +112,9 @@ def test_retry_a_failure_runs_it_again_with_lineage(celery_worker, staff_client)
     # then a new task with a new id re-runs the same call, pointing back at the failure
     assert response.status_code == 202
     body = response.json()
-    assert body["retry_of"] == failed and body["task_id"] != failed and body["status"] == "PENDING"
+    assert body["retry_of"] == failed
+    assert body["task_id"] != failed
+    assert body["status"] == "PENDING"
     again = wait_status(staff_client, body["task_id"], "FAILURE")
     assert again["retry_of"] == failed
     assert (again["task_name"], again["queue"], again["priority"], again["args"]) == (

@@ -35,7 +35,8 @@ def test_generate_runs_and_status_shows_the_result(celery_worker, alice_client):
     assert done["result"]["conversation_id"] == "conv_123"
     assert done["queue"] == "ai_high_priority"
     assert done["priority"] == 8
-    assert done["runtime"] is not None and done["date_done"]
+    assert done["runtime"] is not None
+    assert done["date_done"]
     assert done["kwargs"]["user_message"] == "你好"
 
 
@@ -91,7 +92,8 @@ def test_generate_rejects_bad_input_with_field_errors(alice_client, change):
 
     assert response.status_code == 400
     body = response.json()
-    assert body["message"] and body["errors"]
+    assert body["message"]
+    assert body["errors"]
     assert not TaskRecord.objects.exists()
 
 
@@ -193,7 +195,8 @@ def test_list_filters_and_cursor_pagination(alice_client):
     # then pages are newest first, complete and without overlap
     pages = [first, second, third]
     assert [t["task_id"] for page in pages for t in page["results"]] == ids[::-1]
-    assert first["previous"] is None and third["next"] is None
+    assert first["previous"] is None
+    assert third["next"] is None
     assert [t["task_id"] for t in alice_client.get(second["previous"]).json()["results"]] == ids[::-1][:2]
     # and filters narrow the list
     by_conversation = alice_client.get(f"{API}/list", {"conversation_id": "conv_0"}).json()["results"]
@@ -252,7 +255,8 @@ def test_browsable_api_offers_forms_for_posts(client, staff, path):
 
     # then the page renders a form to post with
     assert response.status_code == 405
-    assert b"<form" in response.content and b'method="POST"' in response.content
+    assert b"<form" in response.content
+    assert b'method="POST"' in response.content
 
 
 def test_schema_and_docs_are_served_to_a_logged_in_user(admin_client):

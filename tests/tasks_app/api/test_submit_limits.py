@@ -35,7 +35,8 @@ def test_a_user_at_the_unfinished_task_limit_gets_a_429(alice_client, alice, set
     assert response.status_code == 429
     body = response.json()
     assert body["code"] == "too_many_unfinished_tasks"
-    assert "2 unfinished tasks" in body["message"] and "limit is 2" in body["message"]
+    assert "2 unfinished tasks" in body["message"]
+    assert "limit is 2" in body["message"]
     assert TaskRecord.objects.filter(submitted_by=alice).count() == 2
 
 
