@@ -114,10 +114,18 @@ def credentials() -> None:
         # A block sample: random rows without sorting a million.
         cursor.execute("SELECT task_id FROM tasks_app_taskrecord TABLESAMPLE SYSTEM (1) LIMIT 5000")
         ids = [row[0] for row in cursor.fetchall()]
+        cursor.execute("SELECT min(created_at), max(created_at) FROM tasks_app_taskrecord")  # two index reads
+        oldest, newest = cursor.fetchone()
     ids = ids[:: max(1, len(ids) // 200)][:200]
     print(
         json.dumps(
-            {"token": token.key, "session_cookie": {settings.SESSION_COOKIE_NAME: session.session_key}, "task_ids": ids}
+            {
+                "token": token.key,
+                "session_cookie": {settings.SESSION_COOKIE_NAME: session.session_key},
+                "task_ids": ids,
+                "oldest": oldest.isoformat(),
+                "newest": newest.isoformat(),
+            }
         )
     )
 

@@ -2,15 +2,15 @@
 
 Records are read-only here; only the actions change them, through the same
 services as the API (tasks_app.services), and every action is written to
-Django's admin log. django-celery-results' TaskResult admin stays as the
-library ships it (read-only). django-celery-beat's periodic task admin is
+Django's admin log. django-celery-results' TaskResult admin is made read-only
+and cheap on big tables by tasks_app.admin_results. django-celery-beat's periodic task admin is
 replaced by tasks_app.admin_schedules (imported below: autodiscovery imports
 only this module).
 """
 
 import json
+from functools import cache
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import ShowFacets
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
@@ -22,12 +22,12 @@ from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
-from django_celery_results.admin import TaskResultAdmin
 from django_celery_results.models import TaskResult
 
-from tasks_app import admin_schedules  # noqa: F401 (registers the guarded periodic task admin)
+from tasks_app import admin_results, admin_schedules  # noqa: F401 (register the TaskResult and periodic task admins)
+from tasks_app.admin_base import PlainActionCheckboxMixin, QueueFilter, ReadOnlyAdminMixin, TaskNameFilter
 from tasks_app.models import TaskRecord, TaskState, WorkerControlEvent
-from tasks_app.paginators import EstimatedCountPaginator
+from tasks_app.paginators import KeysetPaginationMixin
 
 STATE_COLOURS = {
     TaskState.PENDING: "#777777",
@@ -40,49 +40,6 @@ STATE_COLOURS = {
 # A bulk action touches at most this many tasks; narrow the filter for more.
 ACTION_LIMIT = 500
 PRE_STYLE = "white-space: pre-wrap; font-family: monospace; max-height: 40em; overflow: auto; margin: 0"
-
-
-class ReadOnlyAdminMixin:
-    """Rows the admin shows and never adds, changes or deletes: the system writes them."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class QueueFilter(admin.SimpleListFilter):
-    """The system's queues, without a DISTINCT over millions of rows."""
-
-    title = _("queue")
-    parameter_name = "queue"
-
-    def lookups(self, request, model_admin):
-        return [(name, name) for name in settings.TASK_QUEUES]
-
-    def queryset(self, request, queryset):
-        return queryset.filter(queue=self.value()) if self.value() else queryset
-
-
-class TaskNameFilter(admin.SimpleListFilter):
-    """The tasks the Celery app registers, without a DISTINCT over millions of rows."""
-
-    title = _("task name")
-    parameter_name = "task_name"
-
-    def lookups(self, request, model_admin):
-        from claw_ai.celery import celery_app
-
-        celery_app.loader.import_default_modules()  # the web process imports task modules only on demand
-        names = sorted(name for name in celery_app.tasks if not name.startswith("celery."))
-        return [(name, name.rsplit(".", 1)[-1]) for name in names]
-
-    def queryset(self, request, queryset):
-        return queryset.filter(task_name=self.value()) if self.value() else queryset
 
 
 def _pre(text: str):
@@ -103,8 +60,17 @@ def _admin_link(obj, label=None):
     return format_html('<a href="{}">{}</a>', url, label or str(obj))
 
 
+@cache
+def _conversation_changelist_url() -> str | None:
+    """Reversed once per process, not once per row of every page."""
+    try:
+        return reverse("admin:conversations_conversation_changelist")
+    except NoReverseMatch:
+        return None
+
+
 @admin.register(TaskRecord)
-class TaskRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class TaskRecordAdmin(KeysetPaginationMixin, PlainActionCheckboxMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "short_task_name",
@@ -126,10 +92,8 @@ class TaskRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     # Only indexed orderings: the default (-created_at, -id) and the primary key.
     sortable_by = ("id", "created_at")
     list_per_page = 50
-    # No COUNT(*) of the whole table or of facets on each page view.
-    show_full_result_count = False
+    # No COUNT(*) of the whole table or of facets on each page view; pages by keyset (tasks_app.paginators).
     show_facets = ShowFacets.NEVER
-    paginator = EstimatedCountPaginator
     actions = ["retry_selected", "cancel_selected"]
 
     class Media:
@@ -204,9 +168,8 @@ class TaskRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             return "-"
         # A long id is cut in the list (whole on hover and on the detail page), so the columns fit.
         shown = record.conversation_id if len(record.conversation_id) <= 14 else record.conversation_id[:13] + "…"
-        try:
-            url = reverse("admin:conversations_conversation_changelist")
-        except NoReverseMatch:
+        url = _conversation_changelist_url()
+        if url is None:
             return format_html('<span title="{}">{}</span>', record.conversation_id, shown)
         return format_html(
             '<a href="{}?{}" title="{}">{}</a>',
@@ -375,14 +338,6 @@ class TaskRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         services.cancel_task(record=record, by=request.user)
         self.log_change(request, record, "Cancelled")
         return record.task_id
-
-
-class ReadOnlyTaskResultAdmin(ReadOnlyAdminMixin, TaskResultAdmin):
-    """django-celery-results' own admin, without add, change or delete: results move with their records."""
-
-
-admin.site.unregister(TaskResult)
-admin.site.register(TaskResult, ReadOnlyTaskResultAdmin)
 
 
 @admin.register(WorkerControlEvent)

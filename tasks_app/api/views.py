@@ -21,6 +21,7 @@ from tasks_app import selectors, services, task_progress, workers
 from tasks_app.api import serializers as s
 from tasks_app.api.errors import too_many_tasks
 from tasks_app.api.permissions import CanControlWorkers
+from tasks_app.api.representations import Representation
 from tasks_app.models import MANAGE_ALL_TASKS, TaskRecord, TaskState
 from tasks_app.schedules import safety_jobs_off
 
@@ -28,6 +29,12 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractUser
 
 TASK_ID_PATTERN = r"[^/]+"
+# The read endpoints' answers, from serializers built once per process (tasks_app.api.representations).
+STATUS, SUMMARY, STATS = (
+    Representation(s.TaskStatusSerializer),
+    Representation(s.TaskSummarySerializer),
+    Representation(s.TaskStatsSerializer),
+)
 
 
 def errors(*codes: int) -> dict:
@@ -112,7 +119,7 @@ class TaskViewSet(TaskApiViewSet):
         record.pending_reason = selectors.pending_reason(record=record)
         if record.state == TaskState.STARTED:
             record.partial = task_progress.partial_text(task_id=record.task_id)
-        return Response(s.TaskStatusSerializer(record).data)
+        return Response(STATUS.one(record))
 
     @extend_schema(
         summary="Tasks, newest first",
@@ -132,7 +139,7 @@ class TaskViewSet(TaskApiViewSet):
             raise ValidationError({"cursor": [_("Invalid cursor.")]}) from None
         return Response(
             {
-                "results": s.TaskSummarySerializer(page, many=True).data,
+                "results": SUMMARY.many(page),
                 "next": paginator.get_next_link(),
                 "previous": paginator.get_previous_link(),
             }
@@ -152,7 +159,7 @@ class TaskViewSet(TaskApiViewSet):
             else None
         )
         counts["disabled_safety_jobs"] = safety_jobs_off()
-        return Response(s.TaskStatsSerializer(counts).data)
+        return Response(STATS.one(counts))
 
     @extend_schema(
         summary="Cancel a queued, delayed or running task",
