@@ -33,12 +33,12 @@ import psycopg
 from bench import db_profile, fairness, streaming
 from bench import monitoring as bench_monitoring
 from bench.fake_llm_server import FakeLLMServer
-from bench.processes import ROOT, Gunicorn, Worker, bare_env, run_json, run_tasks, system_env
+from bench.processes import ROOT, Gunicorn, Worker, bare_env, cpu_seconds, run_json, run_tasks, system_env
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 # Every row of the latest full-size run of each measurement: a run of some (--only) keeps the others.
 RESULTS_JSON = Path(__file__).resolve().parent / "results.json"
-PARTS = ["overhead", "profile", "ai", "api", "submit", "memory", "monitoring", "streaming", "fairness"]
+PARTS = ["overhead", "profile", "ai", "publish", "api", "submit", "memory", "monitoring", "streaming", "fairness"]
 
 
 @dataclass
@@ -88,11 +88,24 @@ def measure_overhead(*, tasks: int, repeats: int, concurrency: int) -> Row:
     )
 
 
-def measure_ai(
-    *, tasks: int, baseline_tasks: int, repeats: int, concurrency: int, pool_size: int, latency: float
+def measure_ai(  # noqa: C901, PLR0915 (one measurement's setups, runs and rows, read top to bottom)
+    *,
+    tasks: int,
+    baseline_tasks: int,
+    repeats: int,
+    concurrency: int,
+    pool_size: int,
+    latency: float,
+    baselines: bool = True,
 ) -> list[Row]:
-    """2. AI generations against a provider answering in `latency` s: threads + pooled connections
-    vs Celery's default (prefork, one process per core), each draining a queue filled beforehand."""
+    """2. AI generations against a provider answering in `latency` s.
+
+    CLAW.AI as make run starts it (one threads worker per core, pooled connections) beside plain
+    Celery + django-celery-results shaped the same (threads, same workers and concurrency, the same
+    provider call, connections kept), each measured twice with the same workers: draining a queue
+    filled before they started, then end to end (publish included, workers running). With
+    `baselines`, also Celery's default (prefork, one process per core) and CLAW.AI as one process.
+    """
     provider = FakeLLMServer(latency=latency).start_in_thread()
     llm = {
         "LLM_PROVIDER": "openai",
@@ -105,51 +118,110 @@ def measure_ai(
     # Each setup: the workers it starts. A threads worker is one Python process (one core at most, the
     # GIL): make run and compose split the concurrency over one threads process per core; the single
     # process with all of it is measured beside them.
-    setups = {
-        "threads_per_core": [
-            {
-                "concurrency": concurrency // cores,
-                "pool": "threads",
-                "extra_env": {**llm, "DJANGO_DB_POOL_MAX_SIZE": str(pool_size // cores)},
-            }
-        ]
+    per_core = {"concurrency": concurrency // cores, "pool": "threads"}
+    setups: dict[str, list[dict]] = {
+        "threads_per_core": [{**per_core, "extra_env": {**llm, "DJANGO_DB_POOL_MAX_SIZE": str(pool_size // cores)}}]
         * cores,
-        "threads": [
+        "peer": [{**per_core, "kind": "bare"}] * cores,
+    }
+    if baselines:
+        setups["threads"] = [
             {
                 "concurrency": concurrency,
                 "pool": "threads",
                 "extra_env": {**llm, "DJANGO_DB_POOL_MAX_SIZE": str(pool_size)},
             }
-        ],
-        "prefork": [{"concurrency": cores, "pool": "prefork", "extra_env": llm}],
-    }
-    sizes = {"threads": tasks, "threads_per_core": tasks, "prefork": baseline_tasks}
+        ]
+        setups["prefork"] = [{"concurrency": cores, "pool": "prefork", "extra_env": llm}]
+    sizes = {setup: baseline_tasks if setup == "prefork" else tasks for setup in setups}
+    end_to_end = {"threads_per_core", "peer"}  # also measured end to end, with the drain's workers
     ids = ROOT / ".devdata" / "bench" / "ai-task-ids.json"
+    # Chat users: at most AI_MAX_CONCURRENT_PER_USER (2) replies of each in the workers' hands, so c ÷ 2
+    # of them can fill the threads (50 at c = 100, as in the earlier rounds).
+    users = str(max(1, concurrency // 2))
     runs: list[dict[str, float]] = []
+    usage: list[dict[str, float]] = []
+
+    def checked(outcome: dict, expected: int) -> dict:
+        if outcome["states"] != {"SUCCESS": expected}:
+            raise RuntimeError(f"AI tasks did not all succeed: {outcome['states']}")
+        return outcome
+
     for repeat in range(repeats):
         # Alternate the order, so drift in the machine's load does not favour one setup.
         order = list(setups) if repeat % 2 == 0 else list(reversed(setups))
-        rates = {}
+        rates: dict[str, float] = {}
+        used: dict[str, float] = {}
         for setup in order:
-            run_json("bench.ai_load", "publish", str(sizes[setup]), str(ids), env=system_env())
+            bare = setup == "peer"
+            env = bare_env() if bare else system_env()
+            if bare:
+                run_json("bench.ai_load", "bare-publish", str(sizes[setup]), provider.base_url, str(ids), env=env)
+            else:
+                run_json("bench.ai_load", "publish", str(sizes[setup]), str(ids), users, env=env)
             with contextlib.ExitStack() as stack:
-                workers = [Worker("system", queues="ai_high_priority", **spec) for spec in setups[setup]]
+                workers = [
+                    Worker(spec.get("kind", "system"), queues="ai_high_priority", **_worker_options(spec))
+                    for spec in setups[setup]
+                ]
                 for worker in workers:
                     stack.enter_context(worker)
-                outcome = run_json("bench.ai_load", "wait", str(ids), env=system_env())
-            if outcome["states"] != {"SUCCESS": sizes[setup]}:
-                raise RuntimeError(f"AI tasks did not all succeed: {outcome['states']}")
-            rates[setup] = outcome["per_second"]
+                outcome = run_json("bench.ai_load", "bare-wait" if bare else "wait", str(ids), env=env)
+                rates[setup] = checked(outcome, sizes[setup])["per_second"]
+                if setup in end_to_end:
+                    cpu = sum(cpu_seconds(worker.process.pid) for worker in workers)
+                    command = ["bare-e2e", str(tasks), provider.base_url, str(ids)]
+                    if not bare:
+                        command = ["e2e", str(tasks), str(ids), users]
+                    outcome = checked(run_json("bench.ai_load", *command, env=env), tasks)
+                    rates[f"{setup}_e2e"] = outcome["e2e_per_second"]
+                    rates[f"{setup}_publish"] = tasks / outcome["publish_seconds"]
+                    used[f"{setup}_cpu_ms"] = (sum(cpu_seconds(w.process.pid) for w in workers) - cpu) / tasks * 1000
+                    used[f"{setup}_rss_mib"] = sum(worker.rss_bytes() for worker in workers) / 2**20
         runs.append(rates)
-        log(f"ai {repeat + 1}/{repeats}: " + ", ".join(f"{k} {v:.2f}/s" for k, v in rates.items()))
+        usage.append(used)
+        log(f"ai c={concurrency} {repeat + 1}/{repeats}: " + ", ".join(f"{k} {v:.2f}/s" for k, v in rates.items()))
+        log(f"ai c={concurrency} {repeat + 1}/{repeats}: " + ", ".join(f"{k} {v:.1f}" for k, v in used.items()))
     ceiling = concurrency / latency
 
     def med(setup: str) -> float:
         return statistics.median(r[setup] for r in runs)
 
-    def ratio(setup: str) -> float:
-        return statistics.median(r[setup] / r["prefork"] for r in runs)
+    def ratio(setup: str, baseline: str) -> float:
+        return statistics.median(r[setup] / r[baseline] for r in runs)
 
+    def used_by(setup: str) -> str:
+        cpu = statistics.median(u[f"{setup}_cpu_ms"] for u in usage)
+        rss = statistics.median(u[f"{setup}_rss_mib"] for u in usage)
+        return f"CPU {cpu:.1f} ms/task, RSS {rss:.0f} MiB"
+
+    shape = f"{cores} workers -P threads -c {concurrency // cores}"
+    e2e_target = 90 if concurrency <= 100 else 0.75 * ceiling
+    e2e, peer_e2e = med("threads_per_core_e2e"), med("peer_e2e")
+    e2e_ratio = ratio("threads_per_core_e2e", "peer_e2e")
+    rows = [
+        Row(
+            f"2c. AI replies end to end, {tasks:,} replies, provider latency {latency:g} s, {shape} (c = "
+            f"{concurrency}), tasks/s from the first apply_async to the last stored result, workers running "
+            f"(baseline: plain Celery + django-celery-results shaped the same, connections kept)",
+            f"{e2e:.1f} (publish {med('threads_per_core_publish'):.0f}/s; {used_by('threads_per_core')})",
+            f"{peer_e2e:.1f} (publish {med('peer_publish'):.0f}/s; {used_by('peer')})",
+            f"{e2e_ratio:.2f}",
+            f"≥ 1.15× and ≥ {e2e_target:.0f}/s",
+            e2e_ratio >= 1.15 and e2e >= e2e_target,
+        ),
+        Row(
+            f"2d. the same drain only (queue filled before the workers start; first start to last end), c = "
+            f"{concurrency}",
+            f"{med('threads_per_core'):.1f} ({med('threads_per_core') / ceiling:.0%} of {ceiling:.0f})",
+            f"{med('peer'):.1f}",
+            f"{ratio('threads_per_core', 'peer'):.2f}",
+            "—",
+            None,
+        ),
+    ]
+    if not baselines:
+        return rows
     one, split = med("threads"), med("threads_per_core")
     return [
         Row(
@@ -159,7 +231,7 @@ def measure_ai(
             f"{baseline_tasks} generations)",
             f"{split:.1f} ({split / ceiling:.0%} of {ceiling:.0f})",
             f"{med('prefork'):.2f}",
-            f"{ratio('threads_per_core'):.0f}×",
+            f"{ratio('threads_per_core', 'prefork'):.0f}×",
             f"≥ {0.8 * ceiling:.0f}/s (80% of c ÷ latency)",
             split >= 0.8 * ceiling,
         ),
@@ -167,11 +239,54 @@ def measure_ai(
             f"2b. the same, CLAW.AI as one worker -P threads -c {concurrency}, pool {pool_size} connections",
             f"{one:.1f} ({one / ceiling:.0%} of {ceiling:.0f})",
             f"{med('prefork'):.2f}",
-            f"{ratio('threads'):.0f}×",
+            f"{ratio('threads', 'prefork'):.0f}×",
             f"≥ {0.8 * ceiling:.0f}/s (80% of c ÷ latency)",
             one >= 0.8 * ceiling,
         ),
+        *rows,
     ]
+
+
+def _worker_options(spec: dict) -> dict:
+    return {key: value for key, value in spec.items() if key != "kind"}
+
+
+def measure_publish(*, tasks: int, repeats: int) -> list[Row]:
+    """8. Publish from one process, no worker: apply_async one at a time, and as one group, vs plain Celery."""
+    runs: list[dict[str, float]] = []
+    for repeat in range(repeats):
+        rates: dict[str, float] = {}
+        order = ("system", "bare") if repeat % 2 == 0 else ("bare", "system")
+        for how in ("single", "group"):
+            for kind in order:
+                env = system_env() if kind == "system" else bare_env()
+                outcome = run_json("bench.load", "publish", kind, str(tasks), how, env=env)
+                if kind == "system" and outcome["recorded"] != tasks:
+                    raise RuntimeError(f"{outcome['recorded']} of {tasks} records written")
+                rates[f"{kind}_{how}"] = outcome["per_second"]
+        runs.append(rates)
+        log(f"publish {repeat + 1}/{repeats}: " + ", ".join(f"{k} {v:.0f}/s" for k, v in rates.items()))
+
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    def ratio(how: str) -> float:
+        return statistics.median(r[f"system_{how}"] / r[f"bare_{how}"] for r in runs)
+
+    rows = []
+    for how, label in (("single", "apply_async one at a time"), ("group", "as one group")):
+        rows.append(
+            Row(
+                f"8{'' if how == 'single' else 'b'}. publish from one process, {tasks:,} trivial tasks, {label}, "
+                "no worker, tasks/s (CLAW.AI: every record written)",
+                f"{med(f'system_{how}'):.0f}",
+                f"{med(f'bare_{how}'):.0f}",
+                f"{ratio(how):.2f}",
+                "≥ 600/s and ≥ 0.5×",
+                med(f"system_{how}") >= 600 and ratio(how) >= 0.5,
+            )
+        )
+    return rows
 
 
 def big_database_url() -> str:
@@ -410,6 +525,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory-repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--ai-concurrency",
+        type=lambda text: [int(each) for each in text.split(",")],
+        default=[100, 200],
+        help="measurement 2: concurrent replies per pair of workers, comma-separated (100,200)",
+    )
     parser.add_argument("--stream-replies", type=int, help="measurement 6: replies streamed at once (200)")
     parser.add_argument("--idle-streams", type=int, help="measurement 6: idle open streams (1,000)")
     parser.add_argument(
@@ -454,18 +575,22 @@ def main() -> int:
         log("profile: database work per task")
         url = os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1)
         profile = {kind: db_profile.profile(kind, profile_tasks, url) for kind in ("system", "bare")}
-    run(
-        "ai",
-        args.repeats,
-        lambda: measure_ai(
-            tasks=200 if args.quick else 1000,
-            baseline_tasks=20 if args.quick else 100,
-            repeats=args.repeats,
-            concurrency=100,
-            pool_size=20,
-            latency=1.0,
-        ),
-    )
+    for concurrency in args.ai_concurrency:
+        # At c = 100 the baselines of measurement 2 too; above, CLAW.AI and its threads peer only.
+        run(
+            "ai",
+            args.repeats,
+            lambda concurrency=concurrency: measure_ai(
+                tasks=(200 if args.quick else 1000) * max(1, concurrency // 100),
+                baseline_tasks=20 if args.quick else 100,
+                repeats=args.repeats,
+                concurrency=concurrency,
+                pool_size=20,
+                latency=1.0,
+                baselines=concurrency == 100,
+            ),
+        )
+    run("publish", args.repeats, lambda: measure_publish(tasks=200 if args.quick else 1000, repeats=args.repeats))
     run(
         "api",
         args.repeats,

@@ -6,6 +6,7 @@ what the system itself adds: task records, the priority transport, the record-aw
 result backend and ClawTask.
 """
 
+import functools
 import os
 
 from celery import Celery
@@ -43,14 +44,20 @@ def noop(n: int) -> dict:
     return {"n": n}
 
 
+@functools.cache
+def provider(provider_url: str):
+    """One client per process, shared by the threads (as the system keeps its own): a well-configured
+    plain Celery task does not build a client and a new TCP connection for every call."""
+    import openai
+
+    return openai.OpenAI(base_url=provider_url, api_key="x", max_retries=0)
+
+
 @app.task(name="bench.bare.reply")
 def reply(provider_url: str) -> dict:
     """An AI reply as a plain Celery task writes one: read the provider's stream to its end, return
     the text. The task has nowhere to send the pieces on to: its user sees the reply when it ends."""
-    import openai
-
-    client = openai.OpenAI(base_url=provider_url, api_key="x", max_retries=0)
-    stream = client.chat.completions.create(
+    stream = provider(provider_url).chat.completions.create(
         model="bench-model", messages=[{"role": "user", "content": "Tell me a long story"}], stream=True
     )
     return {"response": "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)}

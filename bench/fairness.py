@@ -52,8 +52,9 @@ def measure(*, burst: int, latency: float, concurrency: int, repeats: int, log) 
                 with contextlib.ExitStack() as stack:
                     for _ in range(WORKERS):
                         pool = {"DJANGO_DB_POOL_MAX_SIZE": "10"} if kind == "system" else {}
-                        worker = Worker(kind, concurrency=concurrency, pool="threads", queues=AI_QUEUE,
-                                        extra_env={**llm, **pool})
+                        worker = Worker(
+                            kind, concurrency=concurrency, pool="threads", queues=AI_QUEUE, extra_env={**llm, **pool}
+                        )
                         stack.enter_context(worker)
                     outcome = run_json("bench.fairness", kind, str(burst), provider.base_url, env=env, timeout=600)
                 waits[kind].append(outcome["b_waited"])

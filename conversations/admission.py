@@ -15,7 +15,8 @@ one advisory lock, at submit and at the end of a reply. A reply counts as in han
 record is finished, so a row whose end was never reported (a task cancelled before it ran) frees
 its place at the next decision for that user, or at the periodic sweep.
 
-The two calls from outside are `admit_reply` (conversations.services.submit_ai_generation) and
+The calls from outside are `admit_and_publish` (conversations.services.submit_ai_generation), or
+`admit_reply` for a caller that publishes the admitted reply itself, and
 `reply_ended` (the AI task's end, tasks_app.tasks.ai_tasks); publishing goes through
 tasks_app.services.submit_task.
 """
@@ -39,7 +40,11 @@ from tasks_app.models import FINISHED_STATES, WAITING_PREFIX, TaskRecord, TaskSt
 from tasks_app.services import BrokerUnavailable, submit_task
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from django.contrib.auth.models import User
+
+    from tasks_app.publishing import Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +83,66 @@ def admit_reply(
     same transaction as the decision: whoever admits it later finds it and publishes it (the
     publish keeps the record: tasks_app.recording upserts by task id).
     """
+    waiting_for, _ = _admit(
+        task_id=task_id,
+        tenant_id=tenant_id,
+        user_id=user_id,
+        conversation_id=conversation_id,
+        priority=priority,
+        record=record,
+        prepare=None,
+    )
+    return waiting_for
+
+
+def admit_and_publish(
+    *,
+    task_id: str,
+    tenant_id: int | None,
+    user_id: str,
+    conversation_id: str,
+    priority: int | None,
+    record: WaitingRecord,
+    prepare: Callable[[], Prepared],
+) -> tuple[str, TaskRecord | None]:
+    """admit_reply, and an admitted reply published: ("", its record), or (what it waits for, None).
+
+    `prepare` (tasks_app.publishing.prepare of the reply, under `task_id`) writes the admitted
+    reply's record in the decision's transaction, so the two take one commit, not two (a commit
+    waits for PostgreSQL's disk flush: bench/ANALYSIS.md, fourth round); the message leaves after
+    it. Raises BrokerUnavailable when it cannot: the record is deleted and the place given back.
+    """
+    waiting_for, prepared = _admit(
+        task_id=task_id,
+        tenant_id=tenant_id,
+        user_id=user_id,
+        conversation_id=conversation_id,
+        priority=priority,
+        record=record,
+        prepare=prepare,
+    )
+    if prepared is None:
+        return waiting_for, None
+    try:
+        prepared.send()
+    except BrokerUnavailable:
+        reply_withdrawn(task_id=task_id)
+        raise
+    return "", prepared.record
+
+
+def _admit(
+    *,
+    task_id: str,
+    tenant_id: int | None,
+    user_id: str,
+    conversation_id: str,
+    priority: int | None,
+    record: WaitingRecord,
+    prepare: Callable[[], Prepared] | None,
+) -> tuple[str, Prepared | None]:
     priority = settings.CELERY_TASK_DEFAULT_PRIORITY if priority is None else priority
+    prepared = None
     with transaction.atomic():
         _lock(tenant_id, user_id)
         row = ReplyAdmission.objects.create(
@@ -89,8 +153,14 @@ def admit_reply(
             priority=priority,
             state=AdmissionState.WAITING,
         )
-        admitted = _admit_next(tenant_id=tenant_id, user_id=user_id)
-        mine = next((other for other in admitted if other.pk == row.pk), None)
+        limit = replies_at_once(tenant_id=tenant_id, user_id=user_id)
+        waits = _waits_for_sure(row, limit=limit)
+        if waits:
+            ReplyAdmission.objects.filter(pk=row.pk).update(waiting_for=waits)
+            admitted, mine = [], None
+        else:
+            admitted = _admit_next(tenant_id=tenant_id, user_id=user_id, limit=limit)
+            mine = next((other for other in admitted if other.pk == row.pk), None)
         if mine is None:
             row.refresh_from_db(fields=["waiting_for"])
             TaskRecord.objects.create(
@@ -105,9 +175,11 @@ def admit_reply(
                 conversation_id=conversation_id[:255],
                 error=f"{WAITING_PREFIX}{row.waiting_for}",
             )
+        elif prepare is not None:
+            prepared = prepare()
     # Others admitted by the same decision (their place came free meanwhile) are published too.
     _publish([other for other in admitted if other.pk != row.pk])
-    return "" if mine is not None else row.waiting_for
+    return ("" if mine is not None else row.waiting_for), prepared
 
 
 def reply_ended(*, task_id: str) -> None:
@@ -142,8 +214,30 @@ def sweep_waiting_replies() -> int:
     return published
 
 
-def _admit_next(*, tenant_id: int | None, user_id: str) -> list[ReplyAdmission]:
-    """Inside the user's lock: drop rows whose reply is over, admit what fits, note why the rest wait."""
+def _waits_for_sure(row: ReplyAdmission, *, limit: int) -> str:
+    """Inside the user's lock: what a new reply waits for when no decision could admit it, else "".
+
+    The full decision (_admit_next) reads every row of the chat user: in a burst, with hundreds
+    waiting, that is most of a submit's cost, and each further submit reads one row more. When the
+    user's places are all held by replies still unfinished, no decision admits anyone, so the new
+    reply waits, behind its conversation's earlier reply if it has one. (An admitted reply whose
+    record never appeared still counts here until the next full decision drops it: at a reply's
+    end, or the periodic sweep.)
+    """
+    if not limit:
+        return ""
+    finished = TaskRecord.objects.filter(task_id=OuterRef("task_id"), state__in=FINISHED_STATES)
+    rows = ReplyAdmission.objects.filter(tenant_id=row.tenant_id, user_id=row.user_id)
+    if rows.filter(state=AdmissionState.ADMITTED).exclude(Exists(finished)).count() < limit:
+        return ""
+    earlier_turn = rows.filter(conversation_id=row.conversation_id).exclude(pk=row.pk).exists()
+    return CONVERSATION_ORDER if earlier_turn else USER_CONCURRENCY
+
+
+def _admit_next(*, tenant_id: int | None, user_id: str, limit: int | None = None) -> list[ReplyAdmission]:
+    """Inside the user's lock: drop rows whose reply is over, admit what fits, note why the rest wait.
+
+    `limit`: replies_at_once's answer, when the caller has it already."""
     now = timezone.now()
     finished = TaskRecord.objects.filter(task_id=OuterRef("task_id"), state__in=FINISHED_STATES)
     recorded = TaskRecord.objects.filter(task_id=OuterRef("task_id"))
@@ -168,7 +262,9 @@ def _admit_next(*, tenant_id: int | None, user_id: str) -> list[ReplyAdmission]:
     rows = [row for row in rows if row.pk not in gone]
     admitted = [row for row in rows if row.state == AdmissionState.ADMITTED]
     busy = {row.conversation_id for row in admitted}
-    limit = replies_at_once(tenant_id=tenant_id, user_id=user_id) or len(rows)  # 0: no limit per user
+    if limit is None:
+        limit = replies_at_once(tenant_id=tenant_id, user_id=user_id)
+    limit = limit or len(rows)  # 0: no limit per user
     room = max(0, limit - len(admitted))
     # Only the oldest waiting reply of each conversation may go (submission order).
     heads: dict[str, int] = {}

@@ -19,7 +19,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from conversations import queries
-from conversations.admission import WaitingRecord, admit_reply, reply_withdrawn
+from conversations.admission import WaitingRecord, admit_and_publish
 from conversations.budgets import budget_check, budget_release, budget_reserve, capped
 from conversations.llm import get_provider
 from conversations.llm.base import Completion
@@ -30,12 +30,11 @@ from conversations.provider_limits import provider_capacity
 from conversations.reply_streams import ReplyStreamWriter
 from conversations.tokens import completion_cost, estimate_tokens
 from tasks_app.models import UNFINISHED_STATES, TaskRecord
+from tasks_app.publishing import prepare
 from tasks_app.services import (
-    BrokerUnavailable,
     TaskStateConflict,
     cancel_task,
     ensure_below_unfinished_limit,
-    submit_task,
 )
 
 TITLE_LENGTH = 80
@@ -144,31 +143,26 @@ def submit_ai_generation(
     # One chat user's replies a few at a time, a conversation's one at a time in order: the rest
     # wait in PostgreSQL, their record saying why, and are sent when their turn comes.
     task_id = str(uuid.uuid4())
-    waiting_for = admit_reply(
+    # Admitted, its record is written in the admission's transaction (one commit) and sent after it.
+    _waiting_for, record = admit_and_publish(
         task_id=task_id,
         tenant_id=submitted_by.pk,
         user_id=user_id,
         conversation_id=conversation_id,
         priority=priority,
         record=WaitingRecord(AI_GENERATION_TASK, kwargs, queue or settings.QUEUE_AI, eta, submitted_by),
-    )
-    if waiting_for:
-        record = TaskRecord.objects.get(task_id=task_id)
-        record.superseded_task_ids = superseded
-        return record
-    try:
-        record = submit_task(
+        prepare=lambda: prepare(
             task_name=AI_GENERATION_TASK,
             kwargs=kwargs,
             queue=queue,
             priority=priority,
             eta=eta,
-            submitted_by=submitted_by,
+            submitted_by_id=submitted_by.pk,
             task_id=task_id,
-        )
-    except BrokerUnavailable:
-        reply_withdrawn(task_id=task_id)
-        raise
+        ),
+    )
+    if record is None:  # it waits its turn: its record was written waiting
+        record = TaskRecord.objects.get(task_id=task_id)
     record.superseded_task_ids = superseded
     return record
 

@@ -58,8 +58,10 @@ def main(command: list[str]) -> int:
             return code
         fast_exits = fast_exits + 1 if time.monotonic() - started < FAST_EXIT_SECONDS else 0
         if fast_exits >= GIVE_UP_AFTER:
-            say(f"{command[0]} exited {fast_exits} times in a row within {FAST_EXIT_SECONDS:g} s of starting "
-                f"(last exit code {code}): not starting it again")
+            say(
+                f"{command[0]} exited {fast_exits} times in a row within {FAST_EXIT_SECONDS:g} s of starting "
+                f"(last exit code {code}): not starting it again"
+            )
             return code or 1
         say(f"{command[0]} exited with code {code} on its own: starting it again")
         time.sleep(PAUSE_SECONDS)

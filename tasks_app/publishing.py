@@ -17,6 +17,7 @@ A message that cannot leave leaves no record claiming it is queued: the record i
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from claw_ai.celery import celery_app
-from tasks_app import records
+from tasks_app import batching, records
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -73,6 +74,60 @@ def publish(
     under it first); by default a new one is made. Inside a transaction the message leaves at the
     commit (see the module docstring), and a broker error then is logged, not raised.
     """
+    prepared = prepare(
+        task_name=task_name,
+        args=args,
+        kwargs=kwargs,
+        queue=queue,
+        priority=priority,
+        countdown=countdown,
+        eta=eta,
+        submitted_by_id=submitted_by_id,
+        retry_of_id=retry_of_id,
+        task_id=task_id,
+    )
+    prepared.send()
+    return prepared.record
+
+
+@dataclass
+class Prepared:
+    """A task whose record is written (in the caller's transaction, if any) and whose message is not sent yet."""
+
+    record: TaskRecord
+    message: Callable[[], Any]
+
+    def send(self) -> None:
+        """Publish the message, after the commit of the record: now outside a transaction, at its
+        commit inside one (tasks_app.publishing's rule). Raises BrokerUnavailable when it cannot
+        leave now, after deleting the record (no record claims a task is queued that is not); at a
+        commit, the error is logged."""
+        try:
+            _send_after_commit(self.message, task_id=self.record.task_id)
+        except BROKER_ERRORS as exc:
+            logger.warning("could not publish %s (%s): %s", self.record.task_name, self.record.task_id, exc)
+            raise BrokerUnavailable(str(exc)) from exc
+
+
+def prepare(
+    *,
+    task_name: str,
+    args: list | tuple = (),
+    kwargs: dict[str, Any] | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    countdown: float | None = None,
+    eta: datetime | None = None,
+    submitted_by_id: int | None = None,
+    retry_of_id: int | None = None,
+    task_id: str | None = None,
+) -> Prepared:
+    """The first half of publish(): write the record now, return it with the send for later.
+
+    For a caller that writes other rows with the record in one transaction (one commit, where
+    publish() inside it would make the API answer before knowing whether the message left): it
+    calls `send()` after its commit, and so learns of a broker error.
+    """
     task_id = task_id or uuid()
     args, kwargs = list(args), kwargs or {}
     options: dict[str, Any] = {"queue": queue} if queue else {}
@@ -97,24 +152,19 @@ def publish(
         )
     )
     headers = _headers(submitted_by_id=submitted_by_id, retry_of_id=retry_of_id)
-    try:
-        _send_after_commit(
-            lambda: celery_app.send_task(
-                task_name,
-                args=args,
-                kwargs=kwargs,
-                task_id=task_id,
-                headers=headers,
-                retry=True,
-                retry_policy=SUBMIT_RETRY_POLICY,
-                **options,
-            ),
+    return Prepared(
+        record,
+        lambda: celery_app.send_task(
+            task_name,
+            args=args,
+            kwargs=kwargs,
             task_id=task_id,
-        )
-    except BROKER_ERRORS as exc:
-        logger.warning("could not publish %s (%s): %s", task_name, task_id, exc)
-        raise BrokerUnavailable(str(exc)) from exc
-    return record
+            headers=headers,
+            retry=True,
+            retry_policy=SUBMIT_RETRY_POLICY,
+            **options,
+        ),
+    )
 
 
 def _runs_at(priority: int | None) -> int:
@@ -140,22 +190,34 @@ def apply_async(task, args, kwargs, task_id: str | None, options: dict[str, Any]
     retries = options.get("retries") or 0
     if retries:
         _write(lambda: records.note_celery_retry(task_id=task_id, retries=retries, eta=eta))
-    else:
-        _write(
-            lambda: records.insert_published(
-                task_id=task_id,
-                task_name=task.name,
-                args=list(args),
-                kwargs=kwargs,
-                queue=_queue(task.name, args, kwargs, options, task),
-                priority=options["priority"],
-                eta=eta,
-                submitted_by_id=headers.get(HEADER_SUBMITTED_BY),
-                retry_of_id=headers.get(HEADER_RETRY_OF),
-                periodic_task_name=headers.get(HEADER_PERIODIC_TASK) or "",
-            )
+        sent = _send_after_commit(lambda: send(args, kwargs, task_id, **options), task_id=task_id, forget=False)
+        return sent if sent is not None else task.AsyncResult(task_id)
+    record = {
+        "task_id": task_id,
+        "task_name": task.name,
+        "args": list(args),
+        "kwargs": kwargs,
+        "queue": _queue(task.name, args, kwargs, options, task),
+        "priority": options["priority"],
+        "eta": eta,
+        "submitted_by_id": headers.get(HEADER_SUBMITTED_BY),
+        "retry_of_id": headers.get(HEADER_RETRY_OF),
+        "periodic_task_name": headers.get(HEADER_PERIODIC_TASK) or "",
+    }
+    held = batching.current()
+    if held is not None:
+        # A group's task: its record is written with the others' in one commit, then it is sent
+        # on the batch's producer (the caller's may be released by then).
+        options.pop("producer", None)
+        held.held.append(
+            batching.Held(record, lambda producer: send(args, kwargs, task_id, producer=producer, **options))
         )
-    sent = _send_after_commit(lambda: send(args, kwargs, task_id, **options), task_id=task_id, forget=not retries)
+        return task.AsyncResult(task_id)
+    _write(lambda: records.insert_published(**record))
+    if connection.in_atomic_block:
+        # Sent at the commit: a producer the caller lent (a group's) is back in its pool by then.
+        options.pop("producer", None)
+    sent = _send_after_commit(lambda: send(args, kwargs, task_id, **options), task_id=task_id)
     return sent if sent is not None else task.AsyncResult(task_id)
 
 

@@ -56,22 +56,23 @@ PUBLISHED_FIELDS = (
 
 
 @functools.cache
-def _insert_sql() -> str:
-    """INSERT the record, or for a re-send of a lost task (same id) update only what publishing
-    sets, keeping its state, creation time and re-send count. The stored row's id, state and
-    creation time come back."""
+def _insert_sql(rows: int = 1) -> str:
+    """INSERT `rows` records, or for a re-send of a lost task (same id) update only what publishing
+    sets, keeping its state, creation time and re-send count. The stored rows' id, state and
+    creation time come back, in no particular order."""
     meta = TaskRecord._meta
     updated = (_column(TaskRecord, name) for name in PUBLISHED_FIELDS)
     updates = ", ".join(f"{column} = EXCLUDED.{column}" for column in updated)
     returned = column_list(meta.get_field(name) for name in ("id", "state", "created_at"))
+    values = ", ".join([f"({placeholders(TaskRecord)})"] * rows)
     return (
         f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({column_list(insert_fields(TaskRecord))}) "
-        f"VALUES ({placeholders(TaskRecord)}) "
+        f"VALUES {values} "
         f"ON CONFLICT ({_column(TaskRecord, 'task_id')}) DO UPDATE SET {updates} RETURNING {returned}"
     )
 
 
-def insert_published(
+def _published(
     *,
     task_id: str,
     task_name: str,
@@ -84,12 +85,8 @@ def insert_published(
     retry_of_id: int | None = None,
     periodic_task_name: str = "",
 ) -> TaskRecord:
-    """Write the record of a task being published (one statement) and return it as stored.
-
-    A record of the same id (a lost task sent again from a shell) keeps its state, creation time
-    and re-send count. The chat user and conversation come from the task's kwargs, when it has them.
-    """
-    record = TaskRecord(
+    """The unsaved record of a task being published; the chat user and conversation come from its kwargs."""
+    return TaskRecord(
         task_id=task_id,
         task_name=task_name,
         args=args,
@@ -103,11 +100,38 @@ def insert_published(
         conversation_id=str(kwargs.get("conversation_id") or "")[:255],
         periodic_task_name=(periodic_task_name or "")[:255],
     )
+
+
+def insert_published(**values) -> TaskRecord:
+    """Write the record of a task being published (one statement) and return it as stored.
+
+    `values` are _published's. A record of the same id (a lost task sent again from a shell) keeps
+    its state, creation time and re-send count.
+    """
+    record = _published(**values)
     with connection.cursor() as cursor:
         cursor.execute(_insert_sql(), insert_values(record))
         record.pk, record.state, record.created_at = cursor.fetchone()
     record._state.adding, record._state.db = False, connection.alias
     return record
+
+
+# Rows per statement of a bulk insert: PostgreSQL takes at most 65,535 parameters per statement.
+BULK_ROWS = 1000
+
+
+def insert_published_many(many: list[dict]) -> None:
+    """Write the records of many tasks being published, in one transaction (one commit).
+
+    Each of `many` holds _published's values; a task id given twice is written once (the last).
+    As insert_published, a record that exists keeps its state, creation time and re-send count.
+    """
+    unique = list({values["task_id"]: values for values in many}.values())
+    with transaction.atomic(), connection.cursor() as cursor:
+        for start in range(0, len(unique), BULK_ROWS):
+            chunk = unique[start : start + BULK_ROWS]
+            params = [value for values in chunk for value in insert_values(_published(**values))]
+            cursor.execute(_insert_sql(len(chunk)), params)
 
 
 def note_celery_retry(*, task_id: str, retries: int, eta: datetime | None) -> None:
@@ -118,6 +142,12 @@ def note_celery_retry(*, task_id: str, retries: int, eta: datetime | None) -> No
 def forget_unsent(*, task_id: str) -> None:
     """Delete the record of a task whose message never left: no record claims it is queued."""
     TaskRecord.objects.filter(task_id=task_id).delete()
+
+
+def forget_unsent_many(task_ids: list[str]) -> None:
+    """forget_unsent for many tasks, in one statement."""
+    if task_ids:
+        TaskRecord.objects.filter(task_id__in=task_ids).delete()
 
 
 # --- state writes from the result backend --------------------------------------------------------

@@ -8,10 +8,10 @@ already sum over slots (tasks_app.selectors), so only the trigger functions chan
 
 from django.db import migrations
 
-from tasks_app.record_triggers import COUNT_FUNCTIONS, COUNT_FUNCTIONS_0003
+from tasks_app.record_triggers import COUNT_FUNCTIONS_0003, COUNT_FUNCTIONS_0005
 
 
 class Migration(migrations.Migration):
     dependencies = [("tasks_app", "0004_state_queue_created_index")]
 
-    operations = [migrations.RunSQL(COUNT_FUNCTIONS, COUNT_FUNCTIONS_0003)]
+    operations = [migrations.RunSQL(COUNT_FUNCTIONS_0005, COUNT_FUNCTIONS_0003)]

@@ -107,13 +107,20 @@ def test_another_users_reply_starts_at_once_behind_a_burst(two_workers, provider
 
 
 def test_a_higher_priority_reply_of_the_same_user_goes_first(two_workers, provider, alice):
-    # given a user with six priority-0 replies in hand (two running, four waiting)
-    provider.script()
-    provider.default = slow(0.3, answer("ok"))
-    low = [send(alice, "user_p", f"conv_p_{n}", f"low {n}", priority=0) for n in range(6)]
+    # given a user with six priority-0 replies in hand: two running (held at the provider until the
+    # urgent one is sent, however slow the machine; then one ends, the other takes 3 s more, so one
+    # place frees up), four waiting
+    provider.script(answer("ok"), slow(3, answer("ok")))
+    provider.default = answer("ok")
+    provider.gate.clear()
+    try:
+        low = [send(alice, "user_p", f"conv_p_{n}", f"low {n}", priority=0) for n in range(6)]
+        wait_for(lambda: len(provider.requests) == 2, what="the first two replies to reach the provider")
 
-    # when it sends one at priority 9
-    urgent = send(alice, "user_p", "conv_p_urgent", "urgent", priority=9)
+        # when it sends one at priority 9
+        urgent = send(alice, "user_p", "conv_p_urgent", "urgent", priority=9)
+    finally:
+        provider.gate.set()
 
     # then the urgent one is the first to start once a place frees up (third to reach the provider)
     all_done([*low, urgent])

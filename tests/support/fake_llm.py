@@ -130,6 +130,10 @@ class FakeLLM:
         self.max_requests: tuple[int, float] | None = None
         self._accepted_at: list[float] = []
         self._stopping = threading.Event()
+        # Closed (clear()), every call waits here before it answers, until set() opens it again:
+        # a test holds the calls in flight while it does something that must happen meanwhile.
+        self.gate = threading.Event()
+        self.gate.set()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-llm", daemon=True)
@@ -194,6 +198,7 @@ class FakeLLM:
                 raw = self.rfile.read(length) if length else b"{}"
                 received = Received(self.path, dict(self.headers), json.loads(raw or b"{}"), time.monotonic())
                 reply, counted = fake._next_reply(received)
+                fake.gate.wait(timeout=60)
                 stopping = bool(reply.delay) and fake._stopping.wait(reply.delay)
                 if counted:
                     # Ended before the answer leaves: the client may start its next call as soon
