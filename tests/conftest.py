@@ -1,6 +1,7 @@
 import pytest
 import redis
 from django.conf import settings
+from django.core.servers.basehttp import WSGIServer
 
 from claw_ai.celery import celery_app
 from tests.factories import UserFactory
@@ -8,6 +9,11 @@ from tests.support import flush, processes, rabbitmq
 from tests.support.broker import broker_at
 from tests.support.settling import settle_workers
 from tests.support.workers import Worker
+
+# The live server (pytest-django's, Django's WSGIServer) listens with a backlog of 10: 50 clients
+# connecting at once overflow it, and the kernel then drops or resets some of their connections.
+# gunicorn, which serves production, listens with 2048.
+WSGIServer.request_queue_size = 128
 
 # Fixtures that start a Celery worker process or another process of the system (beat; a browser
 # on a live server): a test using one is marked `worker`, and `make test-fast` (-m "not worker")
