@@ -95,7 +95,7 @@ def test_a_node_killed_with_replies_in_flight_is_recovered_by_a_live_worker(brok
     assert recovered_in <= RECOVERY_TARGET[broker]
 
 
-def test_a_worker_paused_for_ten_seconds_runs_nothing_twice(start_worker, redis_client):
+def test_a_worker_paused_for_ten_seconds_runs_nothing_twice(broker, start_worker, redis_client):
     # given two workers on one queue, each running two long tasks
     queue = f"pause-{uuid.uuid4().hex[:6]}"
     runs, release = f"runs:{queue}", f"release:{queue}"
