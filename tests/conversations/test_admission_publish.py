@@ -3,19 +3,15 @@
 No worker: the replies go to a queue nobody consumes, so each test can look at what the broker holds.
 """
 
-import socket
-
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from claw_ai.celery import celery_app
 from conversations.models import ReplyAdmission
 from conversations.services import submit_ai_generation
-from tasks_app.maintenance import BrokerView
 from tasks_app.models import TaskRecord, TaskState
 from tasks_app.publishing import BrokerUnavailable
-from tests.support.broker import broker_at
+from tests.support.broker import broker_unreachable, queue_watch
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,18 +20,14 @@ QUEUE = "admission-publish-tests"  # no worker consumes it
 
 @pytest.fixture
 def broker():
-    with celery_app.connection_for_write() as broker_connection:
-        view = BrokerView(broker_connection.default_channel)
-        yield lambda task_id: view.holds(task_id, QUEUE)
-        broker_connection.default_channel.queue_purge(QUEUE)
+    """Whether the broker holds a task's message in QUEUE; the queue is emptied afterwards."""
+    with queue_watch(QUEUE) as holds:
+        yield holds
 
 
 @pytest.fixture
 def broker_down():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with broker_at(f"redis://127.0.0.1:{port}/0"):
+    with broker_unreachable():
         yield
 
 

@@ -1,7 +1,8 @@
 """Point this (test) process's Celery producer and remote control at another broker."""
 
 import contextlib
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 
 from claw_ai.celery import celery_app
 
@@ -25,3 +26,24 @@ def broker_at(url: str) -> Iterator[None]:
     finally:
         conf.broker_url, conf.broker_read_url, conf.broker_write_url, conf.broker_transport = saved
         _reset_connection_pools()
+
+
+@contextlib.contextmanager
+def broker_unreachable() -> Iterator[None]:
+    """The producer pointed at a Redis port nobody listens on: every publish fails to connect."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with broker_at(f"redis://127.0.0.1:{port}/0"):
+        yield
+
+
+@contextlib.contextmanager
+def queue_watch(queue: str) -> Iterator[Callable[[str], bool]]:
+    """A check of whether the broker holds a task's message in `queue`; the queue is emptied after."""
+    from tasks_app.maintenance import BrokerView
+
+    with celery_app.connection_for_write() as connection:
+        view = BrokerView(connection.default_channel)
+        yield lambda task_id: view.holds(task_id, queue)
+        connection.default_channel.queue_purge(queue)

@@ -3,7 +3,6 @@
 Messages go to a queue no worker consumes, so each test can look at what the broker holds.
 """
 
-import socket
 from datetime import timedelta
 
 import pytest
@@ -14,7 +13,7 @@ from claw_ai.celery import celery_app
 from tasks_app import publishing, records
 from tasks_app.maintenance import BrokerView
 from tasks_app.models import TaskRecord, TaskState
-from tests.support.broker import broker_at
+from tests.support.broker import broker_unreachable, queue_watch
 from tests.support.tasks import record_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,18 +24,13 @@ QUEUE = "publishing-tests"  # no worker consumes it
 @pytest.fixture
 def broker():
     """Whether the broker holds a task's message in QUEUE; the queue is emptied afterwards."""
-    with celery_app.connection_for_write() as connection:
-        view = BrokerView(connection.default_channel)
-        yield lambda task_id: view.holds(task_id, QUEUE)
-        connection.default_channel.queue_purge(QUEUE)
+    with queue_watch(QUEUE) as holds:
+        yield holds
 
 
 @pytest.fixture
 def broker_down():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with broker_at(f"redis://127.0.0.1:{port}/0"):
+    with broker_unreachable():
         yield
 
 
