@@ -15,8 +15,7 @@ one advisory lock, at submit and at the end of a reply. A reply counts as in han
 record is finished, so a row whose end was never reported (a task cancelled before it ran) frees
 its place at the next decision for that user, or at the periodic sweep.
 
-The calls from outside are `admit_and_publish` (conversations.services.submit_ai_generation), or
-`admit_reply` for a caller that publishes the admitted reply itself, and
+The calls from outside are `admit_and_publish` (conversations.services.submit_ai_generation) and
 `reply_ended` (the AI task's end, tasks_app.tasks.ai_tasks); publishing goes through
 tasks_app.services.submit_task.
 """
@@ -67,34 +66,6 @@ class WaitingRecord:
     submitted_by: User | None
 
 
-def admit_reply(
-    *,
-    task_id: str,
-    tenant_id: int | None,
-    user_id: str,
-    conversation_id: str,
-    priority: int | None,
-    record: WaitingRecord,
-) -> str:
-    """Take the reply in; return "" when admitted (the caller publishes it, with this task id),
-    else what it waits for ("user_concurrency", "conversation_order").
-
-    A waiting reply's task record is written here, PENDING and saying what it waits for, in the
-    same transaction as the decision: whoever admits it later finds it and publishes it (the
-    publish keeps the record: tasks_app.recording upserts by task id).
-    """
-    waiting_for, _ = _admit(
-        task_id=task_id,
-        tenant_id=tenant_id,
-        user_id=user_id,
-        conversation_id=conversation_id,
-        priority=priority,
-        record=record,
-        prepare=None,
-    )
-    return waiting_for
-
-
 def admit_and_publish(
     *,
     task_id: str,
@@ -105,7 +76,12 @@ def admit_and_publish(
     record: WaitingRecord,
     prepare: Callable[[], Prepared],
 ) -> tuple[str, TaskRecord | None]:
-    """admit_reply, and an admitted reply published: ("", its record), or (what it waits for, None).
+    """Take the reply in: ("", its record) when admitted and published, or (what it waits for, None):
+    "user_concurrency", "conversation_order".
+
+    A waiting reply's task record is written here, PENDING and saying what it waits for, in the
+    same transaction as the decision: whoever admits it later finds it and publishes it (the
+    publish keeps the record: tasks_app.recording upserts by task id).
 
     `prepare` (tasks_app.publishing.prepare of the reply, under `task_id`) writes the admitted
     reply's record in the decision's transaction, so the two take one commit, not two (a commit
@@ -139,7 +115,7 @@ def _admit(
     conversation_id: str,
     priority: int | None,
     record: WaitingRecord,
-    prepare: Callable[[], Prepared] | None,
+    prepare: Callable[[], Prepared],
 ) -> tuple[str, Prepared | None]:
     priority = settings.CELERY_TASK_DEFAULT_PRIORITY if priority is None else priority
     prepared = None
@@ -175,7 +151,7 @@ def _admit(
                 conversation_id=conversation_id[:255],
                 error=f"{WAITING_PREFIX}{row.waiting_for}",
             )
-        elif prepare is not None:
+        else:
             prepared = prepare()
     # Others admitted by the same decision (their place came free meanwhile) are published too.
     _publish([other for other in admitted if other.pk != row.pk])
