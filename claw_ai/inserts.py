@@ -52,5 +52,13 @@ def insert_values(instance: Model) -> list:
 
 
 def loaded(model: type[M], fields, row) -> M:
-    """An instance of `model` from the `fields` values of a row read from the database."""
-    return model.from_db(connection.alias, [field.attname for field in fields], row)
+    """An instance of `model` from the `fields` values of a row read from the database.
+
+    Each value goes through its field's from_db_value, as the ORM's own reads do (a JSONField's
+    text becomes its object).
+    """
+    values = [
+        field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
+        for field, value in zip(fields, row, strict=False)
+    ]
+    return model.from_db(connection.alias, [field.attname for field in fields], values)

@@ -33,9 +33,11 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from conversations import queries
 from conversations.budgets import replies_at_once
 from conversations.models import AdmissionState, ReplyAdmission
-from tasks_app.models import FINISHED_STATES, WAITING_PREFIX, TaskRecord, TaskState
+from tasks_app import records
+from tasks_app.models import FINISHED_STATES, WAITING_PREFIX, TaskRecord
 from tasks_app.services import BrokerUnavailable, submit_task
 
 if TYPE_CHECKING:
@@ -158,15 +160,22 @@ def _admit(
     return ("" if mine is not None else row.waiting_for), prepared
 
 
-def reply_ended(*, task_id: str) -> None:
-    """The reply of `task_id` ended: its place goes to the user's next waiting replies."""
-    row = ReplyAdmission.objects.filter(task_id=task_id).values("tenant_id", "user_id").first()
-    if row is None:
-        return  # sent from code, not through submit: never admitted here
+def reply_ended(*, task_id: str, tenant_id: int | None = None, user_id: str | None = None) -> None:
+    """The reply of `task_id` ended: its place goes to the chat user's next waiting replies.
+
+    `tenant_id` and `user_id` are the reply task's own (its kwargs, which its admission row was
+    made from); without `user_id` they are looked up.
+    """
+    if user_id is None:
+        row = ReplyAdmission.objects.filter(task_id=task_id).values("tenant_id", "user_id").first()
+        if row is None:
+            return  # sent from code, not through submit: never admitted here
+        tenant_id, user_id = row["tenant_id"], row["user_id"]
     with transaction.atomic():
-        _lock(row["tenant_id"], row["user_id"])
-        ReplyAdmission.objects.filter(task_id=task_id).delete()
-        admitted = _admit_next(tenant_id=row["tenant_id"], user_id=row["user_id"])
+        _lock(tenant_id, user_id)
+        if not queries.admissions_remove(task_ids=[task_id]):
+            return  # sent from code, or its place was given back already
+        admitted = _admit_next(tenant_id=tenant_id, user_id=user_id)
     _publish(admitted)
 
 
@@ -215,26 +224,21 @@ def _admit_next(*, tenant_id: int | None, user_id: str, limit: int | None = None
 
     `limit`: replies_at_once's answer, when the caller has it already."""
     now = timezone.now()
-    finished = TaskRecord.objects.filter(task_id=OuterRef("task_id"), state__in=FINISHED_STATES)
-    recorded = TaskRecord.objects.filter(task_id=OuterRef("task_id"))
-    rows = list(
-        ReplyAdmission.objects.filter(tenant_id=tenant_id, user_id=user_id)
-        .annotate(over=Exists(finished), recorded=Exists(recorded))
-        .order_by("id")
-    )
+    rows = queries.admissions_of(tenant_id=tenant_id, user_id=user_id)
+    states = records.states_among([row.task_id for row in rows]) if rows else {}
     gone = [
         row.pk
         for row in rows
-        if row.over
+        if states.get(row.task_id) in FINISHED_STATES
         or (
             row.state == AdmissionState.ADMITTED
-            and not row.recorded
+            and row.task_id not in states  # no record yet
             and row.admitted_at is not None  # always set on ADMITTED
             and row.admitted_at < now - _UNPUBLISHED_GRACE
         )
     ]
     if gone:
-        ReplyAdmission.objects.filter(pk__in=gone).delete()
+        queries.admissions_remove(task_ids=[row.task_id for row in rows if row.pk in gone])
     rows = [row for row in rows if row.pk not in gone]
     admitted = [row for row in rows if row.state == AdmissionState.ADMITTED]
     busy = {row.conversation_id for row in admitted}
@@ -263,9 +267,7 @@ def _admit_next(*, tenant_id: int | None, user_id: str, limit: int | None = None
     # Written only where the decision changed: a burst of hundreds must not rewrite them all each time.
     for row in waiting:
         if before[row.pk] != (row.state, row.waiting_for):
-            ReplyAdmission.objects.filter(pk=row.pk).update(
-                state=row.state, admitted_at=row.admitted_at, waiting_for=row.waiting_for
-            )
+            queries.admission_decided(row)
     return newly
 
 
@@ -278,10 +280,7 @@ def _publish(rows: list[ReplyAdmission]) -> int:
     """
     published = 0
     for row in rows:
-        waiting = TaskRecord.objects.filter(
-            task_id=row.task_id, state=TaskState.PENDING, error__startswith=WAITING_PREFIX
-        )
-        record = waiting.first()
+        record = records.waiting_record(task_id=row.task_id)
         if record is None:
             continue  # sent already, or not written yet (the submit that admitted it sends it)
         try:
@@ -302,7 +301,7 @@ def _publish(rows: list[ReplyAdmission]) -> int:
             logger.warning("admitted reply %s could not be sent; the periodic sweep will send it", row.task_id)
             continue
         # The note only (the task may have started, even finished, meanwhile: its state stays).
-        TaskRecord.objects.filter(pk=record.pk, error=record.error).update(error="")
+        records.clear_waiting_note(pk=record.pk, note=record.error)
         published += 1
     return published
 

@@ -7,7 +7,7 @@ being written have reserved (BudgetReservation).
 
 - At submit (`budget_check`): past any budget, BudgetExceeded (the API answers 429
   `budget_exceeded` with Retry-After until the window resets).
-- When a reply starts (`budget_reserve`): under a per-tenant lock, what is left is worked out and
+- When a reply starts (`budget_reserve`), if a budget applies: under a per-tenant lock, what is left is worked out and
   the reply reserves its share: its prompt and a completion capped (max_tokens) to what is left.
   Replies running at once therefore share the rest instead of each seeing all of it, and the
   ledger can pass a budget by at most one reply's cap (the prompt is an estimate until reported).
@@ -30,6 +30,7 @@ from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from conversations import queries
 from conversations.llm import discard_provider
 from conversations.models import Budget, BudgetReservation, BudgetScope, Message, MessageRole
 from conversations.tokens import completion_cost
@@ -175,6 +176,12 @@ def budget_reserve(*, task_id: str, tenant_id: int | None, user_id: str, prompt_
     """
     if tenant_id is None:
         return None
+    if not any(limits.any for limits in _limits(tenant_id=tenant_id, user_id=user_id)):
+        # No budget applies: no lock. Taking the tenant's lock for nothing made every reply of a
+        # busy tenant queue on it, each holding a pooled connection while it waited, until the
+        # worker's other threads starved for connections (bench/ANALYSIS.md, fifth round).
+        BudgetReservation.objects.filter(task_id=task_id).delete()  # a budget removed since a first delivery
+        return None
     with transaction.atomic():
         with connection.cursor() as cursor:
             # Replies of one tenant reserve one at a time, each seeing the others' reservations.
@@ -259,20 +266,19 @@ def _completion_cap(standings: list[Standing], *, prompt_tokens: int) -> int:
 def replies_at_once(*, tenant_id: int | None, user_id: str) -> int:
     """How many of the chat user's replies may be in the workers' hands at once (0: no limit)."""
     if tenant_id is not None:
-        row = _most_specific(tenant_id=tenant_id, user_id=user_id, have=Q(replies_at_once__isnull=False)).get(
-            BudgetScope.CHAT_USER
-        )
+        row = _most_specific(
+            tenant_id=tenant_id, user_id=user_id, have=lambda budget: budget.replies_at_once is not None
+        ).get(BudgetScope.CHAT_USER)
         if row is not None and row.replies_at_once is not None:  # filtered on not null already
             return row.replies_at_once
     return settings.AI_MAX_CONCURRENT_PER_USER
 
 
-def _most_specific(*, tenant_id: int, user_id: str, have: Q | None = None) -> dict[str, Budget]:
-    """By scope, the row that applies: a chat user's over its tenant's over everyone's."""
-    rows = Budget.objects.filter(Q(tenant__isnull=True) | Q(tenant_id=tenant_id)).filter(have or Q())
+def _most_specific(*, tenant_id: int, user_id: str, have: Callable[[Budget], bool] | None = None) -> dict[str, Budget]:
+    """By scope, the row that applies: a chat user's over its tenant's over everyone's (among those `have` keeps)."""
     best: dict[str, tuple[int, Budget]] = {}
-    for row in rows:
-        if row.user_id and row.user_id != user_id:
+    for row in queries.budget_rows(tenant_id=tenant_id):
+        if (row.user_id and row.user_id != user_id) or (have is not None and not have(row)):
             continue
         rank = (row.tenant_id is not None) + bool(row.user_id)
         if row.scope not in best or rank > best[row.scope][0]:

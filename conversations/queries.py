@@ -12,7 +12,7 @@ from django.db import connection
 from django.db.models import Field, Model
 
 from claw_ai.inserts import column_list, insert_fields, insert_values, loaded, placeholders
-from conversations.models import Conversation, KnowledgeChunk, KnowledgeDocument
+from conversations.models import Budget, Conversation, KnowledgeChunk, KnowledgeDocument, ReplyAdmission
 
 
 def _column(model: type[Model], name: str) -> str:
@@ -88,3 +88,62 @@ def best_matching_chunks(
     """
     params = [search_config, terms, user_id, *([] if tenant_id is None else [tenant_id]), limit]
     return list(KnowledgeChunk.objects.raw(sql, params))
+
+
+# --- budgets -------------------------------------------------------------------------------------
+@functools.cache
+def _budget_rows_sql() -> str:
+    fields, tenant = Budget._meta.concrete_fields, _column(Budget, "tenant")
+    table = connection.ops.quote_name(Budget._meta.db_table)
+    return f"SELECT {column_list(fields)} FROM {table} WHERE {tenant} IS NULL OR {tenant} = %s"
+
+
+def budget_rows(*, tenant_id: int) -> list[Budget]:
+    """Every budget row that may apply to the tenant's replies: everyone's, the tenant's and its chat users'.
+
+    Read on every submit and every reply's start and end (a change in the admin applies at once).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_budget_rows_sql(), [tenant_id])
+        return [loaded(Budget, Budget._meta.concrete_fields, row) for row in cursor.fetchall()]
+
+
+# --- reply admissions ----------------------------------------------------------------------------
+@functools.cache
+def _admissions_sql(*, tenant_is_null: bool) -> str:
+    fields, tenant = ReplyAdmission._meta.concrete_fields, _column(ReplyAdmission, "tenant")
+    table = connection.ops.quote_name(ReplyAdmission._meta.db_table)
+    same_tenant = f"{tenant} IS NULL" if tenant_is_null else f"{tenant} = %s"
+    return (
+        f"SELECT {column_list(fields)} FROM {table} WHERE {same_tenant} AND {_column(ReplyAdmission, 'user_id')} = %s "
+        f"ORDER BY {_column(ReplyAdmission, 'id')}"
+    )
+
+
+def admissions_of(*, tenant_id: int | None, user_id: str) -> list[ReplyAdmission]:
+    """The chat user's replies in hand (admitted or waiting), oldest first."""
+    tenant = [] if tenant_id is None else [tenant_id]
+    with connection.cursor() as cursor:
+        cursor.execute(_admissions_sql(tenant_is_null=tenant_id is None), [*tenant, user_id])
+        return [loaded(ReplyAdmission, ReplyAdmission._meta.concrete_fields, row) for row in cursor.fetchall()]
+
+
+def admission_decided(row: ReplyAdmission) -> None:
+    """Store the row's state, admission time and what it waits for."""
+    table = connection.ops.quote_name(ReplyAdmission._meta.db_table)
+    state, admitted_at, waiting_for, pk = (
+        _column(ReplyAdmission, name) for name in ("state", "admitted_at", "waiting_for", "id")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {state} = %s, {admitted_at} = %s, {waiting_for} = %s WHERE {pk} = %s",
+            [row.state, row.admitted_at, row.waiting_for, row.pk],
+        )
+
+
+def admissions_remove(*, task_ids: list[str]) -> int:
+    """Delete the admission rows of `task_ids`; how many there were."""
+    table = connection.ops.quote_name(ReplyAdmission._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE {_column(ReplyAdmission, 'task_id')} = ANY(%s)", [task_ids])
+        return cursor.rowcount

@@ -23,8 +23,8 @@ from django.db.models import F, Field, Model, Sum
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
-from claw_ai.inserts import column_list, insert_fields, insert_values, placeholders
-from tasks_app.models import FINISHED_STATES, UNFINISHED_STATES, TaskCount, TaskRecord, TaskState
+from claw_ai.inserts import column_list, insert_fields, insert_values, loaded, placeholders
+from tasks_app.models import FINISHED_STATES, UNFINISHED_STATES, WAITING_PREFIX, TaskCount, TaskRecord, TaskState
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -283,6 +283,42 @@ def revoked_among(task_ids: list[str]) -> set[str]:
     return set(
         TaskRecord.objects.filter(task_id__in=task_ids, state=TaskState.REVOKED).values_list("task_id", flat=True)
     )
+
+
+def states_among(task_ids: list[str]) -> dict[str, str]:
+    """The state of each of `task_ids` that has a record (one statement: an AI reply's end asks it)."""
+    table = connection.ops.quote_name(TaskRecord._meta.db_table)
+    task_id, state = _column(TaskRecord, "task_id"), _column(TaskRecord, "state")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {task_id}, {state} FROM {table} WHERE {task_id} = ANY(%s)", [task_ids])
+        return dict(cursor.fetchall())
+
+
+# --- replies waiting their turn (conversations.admission) -------------------------------------------
+@functools.cache
+def _waiting_record_sql() -> str:
+    meta = TaskRecord._meta
+    task_id, state, error = (_column(TaskRecord, name) for name in ("task_id", "state", "error"))
+    return (
+        f"SELECT {column_list(meta.concrete_fields)} FROM {connection.ops.quote_name(meta.db_table)} "
+        f"WHERE {task_id} = %s AND {state} = %s AND {error} LIKE %s"
+    )
+
+
+def waiting_record(*, task_id: str) -> TaskRecord | None:
+    """The PENDING record of a reply still waiting its turn (its error says what for); None once sent."""
+    with connection.cursor() as cursor:
+        cursor.execute(_waiting_record_sql(), [task_id, TaskState.PENDING, f"{WAITING_PREFIX}%"])
+        row = cursor.fetchone()
+    return None if row is None else loaded(TaskRecord, TaskRecord._meta.concrete_fields, row)
+
+
+def clear_waiting_note(*, pk: int, note: str) -> None:
+    """The reply was sent: its record's waiting note goes (its state stays; the task may have run meanwhile)."""
+    table = connection.ops.quote_name(TaskRecord._meta.db_table)
+    error, record_pk = _column(TaskRecord, "error"), _column(TaskRecord, "id")
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET {error} = '' WHERE {record_pk} = %s AND {error} = %s", [pk, note])
 
 
 # --- re-send and rescue marks -----------------------------------------------------------------------

@@ -33,12 +33,14 @@ def warm_up_provider(**_kwargs) -> None:
 
 
 @signals.task_postrun.connect(dispatch_uid="tasks_app.tasks.ai_tasks.hand_on_the_turn")
-def hand_on_the_turn(task=None, task_id=None, state=None, **_kwargs) -> None:
+def hand_on_the_turn(task=None, task_id=None, state=None, kwargs=None, **_kwargs) -> None:
     # However the reply ended (success, failure, cancellation, even before it ran), the chat
     # user's and the conversation's next waiting replies may go; a RETRY is still in hand.
     if task is not None and task.name == AI_TASK_NAME and state != states.RETRY and task_id:
+        kwargs = kwargs or {}
         try:
-            reply_ended(task_id=task_id)
+            user_id = kwargs.get("user_id")
+            reply_ended(task_id=task_id, tenant_id=kwargs.get("tenant_id"), user_id=user_id and str(user_id))
         finally:
             # This runs after tasks_app.connections gave the task's connection back: give back the
             # one reply_ended took too, or each idle thread would keep one out of the pool.
