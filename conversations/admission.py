@@ -17,7 +17,7 @@ its place at the next decision for that user, or at the periodic sweep.
 
 The calls from outside are `admit_and_publish` (conversations.services.submit_ai_generation) and
 `reply_ended` (the AI task's end, tasks_app.tasks.ai_tasks); publishing goes through
-tasks_app.services.submit_task.
+tasks_app.publishing.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from django.utils import timezone
 from conversations import queries
 from conversations.budgets import replies_at_once
 from conversations.models import AdmissionState, ReplyAdmission
-from tasks_app import records
+from tasks_app import publishing, records
 from tasks_app.models import FINISHED_STATES, WAITING_PREFIX, TaskRecord
-from tasks_app.services import BrokerUnavailable, submit_task
+from tasks_app.publishing import BrokerUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -284,17 +284,17 @@ def _publish(rows: list[ReplyAdmission]) -> int:
         if record is None:
             continue  # sent already, or not written yet (the submit that admitted it sends it)
         try:
-            submit_task(
+            publishing.publish(
                 task_name=record.task_name,
                 kwargs=record.kwargs,
                 queue=record.queue,
                 priority=record.priority,
                 eta=record.eta if record.eta and record.eta > timezone.now() else None,
-                submitted_by=record.submitted_by,
+                submitted_by_id=record.submitted_by_id,  # the id: no query for the user
                 task_id=record.task_id,
             )
         except BrokerUnavailable:
-            # submit_task deleted the record (it claims nothing is queued): put it back, still
+            # publish deleted the record (it claims nothing is queued): put it back, still
             # waiting, for the periodic sweep to send once the broker answers.
             record.pk, record._state.adding = None, True
             record.save(force_insert=True)

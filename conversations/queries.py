@@ -10,9 +10,10 @@ import functools
 
 from django.db import connection
 from django.db.models import Field, Model
+from django.utils import timezone
 
 from claw_ai.inserts import column_list, insert_fields, insert_values, loaded, placeholders
-from conversations.models import Budget, Conversation, KnowledgeChunk, KnowledgeDocument, ReplyAdmission
+from conversations.models import Budget, Conversation, KnowledgeChunk, KnowledgeDocument, Message, ReplyAdmission
 
 
 def _column(model: type[Model], name: str) -> str:
@@ -56,6 +57,55 @@ def insert_or_get_conversation(new: Conversation) -> tuple[Conversation, bool] |
     if row is None:
         return None
     return loaded(Conversation, Conversation._meta.concrete_fields, row[:-1]), row[-1]
+
+
+def conversation_touched(*, pk: int, title: str | None = None) -> None:
+    """A message was added to the conversation: its updated_at is now (and its title `title`, if given)."""
+    table = connection.ops.quote_name(Conversation._meta.db_table)
+    updated_at, title_column, id_column = (_column(Conversation, name) for name in ("updated_at", "title", "id"))
+    sets, values = [f"{updated_at} = %s"], [timezone.now()]
+    if title is not None:
+        sets.append(f"{title_column} = %s")
+        values.append(title)
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET {', '.join(sets)} WHERE {id_column} = %s", [*values, pk])
+
+
+# --- messages ------------------------------------------------------------------------------------
+@functools.cache
+def _insert_message_sql() -> str:
+    table = connection.ops.quote_name(Message._meta.db_table)
+    return (
+        f"INSERT INTO {table} ({column_list(insert_fields(Message))}) VALUES ({placeholders(Message)}) "
+        f"RETURNING {_column(Message, 'id')}"
+    )
+
+
+def insert_message(message: Message) -> Message:
+    """INSERT `message` and return it saved (an AI reply writes two: its question and its answer).
+
+    Raises IntegrityError when its task saved a message of the same role already (unique task id
+    and role), as Message.objects.create does.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_message_sql(), insert_values(message))
+        message.pk = cursor.fetchone()[0]
+    message._state.adding, message._state.db = False, connection.alias
+    return message
+
+
+@functools.cache
+def _messages_of_task_sql() -> str:
+    fields = Message._meta.concrete_fields
+    table = connection.ops.quote_name(Message._meta.db_table)
+    return f"SELECT {column_list(fields)} FROM {table} WHERE {_column(Message, 'task_id')} = %s"
+
+
+def messages_of_task(task_id: str) -> list[Message]:
+    """What a run of the AI task `task_id` saved: its question, and its reply if it got that far."""
+    with connection.cursor() as cursor:
+        cursor.execute(_messages_of_task_sql(), [task_id])
+        return [loaded(Message, Message._meta.concrete_fields, row) for row in cursor.fetchall()]
 
 
 # --- knowledge ---------------------------------------------------------------------------------

@@ -372,7 +372,7 @@ def _save_user_message(
     if not task_id:
         return conversation, _add_user_message(conversation, user_message, task_id=""), None
     # An earlier run of this task may have saved the question, or the reply too: one query for both.
-    saved = {message.role: message for message in Message.objects.filter(task_id=task_id)}
+    saved = {message.role: message for message in queries.messages_of_task(task_id)}
     question = (
         saved.get(MessageRole.USER)
         or _unanswered_question(conversation, retried_task_ids)
@@ -411,17 +411,16 @@ def _create_once(create: Callable[[], Message], *, task_id: str, role: str) -> M
 
 
 def _add_user_message(conversation: Conversation, content: str, *, task_id: str) -> Message:
-    message = Message.objects.create(
-        conversation=conversation,
-        role=MessageRole.USER,
-        content=content,
-        prompt_tokens=estimate_tokens(content),
-        task_id=task_id,
+    message = queries.insert_message(
+        Message(
+            conversation=conversation,
+            role=MessageRole.USER,
+            content=content,
+            prompt_tokens=estimate_tokens(content),
+            task_id=task_id,
+        )
     )
-    update: dict[str, object] = {"updated_at": timezone.now()}
-    if not conversation.title:
-        update["title"] = content[:TITLE_LENGTH]
-    Conversation.objects.filter(pk=conversation.pk).update(**update)
+    queries.conversation_touched(pk=conversation.pk, title=None if conversation.title else content[:TITLE_LENGTH])
     return message
 
 
@@ -430,21 +429,23 @@ def _save_reply(conversation: Conversation, completion: Completion, *, task_id: 
         model=completion.model, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens
     )
     reply = _create_once(
-        lambda: Message.objects.create(
-            conversation=conversation,
-            role=MessageRole.ASSISTANT,
-            content=completion.text,
-            model=completion.model,
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
-            cost=cost,
-            task_id=task_id,
-            tokens_estimated=completion.tokens_estimated,
-            finish_reason=completion.finish_reason or "",
-            **timing,
+        lambda: queries.insert_message(
+            Message(
+                conversation=conversation,
+                role=MessageRole.ASSISTANT,
+                content=completion.text,
+                model=completion.model,
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+                cost=cost,
+                task_id=task_id,
+                tokens_estimated=completion.tokens_estimated,
+                finish_reason=completion.finish_reason or "",
+                **timing,
+            )
         ),
         task_id=task_id,
         role=MessageRole.ASSISTANT,
     )
-    Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    queries.conversation_touched(pk=conversation.pk)
     return reply
