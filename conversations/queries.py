@@ -63,13 +63,14 @@ def conversation_touched(*, pk: int, title: str | None = None) -> None:
     """A message was added to the conversation: its updated_at is now (and its title `title`, if given)."""
     table = connection.ops.quote_name(Conversation._meta.db_table)
     updated_at, title_column, id_column = (_column(Conversation, name) for name in ("updated_at", "title", "id"))
-    sets = [f"{updated_at} = %s"]
-    values: list[object] = [timezone.now()]
-    if title is not None:
-        sets.append(f"{title_column} = %s")
-        values.append(title)
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {table} SET {', '.join(sets)} WHERE {id_column} = %s", [*values, pk])
+        if title is None:
+            cursor.execute(f"UPDATE {table} SET {updated_at} = %s WHERE {id_column} = %s", [timezone.now(), pk])
+        else:
+            cursor.execute(
+                f"UPDATE {table} SET {updated_at} = %s, {title_column} = %s WHERE {id_column} = %s",
+                [timezone.now(), title, pk],
+            )
 
 
 # --- messages ------------------------------------------------------------------------------------
