@@ -62,3 +62,25 @@ def loaded(model: type[M], fields, row) -> M:
         for field, value in zip(fields, row, strict=False)
     ]
     return model.from_db(connection.alias, [field.attname for field in fields], values)
+
+
+@functools.cache
+def _insert_sql(model: type[Model]) -> str:
+    meta = model._meta
+    assert meta.pk is not None
+    return (
+        f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({column_list(insert_fields(model))}) "
+        f"VALUES ({placeholders(model)}) RETURNING {connection.ops.quote_name(meta.pk.column)}"
+    )
+
+
+def insert(instance: M) -> M:
+    """INSERT `instance` in one prepared statement (no signals, no ORM compiling) and return it saved.
+
+    For rows written on every submit or reply; an IntegrityError is raised as by save().
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_sql(type(instance)), insert_values(instance))
+        instance.pk = cursor.fetchone()[0]
+    instance._state.adding, instance._state.db = False, connection.alias
+    return instance

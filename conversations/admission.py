@@ -33,6 +33,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from claw_ai.inserts import insert
 from conversations import queries
 from conversations.budgets import replies_at_once
 from conversations.models import AdmissionState, ReplyAdmission
@@ -123,13 +124,31 @@ def _admit(
     prepared = None
     with transaction.atomic():
         _lock(tenant_id, user_id)
-        row = ReplyAdmission.objects.create(
-            task_id=task_id,
-            tenant_id=tenant_id,
-            user_id=user_id,
-            conversation_id=conversation_id,
-            priority=priority,
-            state=AdmissionState.WAITING,
+        if not queries.admissions_exist(tenant_id=tenant_id, user_id=user_id):
+            # The chat user has no reply in hand (the usual case: one question at a time): nothing
+            # waits before this one and every place is free, so it goes, as a full decision would
+            # decide, without reading the user's limit.
+            insert(
+                ReplyAdmission(
+                    task_id=task_id,
+                    tenant_id=tenant_id,
+                    user_id=user_id,
+                    conversation_id=conversation_id,
+                    priority=priority,
+                    state=AdmissionState.ADMITTED,
+                    admitted_at=timezone.now(),
+                )
+            )
+            return "", prepare()
+        row = insert(
+            ReplyAdmission(
+                task_id=task_id,
+                tenant_id=tenant_id,
+                user_id=user_id,
+                conversation_id=conversation_id,
+                priority=priority,
+                state=AdmissionState.WAITING,
+            )
         )
         limit = replies_at_once(tenant_id=tenant_id, user_id=user_id)
         waits = _waits_for_sure(row, limit=limit)

@@ -75,28 +75,6 @@ def conversation_touched(*, pk: int, title: str | None = None) -> None:
 
 # --- messages ------------------------------------------------------------------------------------
 @functools.cache
-def _insert_message_sql() -> str:
-    table = connection.ops.quote_name(Message._meta.db_table)
-    return (
-        f"INSERT INTO {table} ({column_list(insert_fields(Message))}) VALUES ({placeholders(Message)}) "
-        f"RETURNING {_column(Message, 'id')}"
-    )
-
-
-def insert_message(message: Message) -> Message:
-    """INSERT `message` and return it saved (an AI reply writes two: its question and its answer).
-
-    Raises IntegrityError when its task saved a message of the same role already (unique task id
-    and role), as Message.objects.create does.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(_insert_message_sql(), insert_values(message))
-        message.pk = cursor.fetchone()[0]
-    message._state.adding, message._state.db = False, connection.alias
-    return message
-
-
-@functools.cache
 def _messages_of_task_sql() -> str:
     fields = Message._meta.concrete_fields
     table = connection.ops.quote_name(Message._meta.db_table)
@@ -178,6 +156,14 @@ def admissions_of(*, tenant_id: int | None, user_id: str) -> list[ReplyAdmission
     with connection.cursor() as cursor:
         cursor.execute(_admissions_sql(tenant_is_null=tenant_id is None), [*tenant, user_id])
         return [loaded(ReplyAdmission, ReplyAdmission._meta.concrete_fields, row) for row in cursor.fetchall()]
+
+
+def admissions_exist(*, tenant_id: int | None, user_id: str) -> bool:
+    """Whether the chat user has any reply in hand (admitted or waiting)."""
+    tenant = [] if tenant_id is None else [tenant_id]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT EXISTS ({_admissions_sql(tenant_is_null=tenant_id is None)})", [*tenant, user_id])
+        return cursor.fetchone()[0]
 
 
 def admission_decided(row: ReplyAdmission) -> None:

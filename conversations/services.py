@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from claw_ai.inserts import insert
 from conversations import queries
 from conversations.admission import WaitingRecord, admit_and_publish
 from conversations.budgets import budget_check, budget_release, budget_reserve, capped
@@ -411,7 +412,7 @@ def _create_once(create: Callable[[], Message], *, task_id: str, role: str) -> M
 
 
 def _add_user_message(conversation: Conversation, content: str, *, task_id: str) -> Message:
-    message = queries.insert_message(
+    message = insert(
         Message(
             conversation=conversation,
             role=MessageRole.USER,
@@ -429,7 +430,7 @@ def _save_reply(conversation: Conversation, completion: Completion, *, task_id: 
         model=completion.model, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens
     )
     reply = _create_once(
-        lambda: queries.insert_message(
+        lambda: insert(
             Message(
                 conversation=conversation,
                 role=MessageRole.ASSISTANT,
