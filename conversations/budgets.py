@@ -180,7 +180,7 @@ def budget_reserve(*, task_id: str, tenant_id: int | None, user_id: str, prompt_
         # No budget applies: no lock. Taking the tenant's lock for nothing made every reply of a
         # busy tenant queue on it, each holding a pooled connection while it waited, until the
         # worker's other threads starved for connections (bench/ANALYSIS.md, fifth round).
-        BudgetReservation.objects.filter(task_id=task_id).delete()  # a budget removed since a first delivery
+        queries.reservation_remove(task_id=task_id)  # a budget removed since a first delivery
         return None
     with transaction.atomic():
         with connection.cursor() as cursor:
@@ -205,7 +205,7 @@ def budget_reserve(*, task_id: str, tenant_id: int | None, user_id: str, prompt_
 
 
 def budget_release(*, task_id: str) -> None:
-    BudgetReservation.objects.filter(task_id=task_id).delete()
+    queries.reservation_remove(task_id=task_id)
 
 
 # The finish_reason of a reply that reached what was left of a budget while it was being written.

@@ -2,6 +2,7 @@
 
 from django.conf import settings
 
+from conversations import queries
 from conversations.knowledge import knowledge_relevant_chunks
 from conversations.llm.base import ChatMessage
 from conversations.models import Conversation, Message
@@ -36,15 +37,11 @@ def _recent_history(conversation: Conversation, *, before: Message) -> list[Chat
     """The newest earlier messages whose estimated tokens fit LLM_HISTORY_TOKEN_BUDGET, oldest first."""
     budget = settings.LLM_HISTORY_TOKEN_BUDGET
     kept: list[ChatMessage] = []
-    earlier = (
-        conversation.messages.filter(id__lt=before.id)
-        .order_by("-id")
-        .only("role", "content", "conversation_id")[:HISTORY_SCAN_LIMIT]
-    )
-    for message in earlier:
-        cost = estimate_tokens(message.content)
+    earlier = queries.messages_before(conversation_id=conversation.pk, before_id=before.pk, limit=HISTORY_SCAN_LIMIT)
+    for role, content in earlier:
+        cost = estimate_tokens(content)
         if cost > budget:
             break
         budget -= cost
-        kept.append(ChatMessage(message.role, message.content))
+        kept.append(ChatMessage(role, content))
     return kept[::-1]

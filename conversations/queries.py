@@ -13,7 +13,15 @@ from django.db.models import Field, Model
 from django.utils import timezone
 
 from claw_ai.inserts import column_list, insert_fields, insert_values, loaded, placeholders
-from conversations.models import Budget, Conversation, KnowledgeChunk, KnowledgeDocument, Message, ReplyAdmission
+from conversations.models import (
+    Budget,
+    BudgetReservation,
+    Conversation,
+    KnowledgeChunk,
+    KnowledgeDocument,
+    Message,
+    ReplyAdmission,
+)
 
 
 def _column(model: type[Model], name: str) -> str:
@@ -88,6 +96,19 @@ def messages_of_task(task_id: str) -> list[Message]:
         return [loaded(Message, Message._meta.concrete_fields, row) for row in cursor.fetchall()]
 
 
+def messages_before(*, conversation_id: int, before_id: int, limit: int) -> list[tuple[str, str]]:
+    """(role, content) of the conversation's messages older than `before_id`, newest first, at most `limit`."""
+    table = connection.ops.quote_name(Message._meta.db_table)
+    role, content, conversation, pk = (_column(Message, name) for name in ("role", "content", "conversation", "id"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {role}, {content} FROM {table} WHERE {conversation} = %s AND {pk} < %s "
+            f"ORDER BY {pk} DESC LIMIT %s",
+            [conversation_id, before_id, limit],
+        )
+        return cursor.fetchall()
+
+
 # --- knowledge ---------------------------------------------------------------------------------
 def try_advisory_xact_lock(space: int, key: int) -> bool:
     """Take the advisory lock (space, key) for this transaction, or say at once that it is taken."""
@@ -136,6 +157,13 @@ def budget_rows(*, tenant_id: int) -> list[Budget]:
     with connection.cursor() as cursor:
         cursor.execute(_budget_rows_sql(), [tenant_id])
         return [loaded(Budget, Budget._meta.concrete_fields, row) for row in cursor.fetchall()]
+
+
+def reservation_remove(*, task_id: str) -> None:
+    """Delete the budget reservation of the AI task `task_id`, if it has one."""
+    table = connection.ops.quote_name(BudgetReservation._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE {_column(BudgetReservation, 'task_id')} = %s", [task_id])
 
 
 # --- reply admissions ----------------------------------------------------------------------------
