@@ -44,8 +44,9 @@ class MetricCounter(models.Model):
 class MetricRollup(models.Model):
     """Per-minute and per-hour sums of what the admin dashboard draws (monitoring.rollup).
 
-    Kept by PostgreSQL triggers (migration 0002) as the task records and replies are written, so
-    the dashboard reads a few hundred rows for any range instead of every record of the range.
+    Folded from the finished task records and the replies every few seconds and before the
+    dashboard reads (monitoring.fold; PostgreSQL triggers kept it until migration 0004), so the
+    dashboard reads a few hundred rows for any range instead of every record of the range.
     A row is one figure of one time bin: a count of finished tasks by state, one histogram
     bucket of runtime, queue wait or time to reply, tokens or cost by model, cost by chat user.
     """
@@ -80,3 +81,21 @@ class MetricRollup(models.Model):
     def __str__(self) -> str:
         series = f"{self.figure}{{{self.name},{self.label},{self.tenant}}}"
         return f"{series} {self.span}s@{self.bin} b{self.bucket} = {self.value}"
+
+
+class RollupFold(models.Model):
+    """Where the last fold of the rollup ended (monitoring.fold): one row, locked by each fold."""
+
+    ONE = 1
+
+    folded_until = models.DateTimeField(
+        _("folded until"), help_text=_("The time of the last fold: the rollup holds what was committed by then.")
+    )
+
+    class Meta:
+        verbose_name = _("rollup fold")
+        verbose_name_plural = _("rollup folds")
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"folded until {self.folded_until}"

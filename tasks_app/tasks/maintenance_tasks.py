@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from conversations.admission import sweep_waiting_replies
 from conversations.knowledge import knowledge_reindex_stale
+from monitoring.fold import fold_rollup
 from monitoring.retention import prune_rollup
 from tasks_app import lifeline, maintenance
 
@@ -39,6 +40,14 @@ def cleanup_finished_tasks(self, older_than_days: float | None = None, batch_siz
     if report.more:
         self.apply_async(kwargs={"older_than_days": days, "batch_size": size})
     return asdict(report)
+
+
+@shared_task(name="tasks_app.tasks.maintenance_tasks.fold_dashboard_rollup")
+def fold_dashboard_rollup() -> dict:
+    """Fold the task records and replies finished since the last fold into the dashboard's rollup
+    (monitoring.fold): a minute or two of work, every FOLD_EVERY_SECONDS."""
+    report = fold_rollup()
+    return {"start": report.start.isoformat(), "minute_rows": report.minute_rows, "hour_rows": report.hour_rows}
 
 
 @shared_task(bind=True, name="tasks_app.tasks.maintenance_tasks.prune_dashboard_rollup")
