@@ -2,8 +2,9 @@
 
 Why a table, not process memory: see monitoring.exposition. Each row is one slot of one
 series (metric + labels, or one histogram bucket / sum); a series' value is the sum over its
-slots. Rows are only ever increased, never decreased: cleaning up old task records leaves the
-counts alone, so every counter is monotonic as Prometheus requires.
+slots and its increments not folded yet (MetricIncrement). Rows are only ever increased, never
+decreased: cleaning up old task records leaves the counts alone, so every counter is monotonic
+as Prometheus requires.
 One series is a gauge instead: claw_running_tasks (the STARTED records per worker, migration 0003).
 """
 
@@ -39,6 +40,34 @@ class MetricCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.metric}{{{self.name},{self.queue},{self.model},{self.label}}} {self.kind} = {self.value}"
+
+
+class MetricIncrement(models.Model):
+    """A delta of a MetricCounter series, appended by the counting triggers (migration 0005).
+
+    Appended, not upserted: writers then never wait on each other's counter rows. A fold moves
+    them into MetricCounter (monitoring.counters.fold_increments); a scrape adds those not folded yet.
+    """
+
+    metric = models.CharField(_("metric"), max_length=100, help_text=_("Prometheus metric name."))
+    name = models.CharField(_("task name"), max_length=255, blank=True, default="")
+    queue = models.CharField(_("queue"), max_length=100, blank=True, default="")
+    model = models.CharField(_("model"), max_length=255, blank=True, default="", help_text=_("LLM model."))
+    label = models.CharField(
+        _("label"), max_length=100, blank=True, default="", help_text=_("The metric's own label, e.g. token type.")
+    )
+    kind = models.CharField(
+        _("kind"), max_length=10, blank=True, default="", help_text=_('"" a counter; "b<n>" a bucket; "sum".')
+    )
+    value = models.DecimalField(_("value"), max_digits=24, decimal_places=6, default=0)
+
+    class Meta:
+        verbose_name = _("metric increment")
+        verbose_name_plural = _("metric increments")
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"{self.metric}{{{self.name},{self.queue},{self.model},{self.label}}} {self.kind} + {self.value}"
 
 
 class MetricRollup(models.Model):

@@ -72,10 +72,11 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
         every_seconds=900,
     ),
     PeriodicJob(
-        name="monitoring: fold finished work into the dashboard's time bins",
-        task="tasks_app.tasks.maintenance_tasks.fold_dashboard_rollup",
-        description="Recomputes the admin dashboard's recent minute and hour bins from the task records and replies "
-        "finished since the last fold (the dashboard also folds before it draws).",
+        name="monitoring: fold the metric counts and the dashboard's time bins",
+        task="tasks_app.tasks.maintenance_tasks.fold_metrics",
+        description="Moves the counting triggers' increments into the /metrics counters, and recomputes the admin "
+        "dashboard's recent minute and hour bins from the task records and replies finished since the last fold "
+        "(the dashboard also folds before it draws; a scrape adds the increments not folded yet).",
         every_seconds=FOLD_EVERY_SECONDS,
     ),
     PeriodicJob(
