@@ -16,6 +16,7 @@ import json
 import statistics
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import django
@@ -66,7 +67,9 @@ def load(total: int) -> None:
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.db.models import Sum
+    from django.utils import timezone
 
+    from monitoring.fold import fold_rollup
     from tasks_app.models import TaskCount, TaskRecord
 
     have = TaskRecord.objects.filter(task_id__startswith=MARK).count()
@@ -85,6 +88,9 @@ def load(total: int) -> None:
         cursor.execute(
             "ANALYZE tasks_app_taskrecord; ANALYZE django_celery_results_taskresult; ANALYZE tasks_app_taskcount"
         )
+    # The dashboard's rollup as a running system's periodic fold would have written it, from the oldest
+    # loaded record on (a fold reads only the last minutes: these records were written in the past).
+    fold_rollup(since=timezone.now() - timedelta(days=31))
     counted = TaskCount.objects.filter(owner=TaskCount.ALL_OWNERS).aggregate(n=Sum("count"))["n"]
     actual = TaskRecord.objects.count()
     if counted != actual:

@@ -5,8 +5,9 @@
 
 1. AI throughput and 2. the submit rate, each with the metrics on and off in the same run:
    "off" disables the monitoring triggers on the task records and messages (ALTER TABLE …
-   DISABLE TRIGGER; monitoring migrations 0001-0003) and the worker's event counting
-   (MONITORING_EVENTS=off), "on" is the system as it runs. The order alternates between
+   DISABLE TRIGGER; monitoring migrations 0001, 0003 and 0005) and the worker's event counting
+   (MONITORING_EVENTS=off), "on" is the system as it runs. The periodic fold (monitoring.fold,
+   monitoring.counters.fold_increments) runs in neither: no beat runs here. The order alternates between
    repeats so drift in the machine's load favours neither; the cost is 1 - median(on / off).
    Target: at most 3% of each.
 3. One scrape of GET /metrics and the admin dashboard (hour, day, week), timed in-process

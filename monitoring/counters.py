@@ -1,9 +1,13 @@
-"""Python-side writes to the metric counters, and the one read of them all.
+"""Python-side writes to the metric counters, the fold of the triggers' increments, and the one read of them all.
 
-Most counters are kept by PostgreSQL triggers (migration 0001). The events PostgreSQL never
-sees are added here: a message a worker received, a provider call's duration, a 429, a failed
-scrape. Writes are one upsert statement in autocommit; `PendingCounts` batches a worker's
-per-message events and writes them from a background thread about once a second.
+Most counters are counted by PostgreSQL triggers (migrations 0001, 0003), which append their
+deltas to MetricIncrement (migration 0005: writers never wait on a counter row); fold_increments
+moves them into the counters every FOLD_EVERY_SECONDS (a periodic job), and every read adds the
+increments not folded yet, in the same statement, so a read sees each delta exactly once. The
+events PostgreSQL never sees are added here: a message a worker received, a provider call's
+duration, a 429, a failed scrape. Those writes are one upsert statement in autocommit;
+`PendingCounts` batches a worker's per-message events and writes them from a background thread
+about once a second.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from django.db import DatabaseError, connection
 
 from monitoring.buckets import bucket_of
-from monitoring.models import MetricCounter
+from monitoring.models import MetricCounter, MetricIncrement
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -49,7 +53,7 @@ def histogram(
 
 
 def add(deltas: Mapping[Series, float | Decimal]) -> None:
-    """Add `deltas` to their series, in one statement (sorted, as the triggers do, against deadlocks)."""
+    """Add `deltas` to their series, in one statement (sorted, as the fold does, against deadlocks)."""
     if not deltas:
         return
     table = connection.ops.quote_name(MetricCounter._meta.db_table)
@@ -65,28 +69,54 @@ def add(deltas: Mapping[Series, float | Decimal]) -> None:
         )
 
 
+SERIES_COLUMNS = "metric, name, queue, model, label, kind"
+
+
+def _series_values(where: str = "") -> str:
+    """Every series' rows of the counters and the increments not folded yet (one snapshot: a fold
+    moving increments into the counters at the same moment is seen before or after, never half)."""
+    counters = connection.ops.quote_name(MetricCounter._meta.db_table)
+    increments = connection.ops.quote_name(MetricIncrement._meta.db_table)
+    return (
+        f"SELECT {SERIES_COLUMNS}, value FROM {counters} {where} "
+        f"UNION ALL SELECT {SERIES_COLUMNS}, value FROM {increments} {where}"
+    )
+
+
 def totals() -> dict[Series, Decimal]:
-    """Every series' value (summed over its slots): one grouped scan of a small table."""
-    table = connection.ops.quote_name(MetricCounter._meta.db_table)
+    """Every series' value (summed over its slots and increments): one grouped scan of two small tables."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT metric, name, queue, model, label, kind, sum(value) FROM {table} "
-            f"GROUP BY metric, name, queue, model, label, kind"
-        )
+        cursor.execute(f"SELECT {SERIES_COLUMNS}, sum(value) FROM ({_series_values()}) AS v GROUP BY {SERIES_COLUMNS}")
         return {Series(*row[:6]): row[6] for row in cursor.fetchall()}
 
 
-# The one series that goes down: STARTED records per worker (label), kept by migration 0003's triggers.
+def fold_increments() -> int:
+    """Move the triggers' increments into the counters (slot 0): one statement, so each increment is
+    added exactly once (a concurrent fold finds the rows gone). Returns how many series moved."""
+    counters = connection.ops.quote_name(MetricCounter._meta.db_table)
+    increments = connection.ops.quote_name(MetricIncrement._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH moved AS (DELETE FROM {increments} RETURNING {SERIES_COLUMNS}, value) "
+            f"INSERT INTO {counters} ({SERIES_COLUMNS}, slot, value) "
+            f"SELECT {SERIES_COLUMNS}, 0, sum(value) FROM moved "
+            f"GROUP BY {SERIES_COLUMNS} ORDER BY {SERIES_COLUMNS} "
+            f"ON CONFLICT ({SERIES_COLUMNS}, slot) DO UPDATE SET value = {counters}.value + EXCLUDED.value"
+        )
+        return cursor.rowcount
+
+
+# The one series that goes down: STARTED records per worker (label), counted by migration 0003's triggers.
 RUNNING_TASKS = "claw_running_tasks"
 
 
 def running_per_worker() -> dict[str, float]:
     """{worker: tasks it runs now}: one indexed read of a few rows, however many records there are."""
-    table = connection.ops.quote_name(MetricCounter._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT label, sum(value) FROM {table} WHERE metric = %s GROUP BY label HAVING sum(value) <> 0",
-            [RUNNING_TASKS],
+            f"SELECT label, sum(value) FROM ({_series_values('WHERE metric = %(metric)s')}) AS v "
+            f"GROUP BY label HAVING sum(value) <> 0",
+            {"metric": RUNNING_TASKS},
         )
         return {worker: float(count) for worker, count in cursor.fetchall()}
 

@@ -1,7 +1,8 @@
 """The figures of the admin's monitoring dashboard, from the rollup (monitoring.models.MetricRollup).
 
-The rollup holds per-minute and per-hour sums kept by triggers as records and replies are
-written, so a range costs the same on a million records as on a thousand: the last hour reads
+The rollup holds per-minute and per-hour sums folded from the records and replies (monitoring.fold;
+the dashboard's view folds what finished since the last periodic fold before it reads), so a
+range costs the same on a million records as on a thousand: the last hour reads
 60 minute bins, the last day and week 25 and 169 hour bins (bench/monitoring.py times the page
 on the million-record table). Every query is one range scan of the rollup's unique index
 (span, bin, …).

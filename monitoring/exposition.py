@@ -9,16 +9,19 @@ TASK_CLEANUP_AFTER_DAYS, and a counter must never go down.
 
 So events are counted where they are written, into one shared store:
 - task events (sent, started, succeeded, failed, retried, revoked; runtime and queue wait) and
-  replies' tokens and cost: PostgreSQL triggers on the task records and messages add to
-  cumulative counters (monitoring.models), in the writing transaction. Whichever process writes
-  a record, the counts agree with it; deleting records leaves the counts alone. Started counts
+  replies' tokens and cost: PostgreSQL triggers on the task records and messages append
+  increments (monitoring.models.MetricIncrement), in the writing transaction, which a periodic
+  fold moves into cumulative counters; a scrape reads both (monitoring.counters). Whichever
+  process writes a record, the counts agree with it; deleting records leaves the counts alone.
+  Why not computed from the records at scrape time: a record keeps only its last state, and
+  the counters count every run (a retry or a redelivery starts again) and every retry. Started counts
   every run's STARTED write (a retry or a redelivery starts again); a Celery retry re-sends the
   same task, counted as retried and received again, not as sent.
 - events PostgreSQL never sees (a message received by a worker, a provider call's duration,
   its 429s): written to the same counters by the process that saw them (monitoring.events).
 - gauges: queue lengths and oldest message ages from the broker, live workers from the
   workers' discovery (tasks_app.workers, cached, never waited for), active tasks per worker
-  from a count of the STARTED records kept by triggers (monitoring migration 0003).
+  from a count of the STARTED records counted by triggers (monitoring migrations 0003, 0005).
 Any process can answer a scrape, and all answer the same. When a source fails (the broker is
 down) the scrape still answers with the rest; `claw_scrape_errors_total{source}` counts it and
 `claw_scrape_source_up{source}` is 0 for that scrape.

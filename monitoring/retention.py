@@ -1,6 +1,6 @@
 """How long the dashboard's rollup keeps its time bins, and the pruning that holds it to that.
 
-The rollup's triggers (migration 0002) add rows for every minute bin and every hour bin in which
+The rollup's fold (monitoring.fold) writes rows for every minute bin and every hour bin in which
 work was done: left alone, the minute rows alone grow by some 1,440 bins a day times the figures
 of each. The dashboard reads minute bins for its last hour and hour bins for its day and week
 (monitoring.dashboard), so older bins are only history nobody draws: minute bins older than

@@ -1,4 +1,4 @@
-"""Reading the dashboard's rollup (monitoring.models.MetricRollup, kept by migration 0002's triggers).
+"""Reading the dashboard's rollup (monitoring.models.MetricRollup, written by monitoring.fold).
 
 Durations are kept as histograms: bucket k holds the values in (BASE·GROWTH^(k-1), BASE·GROWTH^k]
 seconds, bucket 0 those up to BASE. A percentile is read as Prometheus' histogram_quantile reads

@@ -15,6 +15,7 @@ from monitoring import broker
 from monitoring.charts import bar_chart, time_chart
 from monitoring.dashboard import RANGES, figures
 from monitoring.exposition import registry
+from monitoring.fold import fold_rollup
 
 VIEW_METRICS = "monitoring.view_metrics"
 
@@ -53,6 +54,8 @@ def dashboard(request):
     if not request.user.has_perm(VIEW_METRICS):
         raise PermissionDenied
     range_ = RANGES.get(request.GET.get("range", ""), RANGES["hour"])
+    # What finished since the periodic fold last ran (at most its interval and a minute): the page is current.
+    fold_rollup()
     data = figures(range_)
     when = range_.label
     queues, broker_error = {}, ""

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
+from monitoring.fold import FOLD_EVERY_SECONDS
 from tasks_app.models import DeletedPeriodicJob
 
 
@@ -69,6 +70,14 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
         task="tasks_app.tasks.maintenance_tasks.reindex_stale_documents",
         description="Queues indexing of knowledge documents never indexed or changed since their last indexing.",
         every_seconds=900,
+    ),
+    PeriodicJob(
+        name="monitoring: fold the metric counts and the dashboard's time bins",
+        task="tasks_app.tasks.maintenance_tasks.fold_metrics",
+        description="Moves the counting triggers' increments into the /metrics counters, and recomputes the admin "
+        "dashboard's recent minute and hour bins from the task records and replies finished since the last fold "
+        "(the dashboard also folds before it draws; a scrape adds the increments not folded yet).",
+        every_seconds=FOLD_EVERY_SECONDS,
     ),
     PeriodicJob(
         name="monitoring: prune the dashboard's old time bins",

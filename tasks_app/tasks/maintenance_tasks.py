@@ -10,6 +10,8 @@ from django.utils import timezone
 
 from conversations.admission import sweep_waiting_replies
 from conversations.knowledge import knowledge_reindex_stale
+from monitoring.counters import fold_increments
+from monitoring.fold import fold_rollup
 from monitoring.retention import prune_rollup
 from tasks_app import lifeline, maintenance
 
@@ -39,6 +41,21 @@ def cleanup_finished_tasks(self, older_than_days: float | None = None, batch_siz
     if report.more:
         self.apply_async(kwargs={"older_than_days": days, "batch_size": size})
     return asdict(report)
+
+
+@shared_task(name="tasks_app.tasks.maintenance_tasks.fold_metrics")
+def fold_metrics() -> dict:
+    """Fold what was counted and finished since the last fold, every FOLD_EVERY_SECONDS: the
+    triggers' increments into the metric counters (monitoring.counters), the task records and
+    replies into the dashboard's rollup (monitoring.fold, a minute or two of work)."""
+    series = fold_increments()
+    report = fold_rollup()
+    return {
+        "counter_series": series,
+        "rollup_start": report.start.isoformat(),
+        "minute_rows": report.minute_rows,
+        "hour_rows": report.hour_rows,
+    }
 
 
 @shared_task(bind=True, name="tasks_app.tasks.maintenance_tasks.prune_dashboard_rollup")

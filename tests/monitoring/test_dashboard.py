@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from conversations.models import MessageRole
 from monitoring.dashboard import AI_TASK
+from monitoring.fold import fold_rollup
 from tasks_app.models import TaskRecord, TaskState
 from tests.factories import ConversationFactory, MessageFactory, StaffFactory, TaskRecordFactory
 from tests.support.processes import LOG_DIR
@@ -22,7 +23,8 @@ CHROMIUM = find_chromium()
 
 
 def seed(count: int = 240) -> None:
-    """Finished tasks over the last hour (a mix of names and states), AI replies with tokens and cost."""
+    """Finished tasks over the last hour (a mix of names and states), AI replies with tokens and cost,
+    folded into the rollup (written in the past, they are outside a periodic fold's recent minutes)."""
     rng = random.Random(17)
     now = timezone.now()
     conversation = ConversationFactory(public_id="conv_dash", user_id="user_1")
@@ -49,6 +51,7 @@ def seed(count: int = 240) -> None:
                 cost=Decimal(rng.randint(100, 5000)) / Decimal(1_000_000),
                 task_id=record.task_id,
             )
+    fold_rollup(since=now - timedelta(hours=1))
 
 
 @pytest.fixture
@@ -92,6 +95,37 @@ def test_every_chart_has_its_unit_and_range_and_draws_the_data(monitoring_staff,
     assert {"hour": "last hour", "day": "last 24 hours", "week": "last 7 days"}[range_key] in page
     assert "deepseek-chat" in page
     assert "gpt-4o-mini" in page
+
+
+@pytest.mark.django_db
+def test_a_reply_finished_a_moment_ago_is_on_the_page(monitoring_staff):
+    # given: nothing folded yet, then a reply that has just finished
+    client = Client()
+    client.force_login(monitoring_staff)
+    client.get(URL)
+    record = TaskRecordFactory(task_id="dash-now", task_name=AI_TASK, queue="ai_high_priority")
+    now = timezone.now()
+    TaskRecord.objects.filter(pk=record.pk).update(
+        state=TaskState.SUCCESS, started_at=now - timedelta(seconds=2), done_at=now
+    )
+    MessageFactory(
+        conversation=ConversationFactory(public_id="conv_now", user_id="user_now"),
+        role=MessageRole.ASSISTANT,
+        content="reply",
+        model="model-of-this-moment",
+        prompt_tokens=10,
+        completion_tokens=5,
+        cost=Decimal("0.001"),
+        task_id=record.task_id,
+    )
+
+    # when: the page is drawn (before any periodic fold)
+    page = client.get(URL, {"range": "hour"}).content.decode()
+
+    # then: its reply, user and task are drawn
+    assert "model-of-this-moment" in page
+    assert "user_now" in page
+    assert "generate_ai_response" in page
 
 
 @pytest.mark.django_db(transaction=True)

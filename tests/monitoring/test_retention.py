@@ -10,7 +10,7 @@ from django_celery_beat.models import PeriodicTask
 from monitoring.models import MetricCounter, MetricRollup
 from monitoring.rollup import HOUR, MINUTE
 from tasks_app.schedules import ensure_periodic_tasks
-from tasks_app.tasks.maintenance_tasks import prune_dashboard_rollup
+from tasks_app.tasks.maintenance_tasks import fold_metrics, prune_dashboard_rollup
 from tests.foundation.test_settings import run_python
 
 pytestmark = pytest.mark.django_db
@@ -51,6 +51,18 @@ def test_bins_past_their_keeping_time_go_and_the_rest_stay(settings):
         "hour of two months ago",
     }
     assert MetricCounter.objects.get().value == 7
+
+
+def test_the_fold_job_exists_after_migrate_and_runs_every_30_seconds():
+    # given the system's jobs as a deploy's migrate creates them
+    ensure_periodic_tasks()
+
+    # then the fold of the counters' increments and the dashboard's bins is one of them
+    job = PeriodicTask.objects.get(task="tasks_app.tasks.maintenance_tasks.fold_metrics")
+    assert job.enabled
+    assert (job.interval.every, job.interval.period) == (30, "seconds")
+    # and it runs
+    assert set(fold_metrics()) == {"counter_series", "rollup_start", "minute_rows", "hour_rows"}
 
 
 def test_the_job_exists_after_migrate_and_runs_daily():

@@ -1,4 +1,4 @@
-"""The dashboard's rollup equals the figures computed from the records and replies themselves."""
+"""After a fold, the dashboard's rollup equals the figures computed from the records and replies themselves."""
 
 import importlib
 import math
@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from conversations.models import Conversation, Message, MessageRole
 from monitoring.dashboard import AI_TASK, CODE_TENANT, RANGES, figures
+from monitoring.fold import LATENESS, fold_rollup
 from monitoring.models import MetricRollup
 from monitoring.rollup import percentiles, upper_bound
 from tasks_app.models import TaskRecord, TaskState
@@ -33,7 +34,8 @@ def finished_record(task_id: str, *, name: str, state: str, done, runtime: float
 
 
 def seed_records(now, rng: random.Random) -> None:
-    """Finished tasks over the last 8 days (some before the week), and some not finished."""
+    """Finished tasks over the last 8 days (some before the week), and some not finished, folded
+    into the rollup (written in the past, they are outside a periodic fold's recent minutes)."""
     for i in range(400):
         finished_record(
             f"roll-{i}",
@@ -45,6 +47,7 @@ def seed_records(now, rng: random.Random) -> None:
         )
     for i in range(20):
         TaskRecord.objects.create(task_id=f"roll-open-{i}", task_name=NAMES[0], queue="default")
+    fold_rollup(since=now - timedelta(days=9))
 
 
 def assert_near_rank(estimate: float, values: list[float], quantile: float) -> None:
@@ -99,40 +102,53 @@ def test_the_rollup_gives_the_figures_of_the_records(range_key):
             assert_near_rank(data["reply_time"][key][index], values, quantile)
 
 
-def test_a_changed_record_moves_its_figures_and_a_deleted_one_stays_counted():
+def test_a_refold_moves_a_changed_record_and_a_deleted_one_stays_counted():
     # given
     now = timezone.now()
     seed_records(now, random.Random(3))
     moved = TaskRecord.objects.filter(state=TaskState.SUCCESS, done_at__gte=now - timedelta(hours=1)).first()
-    # when: a finished record is rewritten (another state, done at another time)
+    # when: a finished record is corrected (another state, done at another time), and its time refolded
     TaskRecord.objects.filter(pk=moved.pk).update(
         state=TaskState.FAILURE, done_at=now - timedelta(minutes=1), started_at=now - timedelta(minutes=2)
     )
+    fold_rollup(since=now - timedelta(hours=1))
     # then: the rollup follows it
     expected = expected_from_records("hour", now)
     for state in FINAL:
         assert expected["data"]["finished"][state] == pytest.approx(expected["finished"][state]), state
-    # and deleting records (the cleanup job) leaves the charts as they were
+    # and deleting records finished before a fold's recent minutes (the cleanup job deletes them
+    # after days) leaves the charts as they were, through the periodic fold
     before = figures(RANGES["day"], now=now)
-    TaskRecord.objects.filter(done_at__gte=now - timedelta(hours=2)).delete()
+    deleted, _ = TaskRecord.objects.filter(
+        done_at__gte=now - timedelta(hours=2), done_at__lt=now - 3 * LATENESS
+    ).delete()
+    assert deleted > 50
+    fold_rollup()
     assert figures(RANGES["day"], now=now) == before
 
 
-def test_the_migration_fills_the_same_rollup_as_the_triggers_keep(alice):
-    # given: records and replies written with the triggers on
+def rollup_rows() -> set[tuple]:
+    return set(MetricRollup.objects.values_list("span", "bin", "figure", "name", "label", "tenant", "bucket", "value"))
+
+
+def test_a_fold_writes_the_rollup_migration_0002_fills_and_its_triggers_kept(alice):
+    # given: records and replies, folded
     now = timezone.now()
     seed_records(now, random.Random(5))
     conversation = Conversation.objects.create(public_id="conv_fill", user_id="u1", created_by=alice)
     Message.objects.create(
         conversation=conversation, role=MessageRole.ASSISTANT, content="r", model="m", cost=Decimal("0.5")
     )
+    fold_rollup()
+    folded = rollup_rows()
     kept = {key: figures(range_, now=now) for key, range_ in RANGES.items()}
-    # when: the rollup is emptied and filled again as `migrate` fills it
+    # when: the rollup is emptied and filled again as `migrate` filled it when it was trigger-kept
     MetricRollup.objects.all().delete()
     migration = importlib.import_module("monitoring.migrations.0002_metricrollup")
     with connection.cursor() as cursor:
         cursor.execute(migration.BACKFILL)
-    # then
+    # then: row for row the same
+    assert rollup_rows() == folded
     assert {key: figures(range_, now=now) for key, range_ in RANGES.items()} == kept
 
 
@@ -161,7 +177,8 @@ def test_tokens_cost_and_the_busiest_users_by_tenant(alice, bob):
                 cost=Decimal(cost),
             )
         spent[(tenant.username if tenant else CODE_TENANT, user)] = sum(map(Decimal, costs))
-    # when
+    # when: the periodic fold runs (or the dashboard folds before it draws)
+    fold_rollup()
     data = figures(RANGES["hour"], now=now + timedelta(seconds=1))
     # then: two tenants' "u1" are two users, ranked by cost
     names = data["tenant_names"]
@@ -180,6 +197,7 @@ def test_tokens_cost_and_the_busiest_users_by_tenant(alice, bob):
     assert totals == {"gpt-4o-mini": [360, Decimal("0.55")], "deepseek-chat": [240, Decimal("0.41")]}
     # and a reply rewritten later (its cost corrected) is counted once, at its new cost
     Message.objects.filter(cost=Decimal("0.40")).update(cost=Decimal("0.10"))
+    fold_rollup()
     data = figures(RANGES["hour"], now=now + timedelta(seconds=1))
     assert data["top_users"][1] == (bob.pk, "u1", Decimal("0.1"))
 
