@@ -30,6 +30,9 @@ class PeriodicJob:
     every_seconds: int | None = None
     crontab: str | None = None  # "minute hour day_of_month month_of_year day_of_week"
     kwargs: dict = field(default_factory=dict)
+    # A run not started within this many seconds is dropped (the next one does its work): while the
+    # workers are down, a frequent job's runs would otherwise pile up in the queue.
+    expire_seconds: int | None = None
 
 
 # Without these two jobs, tasks of a dead worker node or lost by the broker wait for ever:
@@ -78,6 +81,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
         "dashboard's recent minute and hour bins from the task records and replies finished since the last fold "
         "(the dashboard also folds before it draws; a scrape adds the increments not folded yet).",
         every_seconds=FOLD_EVERY_SECONDS,
+        expire_seconds=FOLD_EVERY_SECONDS,
     ),
     PeriodicJob(
         name="monitoring: prune the dashboard's old time bins",
@@ -135,6 +139,7 @@ def ensure_periodic_tasks(
                     task=job.task,
                     kwargs=json.dumps(job.kwargs),
                     description=job.description,
+                    expire_seconds=job.expire_seconds,
                     **_schedule_for(job),
                 )
             outcome[job.name] = "created"

@@ -61,6 +61,8 @@ def test_the_fold_job_exists_after_migrate_and_runs_every_30_seconds():
     job = PeriodicTask.objects.get(task="tasks_app.tasks.maintenance_tasks.fold_metrics")
     assert job.enabled
     assert (job.interval.every, job.interval.period) == (30, "seconds")
+    # and a run the workers could not start in time is dropped, not queued behind the next ones
+    assert job.expire_seconds == 30
     # and it runs
     assert set(fold_metrics()) == {"counter_series", "rollup_start", "minute_rows", "hour_rows"}
 
