@@ -4,7 +4,7 @@ from django.conf import settings
 
 from conversations.knowledge import knowledge_relevant_chunks
 from conversations.llm.base import ChatMessage
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, MessageRole
 from conversations.tokens import estimate_tokens
 
 # Earlier messages looked at when filling the history budget.
@@ -42,6 +42,10 @@ def _recent_history(conversation: Conversation, *, before: Message) -> list[Chat
         .only("role", "content", "conversation_id")[:HISTORY_SCAN_LIMIT]
     )
     for message in earlier:
+        if message.role == MessageRole.ASSISTANT and not message.content:
+            # A reply that never wrote a word (the budget ran out before it started):
+            # an empty assistant turn tells the model nothing, and some providers refuse it.
+            continue
         cost = estimate_tokens(message.content)
         if cost > budget:
             break
