@@ -178,13 +178,15 @@ def rows(watched: dict, idle: dict, polled: dict, *, replies: int, tokens: int, 
                 + f"; +{idle['rss_added_mib']:.0f} MiB "
                 f"({idle['rss_before_mib']:.0f} → {idle['rss_with_streams_mib']:.0f}); "
                 f"threads {idle['threads_before']} → {idle['threads_with_streams']}; database connections "
-                f"{idle['database_connections_before']} → {idle['database_connections_with_streams']}"
+                f"{idle['database_connections_before']} → {idle['database_connections_with_streams']}; "
+                f"Redis connections of the streams {idle['redis_connections_with_streams']}"
             ),
             "baseline": "— (no streams; under WSGI each open stream holds a thread)",
             "ratio": "—",
-            "target": "no thread per stream; ≤ 150 MB added",
+            "target": "no thread per stream; ≤ 150 MB added; Redis connections not one per stream",
             "met": idle["opened"] == idle["streams"]
             and idle["rss_added_mib"] * 2**20 <= 150e6
-            and idle["threads_with_streams"] - idle["threads_before"] < idle["streams"] / 10,
+            and idle["threads_with_streams"] - idle["threads_before"] < idle["streams"] / 10
+            and idle["redis_connections_with_streams"] < idle["streams"] / 10,
         },
     ]
