@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 
 import redis.asyncio
@@ -29,6 +30,8 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from claw_ai import redis_clients
+
+logger = logging.getLogger(__name__)
 
 READER_CLIENT_NAME = "claw-stream-reader"
 # How long one XREAD blocks (a wake-up that missed it waits at most this long).
@@ -149,7 +152,9 @@ class StreamReader:
                 # RESP2 (our clients) answers [[key, entries]]; RESP3 a dict.
                 for key, entries in found.items() if isinstance(found, dict) else found or []:
                     self._hand_out(key.decode() if isinstance(key, bytes) else key, entries)
-        except (RedisError, OSError) as error:
+        except Exception as error:  # Redis down (RedisError, OSError), or a bug: no watch may wait forever
+            if not isinstance(error, RedisError | OSError):
+                logger.exception("stream reader failed")
             for watches in self._by_key.values():
                 for watch in watches:
                     watch._fail(error)
