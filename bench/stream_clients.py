@@ -218,6 +218,17 @@ def database_connections() -> int:
         return connection.execute(query).fetchone()[0] - 1  # not this one
 
 
+def stream_redis_connections() -> int:
+    """Connections the web server's open streams hold to Redis: named claw-stream-* by
+    claw_ai.stream_readers (the shared readers) and claw_ai.redis_clients (their short reads)."""
+    import os
+
+    import redis
+
+    with redis.Redis.from_url(os.environ["REDIS_URL"]) as client:
+        return sum(1 for found in client.client_list() if found.get("name", "").startswith("claw-stream"))
+
+
 def idle(url: str, token: str, streams: int, master_pid: int, settle: float) -> dict:  # noqa: C901 (one measurement, in order)
     async def main() -> dict:  # noqa: C901 (open, wait, read the figures, close: in order)
         run = f"{time.time():.0f}"
@@ -260,6 +271,7 @@ def idle(url: str, token: str, streams: int, master_pid: int, settle: float) -> 
         await asyncio.sleep(settle)  # the streams sit idle: their first record check passes
         during = server_usage(master_pid)
         connections_during = database_connections()
+        redis_during = stream_redis_connections()
         for reader in readers:
             reader.cancel()
         for stream in opened:
@@ -279,6 +291,7 @@ def idle(url: str, token: str, streams: int, master_pid: int, settle: float) -> 
             "threads_per_process": during["per_process"],
             "database_connections_before": connections_before,
             "database_connections_with_streams": connections_during,
+            "redis_connections_with_streams": redis_during,
         }
 
     return asyncio.run(main())

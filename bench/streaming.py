@@ -26,6 +26,11 @@ from bench.processes import LOG_DIR, ROOT, Gunicorn, Worker, bare_env, cpu_secon
 # The submitting API user's throttle and unfinished-task limit stay on, out of reach: 1,000 idle
 # streams are 1,000 queued replies of one user.
 LIMITS = {"AI_GENERATE_THROTTLE_RATE": "1000000/min", "MAX_UNFINISHED_TASKS_PER_USER": "100000000"}
+# The web server's processes, and the Redis connections each may hold for its open streams: the
+# shared readers and the short reads' pool (claw_ai.stream_readers), at their defaults, set here
+# so that the bound the idle measurement checks is the one the server ran with.
+WEB_PROCESSES = 4
+STREAM_CONNECTIONS = {"STREAM_READERS": "4", "STREAM_COMMAND_CONNECTIONS": "8"}
 
 
 class Provider:
@@ -74,11 +79,14 @@ def measure(
     poll_every: float,
     log,
 ) -> list[dict]:
-    env = system_env(**LIMITS)
+    env = system_env(**LIMITS, **STREAM_CONNECTIONS)
     token = run_json("bench.submit_load", "token", env=env)["token"]
     tokens = round(tokens_per_second * seconds)
     threads = max(1, -(-replies // 2))  # two workers, enough threads between them for every reply at once
-    with Provider(tokens_per_second=tokens_per_second, seconds=seconds) as provider, Gunicorn(env, asgi=True) as web:
+    with (
+        Provider(tokens_per_second=tokens_per_second, seconds=seconds) as provider,
+        Gunicorn(env, asgi=True, workers=WEB_PROCESSES) as web,
+    ):
         llm = {
             "LLM_PROVIDER": "openai",
             "LLM_BASE_URL": provider.base_url,
@@ -139,6 +147,7 @@ def rows(watched: dict, idle: dict, polled: dict, *, replies: int, tokens: int, 
         f"{replies} replies at once, provider {tps:g} tokens/s × {seconds:g} s, one SSE client each; web server as the "
         "Procfile starts it (gunicorn + uvicorn worker, 4 processes), 2 workers -P threads"
     )
+    redis_bound = WEB_PROCESSES * sum(int(count) for count in STREAM_CONNECTIONS.values())
     no_stream = (
         f"no stream: the user sees nothing until the task ends (~{seconds:g} s); a {polled['mean_poll_every_s']:g} s "
         f"AsyncResult poller sees the result p50 {polled['finish_to_seen_p50_ms']:.0f} ms, p99 "
@@ -178,13 +187,17 @@ def rows(watched: dict, idle: dict, polled: dict, *, replies: int, tokens: int, 
                 + f"; +{idle['rss_added_mib']:.0f} MiB "
                 f"({idle['rss_before_mib']:.0f} → {idle['rss_with_streams_mib']:.0f}); "
                 f"threads {idle['threads_before']} → {idle['threads_with_streams']}; database connections "
-                f"{idle['database_connections_before']} → {idle['database_connections_with_streams']}"
+                f"{idle['database_connections_before']} → {idle['database_connections_with_streams']}; "
+                f"Redis connections of the streams {idle['redis_connections_with_streams']}"
             ),
             "baseline": "— (no streams; under WSGI each open stream holds a thread)",
             "ratio": "—",
-            "target": "no thread per stream; ≤ 150 MB added",
+            "target": f"no thread per stream; ≤ 150 MB added; ≤ {redis_bound} Redis connections "
+            f"({WEB_PROCESSES} processes × {STREAM_CONNECTIONS['STREAM_READERS']} readers + "
+            f"{STREAM_CONNECTIONS['STREAM_COMMAND_CONNECTIONS']} for short reads)",
             "met": idle["opened"] == idle["streams"]
             and idle["rss_added_mib"] * 2**20 <= 150e6
-            and idle["threads_with_streams"] - idle["threads_before"] < idle["streams"] / 10,
+            and idle["threads_with_streams"] - idle["threads_before"] < idle["streams"] / 10
+            and idle["redis_connections_with_streams"] <= redis_bound,
         },
     ]

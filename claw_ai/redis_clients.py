@@ -3,8 +3,10 @@
 One sync client per process (redis-py's client is thread-safe: it takes a pooled connection per
 command) and one asyncio client per event loop (an asyncio connection belongs to the loop that
 opened it). Both give up connecting to an unreachable server within REDIS_CLIENT_TIMEOUT seconds,
-so an API request answers 503 rather than hanging. The asyncio client serves blocking stream reads
-(XREAD BLOCK, up to STREAM_KEEPALIVE_SECONDS): its reads may take that long and a little more.
+so an API request answers 503 rather than hanging. The asyncio client serves the short commands
+of open streams, on at most STREAM_COMMAND_CONNECTIONS connections (a burst of streams opening at
+once waits its turn for one rather than opening one each); their blocking reads are
+claw_ai.stream_readers'.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import redis.asyncio
 from django.conf import settings
 
 REDIS_CLIENT_TIMEOUT = 2.0
+# The asyncio client's connections, as CLIENT LIST names them.
+ASYNC_CLIENT_NAME = "claw-stream-commands"
 
 _lock = threading.Lock()
 _sync: dict[str, redis.Redis] = {}
@@ -44,10 +48,14 @@ def async_client() -> redis.asyncio.Redis:
     loop, url = asyncio.get_running_loop(), settings.REDIS_URL
     found = _async.get(loop)
     if found is None or found[0] != url:
-        made = redis.asyncio.Redis.from_url(
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
             url,
+            max_connections=settings.STREAM_COMMAND_CONNECTIONS,
+            timeout=REDIS_CLIENT_TIMEOUT,  # waiting for a free connection, then ConnectionError
+            client_name=ASYNC_CLIENT_NAME,
             socket_connect_timeout=REDIS_CLIENT_TIMEOUT,
-            socket_timeout=settings.STREAM_KEEPALIVE_SECONDS + REDIS_CLIENT_TIMEOUT,
+            socket_timeout=REDIS_CLIENT_TIMEOUT,
         )
+        made = redis.asyncio.Redis(connection_pool=pool)
         found = _async[loop] = (url, made)
     return found[1]

@@ -48,6 +48,7 @@ def page_texts() -> dict[str, str]:
         "queued": _("queued…"),
         "cancelled": _("Stopped: the reply was cancelled."),
         "failed": _("The reply failed"),
+        "budget": _("The AI budget ran out: the reply ends here."),
         "connection_lost": _("Connection lost; reconnecting…"),
         "request_failed": _("The request failed"),
     }

@@ -5,7 +5,7 @@ from django.conf import settings
 from conversations import queries
 from conversations.knowledge import knowledge_relevant_chunks
 from conversations.llm.base import ChatMessage
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, MessageRole
 from conversations.tokens import estimate_tokens
 
 # Earlier messages looked at when filling the history budget.
@@ -39,6 +39,10 @@ def _recent_history(conversation: Conversation, *, before: Message) -> list[Chat
     kept: list[ChatMessage] = []
     earlier = queries.messages_before(conversation_id=conversation.pk, before_id=before.pk, limit=HISTORY_SCAN_LIMIT)
     for role, content in earlier:
+        if role == MessageRole.ASSISTANT and not content:
+            # A reply that never wrote a word (the budget ran out before it started):
+            # an empty assistant turn tells the model nothing, and some providers refuse it.
+            continue
         cost = estimate_tokens(content)
         if cost > budget:
             break

@@ -1,9 +1,9 @@
 """Each AI reply's text as it is written, kept in a Redis stream per task for live readers.
 
 The worker appends; GET /api/v1/tasks/stream/{id} (conversations.api.streaming) replays and
-follows. The saved Message stays the source of truth: the stream is a cache of it, kept
-STREAM_RETENTION_SECONDS after the task ended, then gone (the endpoint falls back to the
-database).
+follows (its waits share a few Redis connections: claw_ai.stream_readers). The saved Message
+stays the source of truth: the stream is a cache of it, kept STREAM_RETENTION_SECONDS after the
+task ended, then gone (the endpoint falls back to the database).
 
 Entries, in order (each has the stream's own id, which orders them; the endpoint sends it as the
 event's `id:`), with fields `event` and `data` (JSON):
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from claw_ai import redis_clients
+from claw_ai import redis_clients, stream_readers
 from tasks_app.task_progress import partial_key
 
 if TYPE_CHECKING:
@@ -242,15 +242,34 @@ def mark_retrying(task_id: str) -> None:
         logger.warning("reply stream of %s: could not write RETRY", task_id, exc_info=True)
 
 
-async def read_after(task_id: str, after: str, *, block_ms: int | None = None, count: int = 1000) -> list[StreamEvent]:
-    """Entries after the id `after` ("0-0": from the start), waiting up to block_ms for the first (None: no wait)."""
+async def read_after(task_id: str, after: str, *, count: int = 1000) -> list[StreamEvent]:
+    """Entries after the id `after` ("0-0": from the start), as they are now (no waiting)."""
     client = redis_clients.async_client()
-    if block_ms is None:
-        entries = await client.xrange(stream_key(task_id), min=f"({after}", max="+", count=count)
-        return parse_entries(entries)
-    found = await client.xread({stream_key(task_id): after}, count=count, block=block_ms)
-    # redis-py's stub types the reply as RESP3's dict; over RESP2 (our clients) it is [[key, entries]].
-    return parse_entries(found[0][1]) if found else []  # type: ignore[index]
+    entries = await client.xrange(stream_key(task_id), min=f"({after}", max="+", count=count)
+    return parse_entries(entries)
+
+
+class Follower:
+    """One reader's place in a task's stream, waiting for what comes next.
+
+    The wait is shared (claw_ai.stream_readers): a thousand followers hold a few Redis
+    connections, not a thousand. close() it when done.
+    """
+
+    def __init__(self, watch: stream_readers.Watch) -> None:
+        self._watch = watch
+
+    async def next(self, wait_seconds: float) -> list[StreamEvent]:
+        """The entries after the last ones returned, waiting up to `wait_seconds` for the first ([]: none came)."""
+        return parse_entries(await self._watch.entries(wait_seconds))
+
+    def close(self) -> None:
+        self._watch.close()
+
+
+async def follow(task_id: str, after: str) -> Follower:
+    """Follow the task's stream from after the entry id `after`."""
+    return Follower(await stream_readers.watch(stream_key(task_id), after))
 
 
 async def read_last(task_id: str) -> StreamEvent | None:

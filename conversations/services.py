@@ -9,6 +9,7 @@ the reply are unique per (task id, role), and a reply already saved is returned,
 """
 
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -21,7 +22,14 @@ from django.utils import timezone
 from claw_ai.inserts import insert
 from conversations import queries
 from conversations.admission import WaitingRecord, admit_and_publish
-from conversations.budgets import budget_check, budget_release, budget_reserve, capped
+from conversations.budgets import (
+    FINISH_BUDGET,
+    BudgetExceeded,
+    budget_check,
+    budget_release,
+    budget_reserve,
+    capped,
+)
 from conversations.llm import get_provider
 from conversations.llm.base import Completion
 from conversations.models import Conversation, Message, MessageRole
@@ -37,6 +45,8 @@ from tasks_app.services import (
     cancel_task,
     ensure_below_unfinished_limit,
 )
+
+logger = logging.getLogger(__name__)
 
 TITLE_LENGTH = 80
 AI_GENERATION_TASK = "tasks_app.tasks.ai_tasks.generate_ai_response"
@@ -241,17 +251,21 @@ def _generate_reply(
 ) -> Message:
     """Ask the provider, streaming its reply to live readers, and save the reply (or what a cancellation left).
 
-    The reply first reserves its share of the budgets (BudgetExceeded when none is left), which caps
-    its length, then a share of the provider account's capacity, which holds for the whole cluster
-    (CapacityUnavailable past the wait).
+    The reply first reserves its share of the budgets, which caps its length, then a share of the
+    provider account's capacity, which holds for the whole cluster (CapacityUnavailable past the
+    wait). A budget used up since the submit (other replies spent it meanwhile) ends the turn
+    with an empty reply of finish_reason "budget": see _refused_by_budget.
     """
     provider = get_provider()
     prompt = build_prompt(conversation, question)
     prompt_tokens = sum(estimate_tokens(message.content) for message in prompt)
     reservation = task_id or f"direct-{uuid.uuid4().hex}"
-    cap = budget_reserve(
-        task_id=reservation, tenant_id=tenant_id, user_id=conversation.user_id, prompt_tokens=prompt_tokens
-    )
+    try:
+        cap = budget_reserve(
+            task_id=reservation, tenant_id=tenant_id, user_id=conversation.user_id, prompt_tokens=prompt_tokens
+        )
+    except BudgetExceeded as refused:
+        return _refused_by_budget(conversation, provider, refused, task_id=task_id, attempt=attempt)
     try:
         return _stream_reply(
             conversation,
@@ -307,6 +321,32 @@ def _stream_reply(
     if stream is not None:
         stream.close()
     return _save_reply(conversation, completion, task_id=task_id, timing=_timing(stream, started, completion.text))
+
+
+def _refused_by_budget(
+    conversation: Conversation, provider, refused: BudgetExceeded, *, task_id: str, attempt: int
+) -> Message:
+    """The reply of a turn whose budget ran out before its first word: no text, 0 tokens, finish_reason "budget".
+
+    It is the limit of a reply the budget cut while it was written (CappedProvider), and ends
+    the same way: the task succeeds with finish_reason "budget", live readers get `done`, and
+    the conversation shows the question as answered, by the budget. Failing the task instead
+    would leave the question unanswered in the history; a later message asks again (prompts
+    skip such empty replies).
+    """
+    logger.info("AI reply %s not written: %s", task_id or "(direct)", refused)
+    stream = ReplyStreamWriter(task_id) if task_id else None
+    if stream is not None:
+        stream.start(attempt=attempt)  # the `done` that follows (the task's after_return) ends it
+        stream.close()
+    nothing = Completion(
+        text="",
+        model=getattr(provider, "model", "") or getattr(provider, "name", ""),
+        prompt_tokens=0,
+        completion_tokens=0,
+        finish_reason=FINISH_BUDGET,
+    )
+    return _save_reply(conversation, nothing, task_id=task_id, timing=_timing(None, 0.0, ""))
 
 
 def _cancelled_completion(provider, prompt: list, partial: str) -> Completion:

@@ -389,6 +389,11 @@ STREAM_FLUSH_MS = env.int("STREAM_FLUSH_MS", default=50)
 STREAM_RETENTION_SECONDS = env.int("STREAM_RETENTION_SECONDS", default=3600)
 STREAM_MAX_EVENTS = env.int("STREAM_MAX_EVENTS", default=10_000)
 STREAM_KEEPALIVE_SECONDS = env.float("STREAM_KEEPALIVE_SECONDS", default=15.0)
+# Redis connections of a web process's open streams (claw_ai.stream_readers): at most
+# STREAM_READERS blocking readers, each waiting on many streams at once, and at most
+# STREAM_COMMAND_CONNECTIONS for the short reads (a stream's start, its end) and wake-ups.
+STREAM_READERS = env.int("STREAM_READERS", default=4)
+STREAM_COMMAND_CONNECTIONS = env.int("STREAM_COMMAND_CONNECTIONS", default=8)
 # Instructions sent first in every prompt.
 LLM_SYSTEM_PROMPT = env("LLM_SYSTEM_PROMPT", default="You are CLAW.AI, a helpful assistant.")
 # USD per 1,000 tokens by model, {"model": {"prompt": x, "completion": y}}; LLM_PRICES (JSON)

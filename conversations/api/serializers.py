@@ -21,7 +21,7 @@ class MessageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Message
-        fields = ["id", "role", "content", "model", "tokens", "cost", "task_id", "created_at"]
+        fields = ["id", "role", "content", "model", "tokens", "cost", "task_id", "finish_reason", "created_at"]
 
     def get_tokens(self, message: Message) -> dict:
         return {"prompt": message.prompt_tokens, "completion": message.completion_tokens, "total": message.total_tokens}

@@ -1,8 +1,9 @@
 """GET /api/v1/tasks/stream/{task_id}: one AI reply as Server-Sent Events, as it is written.
 
-An async Django view: while a stream is open it holds no thread, only a coroutine waiting on
-Redis (XREAD BLOCK on the reply's stream, conversations.reply_streams), so an ASGI server serves
-a thousand watchers with one process. The checks before the stream starts (authentication, the
+An async Django view: while a stream is open it holds no thread and no Redis connection of its
+own, only a coroutine waiting for the entries a shared reader finds (one XREAD BLOCK on many
+streams, claw_ai.stream_readers), so an ASGI server serves a thousand watchers with one process
+and a few Redis connections. The checks before the stream starts (authentication, the
 task's visibility, its kind) run once in a thread, as any DRF view does, and answer in the API's
 JSON error shape; from then on the database is asked only to build the final `done` / `error`
 document and, now and then, to notice a task that ended without a final entry (cancelled before
@@ -145,6 +146,7 @@ class ReplyEvents:
         self.after = last_id or "0-0"
         self.first = first
         self.keepalive = settings.STREAM_KEEPALIVE_SECONDS
+        self.follower: reply_streams.Follower | None = None
 
     async def stream(self):
         _release_request_thread()
@@ -154,6 +156,19 @@ class ReplyEvents:
         except (RedisError, OSError):
             # The client reconnects with its Last-Event-ID and resumes (or gets a 503 meanwhile).
             logger.warning("reply stream of %s ended: Redis failed", self.task_id, exc_info=True)
+        finally:
+            if self.follower is not None:  # the client left, or the stream ended: stop waiting for it
+                self.follower.close()
+
+    async def _next_events(self, wait_seconds: float) -> list[StreamEvent]:
+        """What was written after the last event sent, waiting up to `wait_seconds` for it.
+
+        One follower for the stream's whole life: its wait is shared with the other open streams
+        (claw_ai.stream_readers), and it keeps its place between two calls.
+        """
+        if self.follower is None:
+            self.follower = await reply_streams.follow(self.task_id, self.after)
+        return await self.follower.next(wait_seconds)
 
     async def _events(self):  # noqa: C901, PLR0912 (the stream's cases, in the order a client meets them)
         if not self.first and not self.resumed:
@@ -173,7 +188,7 @@ class ReplyEvents:
         while True:
             now = time.monotonic()
             wait = max(0.05, min(next_check, quiet_since + self.keepalive) - now)
-            events = await reply_streams.read_after(self.task_id, self.after, block_ms=int(wait * 1000))
+            events = await self._next_events(wait)
             for event in events:
                 yield await self._send(event)
                 if event.is_final:
@@ -208,9 +223,7 @@ class ReplyEvents:
         finish from the database."""
         deadline = time.monotonic() + FINAL_ENTRY_LONGEST_WAIT_SECONDS
         while time.monotonic() < deadline:
-            events = await reply_streams.read_after(
-                self.task_id, self.after, block_ms=int(FINAL_ENTRY_GRACE_SECONDS * 1000)
-            )
+            events = await self._next_events(FINAL_ENTRY_GRACE_SECONDS)
             if not events:
                 break
             for event in events:

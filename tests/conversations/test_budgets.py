@@ -5,12 +5,17 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from conversations.models import Budget, BudgetScope, Conversation, Message, MessageRole
+from conversations.prompts import build_prompt
+from conversations.services import AI_GENERATION_TASK
 from tasks_app.models import TaskRecord, TaskState
+from tasks_app.services import submit_task
 from tasks_app.tasks.ai_tasks import generate_ai_response
 from tests.support.fake_llm import FakeLLM, answer, slow
+from tests.support.sse import EventStream, reply_text
 from tests.support.waiting import wait_for
 from tests.tasks_app.api.conftest import grant_operator
 
@@ -233,10 +238,66 @@ def test_two_replies_at_once_near_the_limit_pass_it_by_at_most_one_reply(alice, 
     assert used <= 1000 + 100
     # and the provider was asked for no more than what was left
     assert all(0 < request.body["max_tokens"] <= 100 for request in provider.requests)
-    # and a reply that found nothing left failed saying so
-    failed = [record for record in records if record.state == TaskState.FAILURE]
-    assert all("budget exceeded" in record.error for record in failed)
-    assert len(failed) == 1
-    # and the other was cut where the budget ran out, saying so
-    assert [message.finish_reason for message in replies.exclude(content="earlier answer")] == ["budget"]
+    # and both ended because of the budget: one cut where it ran out, the other (which found
+    # nothing left) before its first word, with an empty reply of 0 tokens
+    assert [record.state for record in records] == [TaskState.SUCCESS] * 2
+    ended = replies.exclude(content="earlier answer").order_by("completion_tokens")
+    assert [message.finish_reason for message in ended] == ["budget", "budget"]
+    refused, cut = ended
+    assert (refused.content, refused.total_tokens, refused.cost) == ("", 0, 0)
+    assert cut.content
+    assert cut.completion_tokens > 0
+    assert len(provider.requests) == 1
     provider.stop()
+
+
+@pytest.mark.e2e
+def test_a_reply_whose_budget_ran_out_after_submit_ends_the_turn_saying_so(alice, consume_queue, web_server):
+    # given a chat user under its daily tokens when its reply is submitted (to a queue nobody
+    # consumes yet), and a live client watching the reply's stream
+    Budget.objects.create(scope=BudgetScope.CHAT_USER, tokens_per_day=1000)
+    spend(alice, "u1", tokens=500)
+    task = send_reply(alice)
+    token = Token.objects.create(user=alice).key
+    stream = EventStream(web_server.port, f"/api/v1/tasks/stream/{task.task_id}", token=token)
+    assert stream.next_event().data == {"status": "PENDING"}
+
+    # when other replies spend the rest of the budget before a worker takes it
+    spend(alice, "u1", tokens=500)
+    consume_queue(QUEUE)
+
+    # then the stream ends with `done`: an empty reply the budget ended, 0 tokens, 0 cost
+    events = stream.events_until(lambda event: event.event in ("done", "error", "cancelled"))
+    stream.close()
+    done = events[-1]
+    assert done.event == "done"
+    assert done.data["status"] == TaskState.SUCCESS
+    result = done.data["result"]
+    assert result["finish_reason"] == "budget"
+    assert (result["response"], result["tokens"]["total"], result["cost"]) == ("", 0, 0.0)
+    assert reply_text(events) == ""
+    # and the conversation shows the question answered by the budget, not left hanging
+    conversation = client_of(alice).get("/api/v1/conversations/conv_u1/").json()
+    turn = [(m["role"], m["content"], m["finish_reason"]) for m in conversation["messages"] if m["task_id"]]
+    assert turn == [("user", "hi", ""), ("assistant", "", "budget")]
+
+    # when the task's message is delivered again (a late ack's redelivery, same id)
+    again = generate_ai_response.apply_async(kwargs=task.kwargs, queue=QUEUE, task_id=task.task_id)
+
+    # then it gives the same end, and the question is not asked twice
+    assert again.get(timeout=30)["message_id"] == result["message_id"]
+    assert Message.objects.filter(conversation__public_id="conv_u1", content="hi").count() == 1
+    # and a later turn's prompt leaves the empty reply out of the history
+    later = build_prompt(Conversation.objects.get(public_id="conv_u1"), Message(content="next", id=10**9))
+    assert [(message.role, message.content) for message in later[1:]] == [
+        ("assistant", "earlier answer"),
+        ("assistant", "earlier answer"),
+        ("user", "hi"),
+        ("user", "next"),
+    ]
+
+
+def send_reply(tenant, user_id: str = "u1") -> TaskRecord:
+    """An AI reply as /ai/generate submits it (past the budget check), to the test's own queue."""
+    kwargs = {"conversation_id": f"conv_{user_id}", "user_message": "hi", "user_id": user_id, "tenant_id": tenant.pk}
+    return submit_task(task_name=AI_GENERATION_TASK, kwargs=kwargs, queue=QUEUE, submitted_by=tenant)

@@ -73,6 +73,7 @@
         addMessage("user", message.content);
       } else {
         const reply = addMessage("assistant", message.content);
+        markBudget(reply, message.finish_reason);
         showFigures(reply, { task_id: message.task_id, tokens: message.tokens, cost: message.cost });
         if (message.task_id) {  // status and time to first token are in the task's /status document
           api("GET", `/api/v1/tasks/status/${encodeURIComponent(message.task_id)}`)
@@ -113,6 +114,13 @@
     $("messages").append(item);
     item.scrollIntoView({ block: "end" });
     return item;
+  }
+
+  // A reply the budget ended (cut short, or refused before its first word) says so under its text.
+  function markBudget(reply, finishReason) {
+    if (finishReason !== "budget" || reply.querySelector(".budget")) return;
+    reply.classList.add("budget");
+    reply.querySelector(".text").after(element("div", "budget muted", T.budget));
   }
 
   function figuresOf(document_) {
@@ -202,7 +210,8 @@
     source.addEventListener("done", (event) => {
       const document_ = data(event);
       text.textContent = document_.result.response;  // the saved reply, the source of truth
-      end(figuresOf(document_));
+      markBudget(reply, document_.result.finish_reason);
+      end(figuresOf(document_), document_.result.finish_reason === "budget" ? T.budget : "");
     });
     source.addEventListener("cancelled", (event) => {
       text.textContent = data(event).partial;
