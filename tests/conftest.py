@@ -5,7 +5,7 @@ from django.core.servers.basehttp import WSGIServer
 
 from claw_ai.celery import celery_app
 from tests.factories import UserFactory
-from tests.support import flush, processes, rabbitmq
+from tests.support import flush, processes, rabbitmq, workers
 from tests.support.broker import broker_at
 from tests.support.settling import settle_workers
 from tests.support.workers import Worker
@@ -89,7 +89,9 @@ def celery_worker(django_db_setup, django_db_blocker):
     """One real worker on all four queues for the whole session."""
     with django_db_blocker.unblock():
         worker = Worker(concurrency=4).wait_ready()
+    workers.session_worker = worker
     yield worker
+    workers.session_worker = None
     worker.stop(graceful=False)
 
 
