@@ -5,7 +5,7 @@ from django.core.servers.basehttp import WSGIServer
 
 from claw_ai.celery import celery_app
 from tests.factories import UserFactory
-from tests.support import flush, processes, rabbitmq
+from tests.support import flush, processes, rabbitmq, workers
 from tests.support.broker import broker_at
 from tests.support.settling import settle_workers
 from tests.support.workers import Worker
@@ -34,19 +34,23 @@ PROCESS_FIXTURES = frozenset(
 )
 
 
-# The longest files (measured, 2026-12-03) go first: pytest-xdist hands files out in collection order,
-# and one of these started last kept one process busy for minutes after the other had finished.
+# The longest files (measured, 2026-12-03, once the lifeline's waits and the fuzz's empty negative
+# passes were cut) go first: pytest-xdist hands files out in collection order, and one of these
+# started last kept one process busy for minutes after the other had finished.
 LONGEST_FIRST = (
-    "reliability/test_schema_fuzz.py",
-    "reliability/test_schema_fuzz_user.py",
+    "reliability/test_node_crash.py",
     "reliability/test_concurrent_clients.py",
     "foundation/test_make_run_other_terminal.py",
-    "reliability/test_node_crash.py",
     "reliability/test_broker_restart.py",
-    "foundation/test_container_entrypoint.py",
+    "reliability/test_beat_lease.py",
+    "conversations/test_provider_limits_cluster.py",
     "conversations/test_admission.py",
     "reliability/test_worker_crashes.py",
+    "conversations/test_chat_browser.py",
+    "reliability/test_schema_fuzz.py",
+    "reliability/test_schema_fuzz_user.py",
     "reliability/test_fresh_deploy.py",
+    "foundation/test_container_entrypoint.py",
 )
 
 
@@ -89,7 +93,9 @@ def celery_worker(django_db_setup, django_db_blocker):
     """One real worker on all four queues for the whole session."""
     with django_db_blocker.unblock():
         worker = Worker(concurrency=4).wait_ready()
+    workers.session_worker = worker
     yield worker
+    workers.session_worker = None
     worker.stop(graceful=False)
 
 

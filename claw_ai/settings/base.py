@@ -361,6 +361,9 @@ AI_USER_MESSAGE_MAX_LENGTH = env.int("AI_USER_MESSAGE_MAX_LENGTH", default=10_00
 TASK_PENDING_EXPLAIN_AFTER = env.float("TASK_PENDING_EXPLAIN_AFTER", default=5.0)
 # Seconds /workers and /status wait for workers' remote-control replies (workers that miss it are named).
 WORKER_INSPECT_TIMEOUT = env.float("WORKER_INSPECT_TIMEOUT", default=0.8)
+# Seconds the lifeline and the lost-task re-send wait for every worker to say what it holds
+# (tasks_app.lifeline): longer than /workers', since a worker that misses it may see its task run twice.
+LIFELINE_INSPECT_TIMEOUT = env.float("LIFELINE_INSPECT_TIMEOUT", default=2.0)
 # Age after which /status and /stats refresh the live workers in the background (they never wait;
 # they answer with the last discovery and its time).
 WORKER_DISCOVERY_CACHE_SECONDS = env.int("WORKER_DISCOVERY_CACHE_SECONDS", default=10)

@@ -36,7 +36,7 @@ def llm_worker(fake_llm, django_db_setup, django_db_blocker):
             },
         ).wait_ready()
     yield worker
-    worker.stop()
+    worker.stop(graceful=False)
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def stream_worker(fake_llm, django_db_setup, django_db_blocker):
             },
         ).wait_ready()
     yield worker
-    worker.stop()
+    worker.stop(graceful=False)
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,7 @@ def two_workers(provider, django_db_setup, django_db_blocker):
             worker.wait_ready()
     yield workers
     for worker in workers:
-        worker.stop()
+        worker.stop(graceful=False)
 
 
 def send(tenant, user_id: str, conversation: str, question: str, *, queue: str = QUEUE, priority: int | None = None):

@@ -58,7 +58,7 @@ def two_workers(provider, django_db_setup, django_db_blocker):
             worker.wait_ready()
     yield workers
     for worker in workers:
-        worker.stop()
+        worker.stop(graceful=False)
 
 
 @pytest.fixture(autouse=True)

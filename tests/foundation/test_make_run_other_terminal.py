@@ -14,11 +14,10 @@ import subprocess
 import sys
 import urllib.request
 
-import psutil
 import pytest
 
 from claw_ai.settings import run_servers
-from tests.support.processes import LOG_DIR, ROOT
+from tests.support.processes import ROOT, TestProcess
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.worker]
@@ -71,44 +70,21 @@ def make_run():
         FLOWER_PASSWORD="other-terminal-flower",
         CELERY_WORKER_CONCURRENCY="2",
     )
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / "make-run-other-terminal.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "devtools.run"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    members = [psutil.Process(process.pid)]
+    run = TestProcess([sys.executable, "-m", "devtools.run"], name="make-run-other-terminal", env=env)
     try:
 
         def web_answers():
-            if process.poll() is not None:
-                raise AssertionError(f"make run exited ({process.returncode}):\n{log_path.read_text()}")
-            members[1:] = psutil.Process(process.pid).children(recursive=True)
+            run.check_running()
             login_page = f"http://127.0.0.1:{web_port}/admin/login/"
             with contextlib.suppress(OSError), urllib.request.urlopen(login_page, timeout=2) as response:
                 return response.status == 200
             return False
 
         wait_for(web_answers, timeout=180, interval=0.5, what="make run's web server")
-        yield process, web_port, log_path
+        yield run.process, web_port, run.log_path
     finally:
-        # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-        _, alive = psutil.wait_procs(members, timeout=30)
-        for member in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.kill()
+        # Ctrl-C in a terminal: SIGINT to the whole foreground process group (the test may have sent it).
+        run.stop(60, sig=signal.SIGINT)
 
 
 def test_manage_py_and_celery_in_another_terminal_reach_make_runs_servers(make_run):

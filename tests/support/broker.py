@@ -30,12 +30,22 @@ def broker_at(url: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def broker_unreachable() -> Iterator[None]:
-    """The producer pointed at a Redis port nobody listens on: every publish fails to connect."""
+    """The producer pointed at a Redis port nobody listens on: every publish fails to connect.
+
+    kombu retries a refused connection, sleeping 2 s then 4 s, for broker_connection_timeout before
+    it gives up, even with retry=False: the first refusal says "unreachable" as well (max_retries 0).
+    """
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with broker_at(f"redis://127.0.0.1:{port}/0"):
-        yield
+    conf = celery_app.conf
+    saved_options = conf.broker_transport_options
+    conf.broker_transport_options = {**saved_options, "max_retries": 0}
+    try:
+        with broker_at(f"redis://127.0.0.1:{port}/0"):  # (its new connections take the options)
+            yield
+    finally:
+        conf.broker_transport_options = saved_options
 
 
 @contextlib.contextmanager

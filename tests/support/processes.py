@@ -1,4 +1,4 @@
-"""One launcher for every process the tests start: Celery workers, beat, Flower, web servers.
+"""One launcher for every process the tests start: Celery workers, beat, Flower, web servers, make run, Chromium.
 
 Each runs against the test database with the test settings, in a session of its own (so a
 Ctrl-C reaches pytest first), gets SIGTERM when the test process dies (parent-death signal),
@@ -75,8 +75,9 @@ class TestProcess:
         env: dict[str, str] | None = None,
         cwd: Path = ROOT,
         log_path: Path | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
-        """Start `command`; `env` is the whole environment (default: process_env())."""
+        """Start `command`; `env` is the whole environment (default: process_env()); `pass_fds` stay open in it."""
         if not may_start_processes:
             raise AssertionError(f"this test starts {name} but is not marked `worker` (make test-fast would run it)")
         self.name = name
@@ -87,9 +88,11 @@ class TestProcess:
             command,
             cwd=cwd,
             env=process_env() if env is None else env,
+            stdin=subprocess.DEVNULL,  # in a session of its own, a read of the terminal would stop it
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=pass_fds,
             preexec_fn=stop_with_test_run,  # noqa: PLW1509 (the parent-death signal is set in the child only)
         )
 

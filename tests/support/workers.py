@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import uuid
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 from claw_ai.celery import celery_app
 from tests.support.processes import LOG_DIR, TestProcess, process_env
 from tests.support.waiting import wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+# The session's worker on all four queues (tests/conftest.py), once a test of this process started it.
+session_worker: Worker | None = None
+
+
+@contextlib.contextmanager
+def session_worker_not_consuming(queue: str) -> Iterator[None]:
+    """The session's worker, if running, leaves `queue` alone meanwhile (a test looks at the queue)."""
+    worker = session_worker
+    if worker is None:
+        yield
+        return
+    assert celery_app.control.cancel_consumer(queue, destination=[worker.name], reply=True, timeout=5)
+    try:
+        yield
+    finally:
+        celery_app.control.add_consumer(queue, destination=[worker.name], reply=True, timeout=5)
 
 
 class Worker(TestProcess):

@@ -15,6 +15,7 @@ from tasks_app.maintenance import BrokerView
 from tasks_app.models import TaskRecord, TaskState
 from tests.support.broker import broker_unreachable, queue_watch
 from tests.support.tasks import record_run
+from tests.support.workers import session_worker_not_consuming
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,7 +51,14 @@ def test_publish_writes_the_record_in_one_statement_then_sends(broker, alice, dj
     assert broker(record.task_id)
 
 
-def test_publish_takes_the_queue_from_the_routes(broker):
+@pytest.fixture
+def routed_queue_unconsumed():
+    """The session's worker (if this process started it) would take the routed message first."""
+    with session_worker_not_consuming("knowledge_default"):
+        yield
+
+
+def test_publish_takes_the_queue_from_the_routes(broker, routed_queue_unconsumed):
     record = publishing.publish(task_name="tasks_app.tasks.knowledge_tasks.index_document", kwargs={"document_id": 0})
     celery_app.control.revoke(record.task_id)  # never to run
     assert TaskRecord.objects.get(pk=record.pk).queue == "knowledge_default"

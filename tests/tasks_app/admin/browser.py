@@ -15,10 +15,9 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
 
-if TYPE_CHECKING:
-    from pathlib import Path
+from tests.support.processes import TestProcess
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
 FLAGS = (
@@ -48,9 +47,9 @@ class Browser:
         commands_read, self._commands = os.pipe()
         self._replies, replies_write = os.pipe()
 
-        # bash moves the pipe ends to fds 3 and 4 (no preexec_fn: the test process has threads),
-        # through fresh fds of its own so that neither end can be overwritten on the way.
-        self.process = subprocess.Popen(
+        # bash moves the pipe ends to fds 3 and 4 (not a dup2 in a preexec_fn: the test process has
+        # threads), through fresh fds of its own so that neither end can be overwritten on the way.
+        self.launched = TestProcess(
             [
                 "bash",
                 "-c",
@@ -60,12 +59,11 @@ class Browser:
                 f"--user-data-dir={self.profile.name}",
                 "about:blank",
             ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            name=f"chromium-{Path(self.profile.name).name}",
+            env=dict(os.environ),
             pass_fds=(commands_read, replies_write),
-            start_new_session=True,
         )
+        self.process = self.launched.process
         os.close(commands_read)
         os.close(replies_write)
         self._next_id = 0
@@ -124,11 +122,9 @@ class Browser:
     def close(self) -> None:
         with contextlib.suppress(RuntimeError, TimeoutError, OSError):
             self.call("Browser.close", timeout=5)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, 9)
-            self.process.wait(5)
+        self.launched.stop(5)  # what is left of the group, if Chromium did not close
         os.close(self._commands)
         os.close(self._replies)
         self.profile.cleanup()
