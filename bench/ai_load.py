@@ -60,6 +60,7 @@ def publish(tasks: int, ids_path: Path, *, purge: bool = True, users: int = 50) 
     started = time.perf_counter()
     with ThreadPoolExecutor(PUBLISHERS) as pool:
         task_ids = list(pool.map(submit, range(tasks)))
+    ids_path.parent.mkdir(parents=True, exist_ok=True)  # .devdata/bench on a fresh clone
     ids_path.write_text(json.dumps(task_ids))
     return {"tasks": tasks, "publish_seconds": time.perf_counter() - started}
 
@@ -108,6 +109,7 @@ def bare_publish(tasks: int, provider_url: str, ids_path: Path, *, purge: bool =
     started = time.perf_counter()
     with ThreadPoolExecutor(PUBLISHERS) as pool:
         task_ids = list(pool.map(lambda _: reply.apply_async(args=[provider_url]).id, range(tasks)))
+    ids_path.parent.mkdir(parents=True, exist_ok=True)  # .devdata/bench on a fresh clone
     ids_path.write_text(json.dumps(task_ids))
     return {"tasks": tasks, "publish_seconds": time.perf_counter() - started}
 
