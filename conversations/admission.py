@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from claw_ai.inserts import insert
@@ -38,7 +37,7 @@ from conversations import queries
 from conversations.budgets import replies_at_once
 from conversations.models import AdmissionState, ReplyAdmission
 from tasks_app import publishing, records
-from tasks_app.models import FINISHED_STATES, WAITING_PREFIX, TaskRecord
+from tasks_app.models import FINISHED_STATES, TaskRecord
 from tasks_app.publishing import BrokerUnavailable
 
 if TYPE_CHECKING:
@@ -78,9 +77,9 @@ def admit_and_publish(
     priority: int | None,
     record: WaitingRecord,
     prepare: Callable[[], Prepared],
-) -> tuple[str, TaskRecord | None]:
-    """Take the reply in: ("", its record) when admitted and published, or (what it waits for, None):
-    "user_concurrency", "conversation_order".
+) -> tuple[str, TaskRecord]:
+    """Take the reply in: ("", its record) when admitted and published, or (what it waits for, its
+    record): "user_concurrency", "conversation_order".
 
     A waiting reply's task record is written here, PENDING and saying what it waits for, in the
     same transaction as the decision: whoever admits it later finds it and publishes it (the
@@ -91,7 +90,7 @@ def admit_and_publish(
     waits for PostgreSQL's disk flush: bench/ANALYSIS.md, fourth round); the message leaves after
     it. Raises BrokerUnavailable when it cannot: the record is deleted and the place given back.
     """
-    waiting_for, prepared = _admit(
+    waiting_for, prepared, waiting = _admit(
         task_id=task_id,
         tenant_id=tenant_id,
         user_id=user_id,
@@ -101,7 +100,8 @@ def admit_and_publish(
         prepare=prepare,
     )
     if prepared is None:
-        return waiting_for, None
+        assert waiting is not None
+        return waiting_for, waiting
     try:
         prepared.send()
     except BrokerUnavailable:
@@ -119,9 +119,10 @@ def _admit(
     priority: int | None,
     record: WaitingRecord,
     prepare: Callable[[], Prepared],
-) -> tuple[str, Prepared | None]:
+) -> tuple[str, Prepared | None, TaskRecord | None]:
+    """(what it waits for, None, its waiting record), or ("", its prepared publish, None)."""
     priority = settings.CELERY_TASK_DEFAULT_PRIORITY if priority is None else priority
-    prepared = None
+    prepared = waiting = None
     with transaction.atomic():
         _lock(tenant_id, user_id)
         if not queries.admissions_exist(tenant_id=tenant_id, user_id=user_id):
@@ -139,7 +140,9 @@ def _admit(
                     admitted_at=timezone.now(),
                 )
             )
-            return "", prepare()
+            return "", prepare(), None
+        limit = replies_at_once(tenant_id=tenant_id, user_id=user_id)
+        waits = _waits_for_sure(tenant_id=tenant_id, user_id=user_id, conversation_id=conversation_id, limit=limit)
         row = insert(
             ReplyAdmission(
                 task_id=task_id,
@@ -148,35 +151,34 @@ def _admit(
                 conversation_id=conversation_id,
                 priority=priority,
                 state=AdmissionState.WAITING,
+                waiting_for=waits,
             )
         )
-        limit = replies_at_once(tenant_id=tenant_id, user_id=user_id)
-        waits = _waits_for_sure(row, limit=limit)
         if waits:
-            ReplyAdmission.objects.filter(pk=row.pk).update(waiting_for=waits)
             admitted, mine = [], None
         else:
             admitted = _admit_next(tenant_id=tenant_id, user_id=user_id, limit=limit)
             mine = next((other for other in admitted if other.pk == row.pk), None)
+            if mine is None:
+                row.refresh_from_db(fields=["waiting_for"])  # what the full decision noted
         if mine is None:
-            row.refresh_from_db(fields=["waiting_for"])
-            TaskRecord.objects.create(
+            waiting = records.insert_waiting(
                 task_id=task_id,
                 task_name=record.task_name,
                 kwargs=record.kwargs,
                 queue=record.queue,
                 priority=priority,
                 eta=record.eta,
-                submitted_by=record.submitted_by,
-                user_id=user_id[:255],
-                conversation_id=conversation_id[:255],
-                error=f"{WAITING_PREFIX}{row.waiting_for}",
+                submitted_by_id=record.submitted_by.pk if record.submitted_by is not None else None,
+                user_id=user_id,
+                conversation_id=conversation_id,
+                note=row.waiting_for,
             )
         else:
             prepared = prepare()
     # Others admitted by the same decision (their place came free meanwhile) are published too.
     _publish([other for other in admitted if other.pk != row.pk])
-    return ("" if mine is not None else row.waiting_for), prepared
+    return ("" if mine is not None else row.waiting_for), prepared, waiting
 
 
 def reply_ended(*, task_id: str, tenant_id: int | None = None, user_id: str | None = None) -> None:
@@ -218,8 +220,9 @@ def sweep_waiting_replies() -> int:
     return published
 
 
-def _waits_for_sure(row: ReplyAdmission, *, limit: int) -> str:
-    """Inside the user's lock: what a new reply waits for when no decision could admit it, else "".
+def _waits_for_sure(*, tenant_id: int | None, user_id: str, conversation_id: str, limit: int) -> str:
+    """Inside the user's lock, before a new reply's row is written: what it waits for when no
+    decision could admit it, else "".
 
     The full decision (_admit_next) reads every row of the chat user: in a burst, with hundreds
     waiting, that is most of a submit's cost, and each further submit reads one row more. When the
@@ -230,12 +233,14 @@ def _waits_for_sure(row: ReplyAdmission, *, limit: int) -> str:
     """
     if not limit:
         return ""
-    finished = TaskRecord.objects.filter(task_id=OuterRef("task_id"), state__in=FINISHED_STATES)
-    rows = ReplyAdmission.objects.filter(tenant_id=row.tenant_id, user_id=row.user_id)
-    if rows.filter(state=AdmissionState.ADMITTED).exclude(Exists(finished)).count() < limit:
+    admitted = queries.admitted_task_ids(tenant_id=tenant_id, user_id=user_id)
+    if len(admitted) < limit:
         return ""
-    earlier_turn = rows.filter(conversation_id=row.conversation_id).exclude(pk=row.pk).exists()
-    return CONVERSATION_ORDER if earlier_turn else USER_CONCURRENCY
+    states = records.states_among(admitted)
+    if sum(states.get(task_id) not in FINISHED_STATES for task_id in admitted) < limit:
+        return ""
+    in_hand = queries.conversation_in_hand(tenant_id=tenant_id, user_id=user_id, conversation_id=conversation_id)
+    return CONVERSATION_ORDER if in_hand else USER_CONCURRENCY
 
 
 def _admit_next(*, tenant_id: int | None, user_id: str, limit: int | None = None) -> list[ReplyAdmission]:

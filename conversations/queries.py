@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from claw_ai.inserts import column_list, insert_fields, insert_values, loaded, placeholders
 from conversations.models import (
+    AdmissionState,
     Budget,
     BudgetReservation,
     Conversation,
@@ -191,6 +192,32 @@ def admissions_exist(*, tenant_id: int | None, user_id: str) -> bool:
     tenant = [] if tenant_id is None else [tenant_id]
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT EXISTS ({_admissions_sql(tenant_is_null=tenant_id is None)})", [*tenant, user_id])
+        return cursor.fetchone()[0]
+
+
+def admitted_task_ids(*, tenant_id: int | None, user_id: str) -> list[str]:
+    """The task ids of the chat user's admitted replies (sent, or about to be)."""
+    table = connection.ops.quote_name(ReplyAdmission._meta.db_table)
+    tenant, user, state, task_id = (_column(ReplyAdmission, name) for name in ("tenant", "user_id", "state", "task_id"))
+    same_tenant = f"{tenant} IS NULL" if tenant_id is None else f"{tenant} = %s"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {task_id} FROM {table} WHERE {same_tenant} AND {user} = %s AND {state} = %s",
+            [*([] if tenant_id is None else [tenant_id]), user_id, AdmissionState.ADMITTED],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def conversation_in_hand(*, tenant_id: int | None, user_id: str, conversation_id: str) -> bool:
+    """Whether a reply of the chat user's conversation is in hand (admitted or waiting)."""
+    table = connection.ops.quote_name(ReplyAdmission._meta.db_table)
+    tenant, user, conversation = (_column(ReplyAdmission, name) for name in ("tenant", "user_id", "conversation_id"))
+    same_tenant = f"{tenant} IS NULL" if tenant_id is None else f"{tenant} = %s"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {same_tenant} AND {user} = %s AND {conversation} = %s)",
+            [*([] if tenant_id is None else [tenant_id]), user_id, conversation_id],
+        )
         return cursor.fetchone()[0]
 
 

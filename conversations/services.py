@@ -172,8 +172,6 @@ def submit_ai_generation(
             task_id=task_id,
         ),
     )
-    if record is None:  # it waits its turn: its record was written waiting
-        record = TaskRecord.objects.get(task_id=task_id)
     record.superseded_task_ids = superseded
     return record
 

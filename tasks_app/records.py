@@ -23,7 +23,7 @@ from django.db.models import F, Field, Model, Sum
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
-from claw_ai.inserts import column_list, insert_fields, insert_values, loaded, placeholders
+from claw_ai.inserts import column_list, insert, insert_fields, insert_values, loaded, placeholders
 from tasks_app.models import FINISHED_STATES, UNFINISHED_STATES, WAITING_PREFIX, TaskCount, TaskRecord, TaskState
 
 if TYPE_CHECKING:
@@ -302,6 +302,36 @@ def _waiting_record_sql() -> str:
     return (
         f"SELECT {column_list(meta.concrete_fields)} FROM {connection.ops.quote_name(meta.db_table)} "
         f"WHERE {task_id} = %s AND {state} = %s AND {error} LIKE %s"
+    )
+
+
+def insert_waiting(
+    *,
+    task_id: str,
+    task_name: str,
+    kwargs: dict,
+    queue: str,
+    priority: int | None,
+    eta: datetime | None,
+    submitted_by_id: int | None,
+    user_id: str,
+    conversation_id: str,
+    note: str,
+) -> TaskRecord:
+    """The PENDING record of a reply that waits its turn before it is sent; its error says what for (`note`)."""
+    return insert(
+        TaskRecord(
+            task_id=task_id,
+            task_name=task_name,
+            kwargs=kwargs,
+            queue=queue,
+            priority=priority,
+            eta=eta,
+            submitted_by_id=submitted_by_id,
+            user_id=user_id[:255],
+            conversation_id=conversation_id[:255],
+            error=f"{WAITING_PREFIX}{note}",
+        )
     )
 
 
