@@ -123,37 +123,30 @@ def _admit(
     """(what it waits for, None, its waiting record), or ("", its prepared publish, None)."""
     priority = settings.CELERY_TASK_DEFAULT_PRIORITY if priority is None else priority
     prepared = waiting = None
-    with transaction.atomic():
-        _lock(tenant_id, user_id)
-        if not queries.admissions_exist(tenant_id=tenant_id, user_id=user_id):
-            # The chat user has no reply in hand (the usual case: one question at a time): nothing
-            # waits before this one and every place is free, so it goes, as a full decision would
-            # decide, without reading the user's limit.
-            insert(
-                ReplyAdmission(
-                    task_id=task_id,
-                    tenant_id=tenant_id,
-                    user_id=user_id,
-                    conversation_id=conversation_id,
-                    priority=priority,
-                    state=AdmissionState.ADMITTED,
-                    admitted_at=timezone.now(),
-                )
-            )
-            return "", prepare(), None
-        limit = replies_at_once(tenant_id=tenant_id, user_id=user_id)
-        waits = _waits_for_sure(tenant_id=tenant_id, user_id=user_id, conversation_id=conversation_id, limit=limit)
-        row = insert(
+
+    def new_row(**state) -> ReplyAdmission:
+        return insert(
             ReplyAdmission(
                 task_id=task_id,
                 tenant_id=tenant_id,
                 user_id=user_id,
                 conversation_id=conversation_id,
                 priority=priority,
-                state=AdmissionState.WAITING,
-                waiting_for=waits,
+                **state,
             )
         )
+
+    with transaction.atomic():
+        _lock(tenant_id, user_id)
+        if not queries.admissions_exist(tenant_id=tenant_id, user_id=user_id):
+            # The chat user has no reply in hand (the usual case: one question at a time): nothing
+            # waits before this one and every place is free, so it goes, as a full decision would
+            # decide, without reading the user's limit.
+            new_row(state=AdmissionState.ADMITTED, admitted_at=timezone.now())
+            return "", prepare(), None
+        limit = replies_at_once(tenant_id=tenant_id, user_id=user_id)
+        waits = _waits_for_sure(tenant_id=tenant_id, user_id=user_id, conversation_id=conversation_id, limit=limit)
+        row = new_row(state=AdmissionState.WAITING, waiting_for=waits)
         if waits:
             admitted, mine = [], None
         else:
