@@ -243,8 +243,8 @@ def _admit_next(*, tenant_id: int | None, user_id: str, limit: int | None = None
     now = timezone.now()
     rows = queries.admissions_of(tenant_id=tenant_id, user_id=user_id)
     states = records.states_among([row.task_id for row in rows]) if rows else {}
-    gone = [
-        row.pk
+    gone = {
+        row.task_id
         for row in rows
         if states.get(row.task_id) in FINISHED_STATES
         or (
@@ -253,10 +253,10 @@ def _admit_next(*, tenant_id: int | None, user_id: str, limit: int | None = None
             and row.admitted_at is not None  # always set on ADMITTED
             and row.admitted_at < now - _UNPUBLISHED_GRACE
         )
-    ]
+    }
     if gone:
-        queries.admissions_remove(task_ids=[row.task_id for row in rows if row.pk in gone])
-    rows = [row for row in rows if row.pk not in gone]
+        queries.admissions_remove(task_ids=list(gone))
+    rows = [row for row in rows if row.task_id not in gone]
     admitted = [row for row in rows if row.state == AdmissionState.ADMITTED]
     busy = {row.conversation_id for row in admitted}
     if limit is None:
