@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -38,6 +39,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_port_below_ephemeral() -> int:
+    """A free port below the kernel's ephemeral range, for a server that must get its port back on restart.
+
+    A port from free_port() is an ephemeral one: while its server is down, any outgoing connection
+    on the machine may be given it as a source port, and the restarted server then cannot listen.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for port in random.sample(range(20000, max(low, 20001)), 200):
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", port))
+            return port
+    return free_port()
 
 
 def wait_for_port(port: int, *, deadline_seconds: float, process: subprocess.Popen | None = None) -> None:
@@ -186,7 +204,9 @@ class PrivateRabbitMQ:
         import tempfile
 
         self.dir = Path(tempfile.mkdtemp(prefix="claw-rabbitmq-"))
-        self.port = free_port()
+        # Both ports stay the node's across a restart, so neither may be an ephemeral one.
+        self.port = free_port_below_ephemeral()
+        self.dist_port = free_port_below_ephemeral()
         self.node = f"claw{self.port}@localhost"
         self.process: subprocess.Popen | None = None
 
@@ -201,7 +221,7 @@ class PrivateRabbitMQ:
             "HOME": str(self.dir),  # the Erlang cookie lives here, for the server and rabbitmqctl alike
             "RABBITMQ_NODENAME": self.node,
             "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(self.port + 1 if self.port < 65535 else self.port - 1),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
             "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),  # not the system's
             "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
             "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
@@ -224,7 +244,12 @@ class PrivateRabbitMQ:
         self.process = subprocess.Popen(
             [binary], env=self._env(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        wait_for_port(self.port, deadline_seconds=120, process=self.process)
+        try:
+            wait_for_port(self.port, deadline_seconds=120, process=self.process)
+        except RuntimeError as error:
+            self.log.close()
+            tail = (self.dir / "server.out").read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"{error}; rabbitmq-server said:\n{tail}") from error
         return f"amqp://guest:guest@127.0.0.1:{self.port}//"
 
     def stop(self) -> None:
