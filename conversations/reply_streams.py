@@ -16,8 +16,8 @@ event's `id:`), with fields `event` and `data` (JSON):
 - one final entry: `done` or `error` (the endpoint answers with the task's /status document) or
   `cancelled` {"task_id", "partial"}.
 
-Writes are coalesced: pieces arriving within STREAM_FLUSH_MS of the last write wait and go out
-together, so a provider sending 100 tokens a second costs ~20 writes, not 100. A stream holds at
+Writes are coalesced: after the first piece (written at once), pieces arriving within
+STREAM_FLUSH_MS of the last write wait and go out together, so a provider sending 100 tokens a second costs ~20 writes, not 100. A stream holds at
 most STREAM_MAX_EVENTS entries: near that, the rest of the text waits for the end and goes out as
 one piece, so nothing a reader needs is ever trimmed away.
 
@@ -134,11 +134,14 @@ class ReplyStreamWriter:
         with self._lock:
             if self._closed:
                 return  # the provider thread may still deliver a piece after a cancellation
-            if self.first_text_at is None:
+            first = self.first_text_at is None
+            if first:
                 self.first_text_at = time.monotonic()
             self._pieces.append(piece)
             self._waiting.append(piece)
-            if time.monotonic() - self._last_write >= self.flush_seconds:
+            # The first piece goes out at once: it is what the reader waits longest for, and the
+            # STARTED entry written just before would otherwise hold it back a whole flush window.
+            if first or time.monotonic() - self._last_write >= self.flush_seconds:
                 self._write_waiting()
 
     def flush_due(self) -> float | None:

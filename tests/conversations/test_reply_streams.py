@@ -97,6 +97,26 @@ def test_pieces_are_coalesced_and_the_text_so_far_is_readable(settings):
     assert reply_streams.text_of(events) == expected == partial_text(task_id=writer.task_id)
 
 
+def test_the_first_piece_is_written_at_once_even_inside_the_flush_window(settings):
+    # given a writer with a long flush window, that has just written its STARTED entry
+    settings.STREAM_FLUSH_MS = 60_000
+    writer = ReplyStreamWriter("test-first-piece")
+    redis_clients.client().delete(stream_key(writer.task_id), partial_key(writer.task_id))
+    writer.start(attempt=1)
+
+    # when the first two pieces arrive
+    writer.text("Hello")
+    writer.text(", world")
+
+    # then the first is in the stream already, the second waits for the window (or the end)
+    assert [(event.event, event.data) for event in entries(writer.task_id)] == [
+        ("status", {"status": "STARTED"}),
+        ("delta", {"text": "Hello"}),
+    ]
+    writer.close()
+    assert reply_streams.text_of(entries(writer.task_id)) == "Hello, world"
+
+
 def test_the_stream_stays_within_its_bound_and_loses_nothing(settings):
     # given a bound of 20 entries and no coalescing
     settings.STREAM_FLUSH_MS = 0
