@@ -197,7 +197,7 @@ def measure(*, quick: bool, repeats: int, big_database_url: str) -> list[dict]:
 
     def cost_row(name: str, unit: str, figures: dict) -> dict:
         return {
-            "measurement": f"6. metrics cost: {name}, metrics on vs off in the same run",
+            "measurement": f"9. metrics cost: {name}, metrics on vs off in the same run",
             "system": f"on {figures['on']:.1f}{unit}, off {figures['off']:.1f}{unit}",
             "baseline": "off: monitoring triggers disabled, MONITORING_EVENTS=off",
             "ratio": f"cost {figures['cost']:.1%}",
@@ -212,7 +212,7 @@ def measure(*, quick: bool, repeats: int, big_database_url: str) -> list[dict]:
     for label, figure in pages.items():
         rows.append(
             {
-                "measurement": f"6. {label}, {records:,} records (in-process, warm)",
+                "measurement": f"9. {label}, {records:,} records (in-process, warm)",
                 "system": f"median {figure['median_ms']} ms, worst {figure['max_ms']} ms",
                 "baseline": "—",
                 "ratio": "—",
