@@ -17,9 +17,10 @@ event's `id:`), with fields `event` and `data` (JSON):
   `cancelled` {"task_id", "partial"}.
 
 Writes are coalesced: after the first piece (written at once), pieces arriving within
-STREAM_FLUSH_MS of the last write wait and go out together, so a provider sending 100 tokens a second costs ~20 writes, not 100. A stream holds at
-most STREAM_MAX_EVENTS entries: near that, the rest of the text waits for the end and goes out as
-one piece, so nothing a reader needs is ever trimmed away.
+STREAM_FLUSH_MS of the last write wait and go out together, so a provider sending 100 tokens a
+second costs ~20 writes, not 100. A stream holds at most STREAM_MAX_EVENTS entries: near that, the
+rest of the text waits for the end and goes out as one piece, so nothing a reader needs is ever
+trimmed away.
 
 The text so far is also kept as one string (tasks_app.task_progress), for /status's `partial`.
 """
