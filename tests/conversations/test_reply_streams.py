@@ -8,7 +8,7 @@ import pytest
 from claw_ai import redis_clients
 from conversations import reply_streams
 from conversations.llm.base import ChatMessage, ProviderRateLimited, ProviderUnavailable
-from conversations.llm.openai_compatible import OpenAICompatibleProvider
+from conversations.llm.openai_compatible import OpenAICompatibleProvider, StreamError, _chunks
 from conversations.reply_streams import ReplyStreamWriter, stream_key
 from tasks_app.task_progress import partial_key, partial_text
 from tests.support.fake_llm import FakeLLM, error, streamed
@@ -72,6 +72,30 @@ def test_errors_before_the_first_piece_are_as_before_and_a_cut_stream_is_unavail
     with pytest.raises(ProviderUnavailable, match="before the reply was complete"):
         provider.stream(PROMPT, temperature=0.5, on_text=pieces.append)
     assert pieces == ["a", "b"]
+
+
+def test_the_event_stream_is_read_as_server_sent_events_and_its_errors_are_told():
+    # a comment, a chunk in two data lines, an empty event; what follows [DONE] is not read
+    lines = [
+        ": keep-alive",
+        "",
+        'data: {"choices":',
+        'data: [{"delta": {"content": "Hi"}}]}',
+        "",
+        "",
+        "data: [DONE]",
+        "",
+    ]
+    assert list(_chunks([*lines, 'data: {"model": "late"}', ""])) == [{"choices": [{"delta": {"content": "Hi"}}]}]
+
+    # an error event, an error chunk, and an event that is not JSON stop the reply with the provider's words
+    for lines, message in [
+        (["event: error", 'data: {"error": {"message": "overloaded"}}', ""], "overloaded"),
+        (['data: {"error": {"message": "context too long"}}', ""], "context too long"),
+        (["data: {not json", ""], "not JSON"),
+    ]:
+        with pytest.raises(StreamError, match=message):
+            list(_chunks(lines))
 
 
 def test_pieces_are_coalesced_and_the_text_so_far_is_readable(settings):
