@@ -27,16 +27,10 @@ class TextListener(Protocol):
     def text(self, piece: str) -> None:
         """A piece of the reply, called from the thread that reads the provider."""
 
-    def flush_due(self) -> float | None:
-        """Write what waited long enough; seconds until the next write is due (None: nothing waits)."""
-
 
 class _Ignore:
     def text(self, piece: str) -> None:
         pass
-
-    def flush_due(self) -> float | None:
-        return None
 
 
 def complete_unless_stopped(
@@ -54,8 +48,7 @@ def complete_unless_stopped(
     within CANCEL_POLL_INTERVAL, and keeps the main thread free to receive Celery's soft time
     limit (a signal, delivered to the main thread only). On either, the request in flight is
     abandoned (the provider closes its connection; the thread's next task builds a new one).
-    The pieces reach `listener` from the helper thread as they arrive; this thread also wakes
-    when the listener has held a piece back long enough (it writes at most every STREAM_FLUSH_MS).
+    The pieces reach `listener` from the helper thread as they arrive.
     (Short provider timeouts in a loop would not do: a long answer would never finish.)
     """
     listener = listener or _Ignore()
@@ -82,13 +75,10 @@ def complete_unless_stopped(
         connection.close()
     threading.Thread(target=call, name="llm-request", daemon=True).start()
     try:
-        wait = CANCEL_POLL_INTERVAL
-        while not done.wait(wait):
+        while not done.wait(CANCEL_POLL_INTERVAL):
             if should_stop():
                 # Raised inside the try on purpose: the handler below discards the provider on the way out.
                 raise GenerationCancelled("the task was cancelled while waiting on the provider")  # noqa: TRY301
-            due = listener.flush_due()
-            wait = CANCEL_POLL_INTERVAL if due is None else min(CANCEL_POLL_INTERVAL, due)
     except BaseException:
         discard_provider(provider)
         raise
