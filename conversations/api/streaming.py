@@ -132,8 +132,14 @@ async def _is_final_id(task_id: str, event_id: str) -> bool:
     return last is not None and last.id == event_id and last.is_final
 
 
-def format_event(event: str, data: dict, event_id: str) -> str:
-    return f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+def format_event(event: str, data: dict | bytes, event_id: str) -> bytes:
+    """One event as the stream sends it; `data` as a dict, or JSON already (a stream entry's own).
+
+    Bytes, not str: Django encodes a str chunk with the response's charset, parsing its
+    Content-Type again for every chunk (a tenth of a busy web process's CPU, measurement 6).
+    """
+    encoded = data if isinstance(data, bytes) else json.dumps(data, ensure_ascii=False).encode()
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), event.encode(), encoded)
 
 
 class ReplyEvents:
@@ -198,7 +204,7 @@ class ReplyEvents:
                 quiet_since = now
                 continue
             if now >= quiet_since + self.keepalive:
-                yield ": keep-alive\n\n"
+                yield b": keep-alive\n\n"
                 quiet_since = now
             if now >= next_check:
                 state = await in_shared_thread(_state_of)(self.task_id)
@@ -209,12 +215,12 @@ class ReplyEvents:
                 check_every = min(check_every * 2, self.keepalive)
                 next_check = now + check_every
 
-    async def _send(self, event: StreamEvent) -> str:
+    async def _send(self, event: StreamEvent) -> bytes:
         self.after = event.id
         if event.event in (DONE, ERROR):
             document = await in_shared_thread(_status_document)(self.task_id)
             return format_event(event.event, document, event.id)
-        return format_event(event.event, event.data, event.id)
+        return format_event(event.event, event.raw_data, event.id)
 
     async def _ended_without_final_entry(self):
         """The record says finished; the worker may still be writing (a cancelled reply stops at its
@@ -235,7 +241,7 @@ class ReplyEvents:
         for chunk in await self._from_database(streamed=streamed):
             yield chunk
 
-    async def _from_database(self, *, streamed: str | None) -> list[str]:
+    async def _from_database(self, *, streamed: str | None) -> list[bytes]:
         """The end of the reply as the database has it, after the text the client got (`streamed`).
 
         streamed None: no stream exists; a fresh client gets the whole reply, a resuming one
