@@ -46,11 +46,15 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]
     return status, headers
 
 
-async def submit(url: str, token: str, conversation_id: str) -> str:
-    """POST /ai/generate; the accepted task's id."""
+async def submit(url: str, token: str, conversation_id: str, user_id: str) -> str:
+    """POST /ai/generate for chat user `user_id`; the accepted task's id.
+
+    Each reply is a different chat user's: one user's replies run AI_MAX_CONCURRENT_PER_USER at a
+    time (issue 15), and these are so many people watching their replies at once.
+    """
     address = urlsplit(url)
     body = json.dumps(
-        {"conversation_id": conversation_id, "user_message": "Tell me a long story", "user_id": "bench-reader"}
+        {"conversation_id": conversation_id, "user_message": "Tell me a long story", "user_id": user_id}
     ).encode()
     reader, writer = await asyncio.open_connection(address.hostname, address.port)
     try:
@@ -124,9 +128,11 @@ class EventStream:
 
 
 async def watch_one(url: str, token: str, number: int, run: str, started: float) -> dict:
-    task_id = await submit(url, token, f"bench-stream-{run}-{number}")
+    task_id = await submit(url, token, f"bench-stream-{run}-{number}", f"bench-reader-{number}")
+    accepted = time.time()
     stream = EventStream(url, token, task_id)
     await stream.open()
+    opened = time.time()
     tokens: list[tuple[int, float, float]] = []  # (number, sent at, arrived)
     text, final, response = "", None, None
     try:
@@ -151,6 +157,8 @@ async def watch_one(url: str, token: str, number: int, run: str, started: float)
         "lags_ms": [(arrived - sent) * 1000 for _, sent, arrived in tokens],
         "first_added_ms": (tokens[0][2] - tokens[0][1]) * 1000 if tokens else None,
         "from_start_to_first_s": (tokens[0][2] - started) if tokens else None,
+        "accepted_s": accepted - started,
+        "opened_s": opened - accepted,
         "text_matches": response == text,
     }
 
@@ -183,6 +191,11 @@ def watch(url: str, token: str, replies: int, expected_tokens: int) -> dict:
         "first_added_p50_ms": percentile(firsts, 0.5),
         "first_added_p99_ms": percentile(firsts, 0.99),
         "run_start_to_first_token_p50_s": percentile(waits, 0.5),
+        # Where a slow start comes from: the POST's answer, and the stream's head after it.
+        "accepted_p50_s": percentile([s["accepted_s"] for s in streams], 0.5),
+        "accepted_max_s": max((s["accepted_s"] for s in streams), default=None),
+        "opened_p50_s": percentile([s["opened_s"] for s in streams], 0.5),
+        "opened_max_s": max((s["opened_s"] for s in streams), default=None),
         "errors": failed[:5],
         "error_count": len(failed),
         "client_cpu_seconds": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
@@ -236,7 +249,7 @@ def idle(url: str, token: str, streams: int, master_pid: int, settle: float) -> 
 
         async def accepted(n: int) -> str:
             async with gate:
-                return await submit(url, token, f"bench-idle-{run}-{n}")
+                return await submit(url, token, f"bench-idle-{run}-{n}", f"bench-idler-{n}")
 
         task_ids = await asyncio.gather(*(accepted(n) for n in range(streams)))
         before = server_usage(master_pid)
