@@ -160,7 +160,9 @@ def rows(watched: dict, idle: dict, polled: dict, *, replies: int, tokens: int, 
             "system": (
                 f"{watched['streams_ok']}/{replies} streams whole and in order ({watched['tokens_received']:,} of "
                 f"{watched['tokens_expected']:,} tokens); lag p50 {watched['lag_p50_ms']:.0f} ms, "
-                f"p99 {watched['lag_p99_ms']:.0f} ms; CPU used in the {watched['wall_seconds']:g} s: "
+                f"p99 {watched['lag_p99_ms']:.0f} ms; the POSTs answered p50 {watched['accepted_p50_s']:.1f} s "
+                f"after the start (last {watched['accepted_max_s']:.1f} s), each stream open p50 "
+                f"{watched['opened_p50_s']:.1f} s after its POST; CPU used in the {watched['wall_seconds']:g} s: "
                 + ", ".join(f"{part} {seconds:g} s" for part, seconds in watched["cpu_seconds"].items())
             ),
             "baseline": no_stream,
