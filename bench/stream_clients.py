@@ -184,6 +184,20 @@ def watch(url: str, token: str, replies: int, expected_tokens: int) -> dict:
         "tokens_received": sum(len(s["numbers"]) for s in streams),
         "tokens_expected": replies * expected_tokens,
         "out_of_order_or_missing": [s["task_id"] for s in streams if s not in complete][:5],
+        # For each of those: how many tokens came, and the first place where they leave 0, 1, 2, ...
+        "broken_streams": [
+            {
+                "task_id": s["task_id"],
+                "final": s["final"],
+                "tokens": len(s["numbers"]),
+                "first_wrong_at": next((i for i, n in enumerate(s["numbers"]) if n != i), None),
+                "around_it": s["numbers"][max(0, (next((i for i, n in enumerate(s["numbers"]) if n != i), 0)) - 2) :][
+                    :6
+                ],
+            }
+            for s in streams
+            if s not in complete
+        ][:5],
         "finals": {final: sum(s["final"] == final for s in streams) for final in {s["final"] for s in streams}},
         "lag_p50_ms": percentile(lags, 0.5),
         "lag_p99_ms": percentile(lags, 0.99),

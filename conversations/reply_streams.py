@@ -84,6 +84,12 @@ def parse_entries(entries) -> list[StreamEvent]:
     ]
 
 
+def text_sent(events: list[StreamEvent], after: str) -> str:
+    """The text a reader that got every event up to the id `after` (from the stream's start) has."""
+    last = stream_readers.entry_order(after)
+    return text_of([event for event in events if stream_readers.entry_order(event.id) <= last])
+
+
 def text_of(events: list[StreamEvent]) -> str:
     """The reply's text as these events (from the stream's start) spell it: the pieces after the last reset."""
     pieces: list[str] = []

@@ -237,7 +237,9 @@ class ReplyEvents:
                 if event.is_final:
                     return
         written = await reply_streams.read_all(self.task_id)
-        streamed = reply_streams.text_of(written) if written else None  # None: the stream is gone
+        # What this client was sent: the stream may hold more (entries its reader had not handed
+        # on within the grace, on a busy server), and those go out below with the rest.
+        streamed = reply_streams.text_sent(written, self.after) if written else None  # None: the stream is gone
         for chunk in await self._from_database(streamed=streamed):
             yield chunk
 

@@ -141,6 +141,21 @@ def test_the_first_piece_is_written_at_once_even_inside_the_flush_window(setting
     assert reply_streams.text_of(entries(writer.task_id)) == "Hello, world"
 
 
+def test_the_text_a_reader_was_sent_stops_at_its_last_event():
+    events = [
+        reply_streams.StreamEvent("5-0", "status", b'{"status": "STARTED"}'),
+        reply_streams.StreamEvent("6-0", "delta", b'{"text": "Hel"}'),
+        reply_streams.StreamEvent("6-1", "delta", b'{"text": "lo"}'),
+        reply_streams.StreamEvent("7-0", "reset", b'{"attempt": 2}'),
+        reply_streams.StreamEvent("8-0", "delta", b'{"text": "Hi"}'),
+    ]
+    assert reply_streams.text_sent(events, "0-0") == ""
+    assert reply_streams.text_sent(events, "6-0") == "Hel"
+    assert reply_streams.text_sent(events, "6-1") == "Hello"
+    assert reply_streams.text_sent(events, "7-0") == ""
+    assert reply_streams.text_sent(events, "9-0") == "Hi"
+
+
 def test_the_stream_stays_within_its_bound_and_loses_nothing(settings):
     # given a bound of 20 entries and no coalescing
     settings.STREAM_FLUSH_MS = 0
