@@ -170,24 +170,29 @@ class ReplyStreamWriter:
     def _take(self) -> str | None:
         """The waiting text, for the flusher to write (None: nothing to write now)."""
         with self._lock:
-            if self._closed or self._broken or not self._waiting:
+            if self._closed or self._broken:
                 return None
-            if self._entries >= settings.STREAM_MAX_EVENTS - RESERVED_ENTRIES:
-                return None  # near the bound: the rest waits for close() and goes out as one piece
-            piece = "".join(self._waiting)
-            self._waiting.clear()
-            self._entries += 1
+            piece = self._waiting_text(force=False)
+            if piece is not None:
+                self._entries += 1
             return piece
 
     def _write_waiting(self, *, force: bool = False) -> None:
         # Called with the lock held.
+        piece = self._waiting_text(force=force)
+        if piece is not None:
+            self._write([(DELTA, {"text": piece})], append=piece)
+
+    def _waiting_text(self, *, force: bool) -> str | None:
+        """The pieces not written yet, taken as one (None: none, or near the bound and not `force`)."""
+        # Called with the lock held.
         if not self._waiting:
-            return
+            return None
         if not force and self._entries >= settings.STREAM_MAX_EVENTS - RESERVED_ENTRIES:
-            return  # near the bound: the rest waits for close() and goes out as one piece
+            return None  # near the bound: the rest waits for close() and goes out as one piece
         piece = "".join(self._waiting)
         self._waiting.clear()
-        self._write([(DELTA, {"text": piece})], append=piece)
+        return piece
 
     def _write(
         self, events: list[tuple[str, dict]], *, partial: str | None = None, append: str = "", final: bool = False
